@@ -1,0 +1,133 @@
+"""Configuration schemas: every YAML file in ``conf/`` is checked against these
+dataclasses, so a misspelt key or a wrong type is an error, not a silent default."""
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING  # vgg19, resnet56: the registry name, also the table label
+    arch: str = MISSING  # vgg | resnet
+    depth: int = MISSING
+    width: float = 1.0  # multiplier on the paper's channel widths
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING  # cifar10 | cifar100 | digits | synthetic
+    root: str = "data"  # folder holding cifar-10-batches-py / cifar-100-python
+    download: bool = True  # try torchvision's download when the files are absent
+    pad: int = 4  # random-crop padding, pixels
+    flip: bool = True  # random horizontal flip
+    # synthetic only
+    train_size: int = 256
+    test_size: int = 128
+    image_size: int = 16
+    num_classes: int = 10
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = MISSING
+    epochs: int = 160  # unpruned, sparse and scratch_e
+    batch_size: int = 64
+    lr: float = 0.1  # per batch of 64
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    milestones: List[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of the epochs
+    gamma: float = 0.1  # lr factor at each milestone
+    steps_per_epoch: Optional[int] = None  # cap on steps an epoch (smoke tests); None = whole set
+    eval_batch_size: int = 1000
+
+
+@dataclass
+class MethodConfig:
+    name: str = MISSING
+    kind: str = "structured"  # structured | weight
+    pruning_ratio: float = 0.5  # fraction of prunable channels removed
+    selection: str = "layer"  # global: one threshold over all layers | layer: the ratio in every layer
+    layer_ratios: Dict[str, float] = field(default_factory=dict)  # per-layer ratio overrides (layer selection)
+    skip: List[str] = field(default_factory=list)  # layers never pruned
+    min_channels: int = 4  # a layer never keeps fewer channels than this
+    round_to: int = 1  # round kept widths up to a multiple of this (8 suits tensor cores)
+
+
+@dataclass
+class SlimmingConfig(MethodConfig):
+    sparsity: float = 1e-4  # L1 weight on BN gammas in the sparse stage (paper: 1e-4 VGG, 1e-5 ResNet)
+
+
+@dataclass
+class L1NormConfig(MethodConfig):
+    pass
+
+
+@dataclass
+class RandomConfig(MethodConfig):
+    pass
+
+
+@dataclass
+class FinetuneConfig:
+    epochs: int = 40  # paper CIFAR
+    lr: float = 0.001  # constant
+
+
+@dataclass
+class ScratchBConfig:
+    max_factor: Optional[float] = None  # cap epochs at max_factor x E (paper: 2); None = the formula alone
+
+
+@dataclass
+class UniformConfig:
+    tolerance: float = 0.01  # relative FLOPs gap allowed between the uniform and the pruned model
+
+
+@dataclass
+class StrategyConfig:
+    name: str = MISSING
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    scratch_b: ScratchBConfig = field(default_factory=ScratchBConfig)
+    uniform: UniformConfig = field(default_factory=UniformConfig)
+
+
+@dataclass
+class MeasureConfig:
+    latency_batch: int = 1  # images per timed forward
+    latency_repeats: int = 20  # timed forwards; the median is reported
+
+
+@dataclass
+class Config:
+    model: ModelConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    method: MethodConfig = MISSING
+    schedule: ScheduleConfig = MISSING
+    strategy: StrategyConfig = MISSING
+    strategies: List[str] = field(default_factory=lambda: ["finetune", "scratch_e", "scratch_b", "uniform"])
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    cache_dir: str = "outputs/stages"  # stage folders, shared by every run and sweep
+    retry_failed: bool = False  # rerun stages that diverged before
+    progress: bool = True
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+    paper: Dict[str, Any] = field(default_factory=dict)  # the paper's figures, printed beside ours
+
+
+METHOD_SCHEMAS = {"slimming": SlimmingConfig, "l1_norm": L1NormConfig, "random": RandomConfig}
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    # kept out of the option groups, so `method=...` lists only real choices;
+    # each YAML option starts with `defaults: [/schema/<group>/<name>@_here_]`
+    cs.store(group="schema/model", name="model", node=ModelConfig)
+    cs.store(group="schema/dataset", name="dataset", node=DatasetConfig)
+    cs.store(group="schema/schedule", name="schedule", node=ScheduleConfig)
+    cs.store(group="schema/strategy", name="strategy", node=StrategyConfig)
+    for name, schema in METHOD_SCHEMAS.items():
+        cs.store(group="schema/method", name=name, node=schema)

@@ -1,0 +1,16 @@
+"""Random channel pruning: the control every criterion should beat. Scores are
+uniform random numbers drawn from the run's seed."""
+from typing import Dict
+
+import torch
+
+from prunebench.methods.base import Method
+
+
+class RandomPruning(Method):
+    paper = "control"
+
+    def scores(self, model, data) -> Dict[str, torch.Tensor]:
+        gen = torch.Generator().manual_seed(self.seed)
+        return {g.name: torch.rand(model.get_submodule(g.conv).out_channels, generator=gen)
+                for g in model.channel_groups()}

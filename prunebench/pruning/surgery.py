@@ -1,0 +1,30 @@
+"""Physical channel removal: build the narrower model from its spec and copy the
+kept slices of every tensor, along the axes the model's channel groups name."""
+from typing import Dict
+
+import torch
+from torch import nn
+
+from prunebench import models
+
+
+def widths(model: nn.Module) -> Dict[str, int]:
+    """Width of every prunable layer, by group name."""
+    return {g.name: model.get_submodule(g.conv).out_channels for g in model.channel_groups()}
+
+
+def prune(model: nn.Module, keep: Dict[str, torch.Tensor]) -> nn.Module:
+    """A new, smaller model holding the channels ``keep`` lists (by group) and their weights."""
+    groups = model.channel_groups()
+    spec = model.spec_with_widths({g: len(idx) for g, idx in keep.items()})
+    axes = models.parameter_axes(groups)
+    state = {}
+    for name, tensor in model.state_dict().items():
+        for axis, group in axes.get(name, {}).items():
+            if group in keep:
+                tensor = tensor.index_select(axis, keep[group].to(tensor.device))
+        state[name] = tensor.clone()
+    device = next(model.parameters()).device
+    new = models.build(spec).to(device)
+    new.load_state_dict(state)
+    return new

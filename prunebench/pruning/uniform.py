@@ -1,0 +1,56 @@
+"""The uniform baseline of Liu et al.: every prunable layer of the unpruned model
+scaled by one width factor, the factor found so that FLOPs match the pruned model.
+
+Widths are whole channels, so FLOPs move in steps as the factor moves; on small
+models the best factor can still miss the target by more than the tolerance.
+Then single layers are widened or narrowed by one channel at a time, always the
+change that closes the gap most, until the gap is within the tolerance."""
+from typing import Dict, Sequence, Tuple
+
+from torch import nn
+
+from prunebench.measure import spec_flops
+from prunebench.pruning.surgery import widths as layer_widths
+
+
+def uniform_spec(model: nn.Module, target_flops: int, input_shape: Sequence[int], min_channels: int = 1,
+                 tolerance: float = 0.01, steps: int = 40) -> Tuple[Dict, float, int, int]:
+    """Return (spec, factor, flops, adjusted) for the uniformly narrowed model whose
+    FLOPs are nearest ``target_flops``; ``adjusted`` counts one-channel nudges."""
+    full = layer_widths(model)
+    floor = {g: min(min_channels, c) for g, c in full.items()}
+
+    def flops_of(w: Dict[str, int]) -> int:
+        return spec_flops(model.spec_with_widths(w), input_shape)
+
+    def scaled(factor: float) -> Dict[str, int]:
+        return {g: max(floor[g], round(factor * c)) for g, c in full.items()}
+
+    lo, hi = 0.0, 1.0
+    best_w, best_f, best_flops = full, 1.0, flops_of(full)
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        w = scaled(mid)
+        flops = flops_of(w)
+        if abs(flops - target_flops) < abs(best_flops - target_flops):
+            best_w, best_f, best_flops = w, mid, flops
+        if flops == target_flops:
+            break
+        lo, hi = (mid, hi) if flops < target_flops else (lo, mid)
+    adjusted = 0
+    while abs(best_flops - target_flops) > tolerance * target_flops and adjusted < 4 * len(full):
+        step = 1 if best_flops < target_flops else -1
+        candidates = []
+        for g in full:
+            c = best_w[g] + step
+            if floor[g] <= c <= full[g]:
+                w = {**best_w, g: c}
+                candidates.append((abs(flops_of(w) - target_flops), g, w))
+        if not candidates:
+            break
+        gap, g, w = min(candidates, key=lambda t: t[0])
+        if gap >= abs(best_flops - target_flops):
+            break
+        best_w, best_flops = w, flops_of(w)
+        adjusted += 1
+    return model.spec_with_widths(best_w), best_f, best_flops, adjusted

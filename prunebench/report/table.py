@@ -1,0 +1,78 @@
+"""The result table of one run: ``results.csv``, ``results.md``, ``results.tex``
+in the run folder, and a rich table on the terminal."""
+import csv
+from pathlib import Path
+from typing import Dict, List
+
+from rich.console import Console
+from rich.table import Table
+
+COLUMNS = ["row", "method", "model", "dataset", "pruning_ratio", "seed", "acc1", "acc5", "paper_acc1", "params",
+           "flops", "latency_ms", "epochs", "seconds", "status", "note", "stage"]
+SHOWN = ["row", "acc1", "acc5", "paper_acc1", "params", "flops", "latency_ms", "epochs", "status", "note"]
+
+
+def fmt(key: str, value) -> str:
+    if value is None or value == "":
+        return "-"
+    if key in ("params", "flops"):
+        return f"{value / 1e6:.2f}M"
+    if key in ("acc1", "acc5", "paper_acc1"):
+        return f"{value:.2f}"
+    if key == "latency_ms":
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _shown(rows: List[Dict]) -> List[str]:
+    return [c for c in SHOWN if any(r.get(c) not in (None, "") for r in rows)]
+
+
+def write_csv(rows: List[Dict], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in COLUMNS})
+
+
+def markdown(rows: List[Dict], title: str) -> str:
+    cols = _shown(rows)
+    lines = [f"# {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(c, r.get(c)) for c in cols) + " |" for r in rows]
+    lines += ["", "acc1/acc5: top-1/top-5 test accuracy (%); params, FLOPs (2 x multiply-accumulates, one image) "
+              "in millions; latency: median forward time (ms); epochs: training epochs of that row."]
+    return "\n".join(lines) + "\n"
+
+
+def latex(rows: List[Dict]) -> str:
+    cols = _shown(rows)
+    esc = lambda s: s.replace("_", r"\_").replace("%", r"\%")  # noqa: E731
+    out = [r"\begin{tabular}{" + "l" * len(cols) + "}", r"\toprule", " & ".join(esc(c) for c in cols) + r" \\",
+           r"\midrule"]
+    out += [" & ".join(esc(fmt(c, r.get(c))) for c in cols) + r" \\" for r in rows]
+    out += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(out) + "\n"
+
+
+def write(rows: List[Dict], folder: Path, title: str) -> None:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, folder / "results.csv")
+    (folder / "results.md").write_text(markdown(rows, title))
+    (folder / "results.tex").write_text(latex(rows))
+
+
+def show(rows: List[Dict], title: str, console: Console = None) -> None:
+    console = console or Console()
+    cols = _shown(rows)
+    table = Table(title=title)
+    for c in cols:
+        if c == "note":
+            table.add_column(c, overflow="fold", max_width=48)
+        else:
+            table.add_column(c, justify="left" if c in ("row", "status") else "right", no_wrap=True)
+    for r in rows:
+        style = None if r["status"] == "ok" else "red"
+        table.add_row(*(fmt(c, r.get(c)) for c in cols), style=style)
+    console.print(table)

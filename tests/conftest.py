@@ -1,0 +1,35 @@
+"""Tests compose the real ``conf/config.yaml`` (shrunk by ``experiment=smoke``)
+and run the real pipeline, as the CLI would."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from prunebench.cli import CONF_DIR
+from prunebench.config import register_configs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def compose_config(*overrides):
+    register_configs()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.fixture
+def smoke_cfg(tmp_path):
+    """A function composing the smoke preset with a private stage cache."""
+    def make(*overrides):
+        return compose_config("experiment=smoke", f"cache_dir={tmp_path / 'stages'}", *overrides)
+    return make
+
+
+def run_cli(*args, cwd):
+    """Run ``python -m prunebench ARGS`` in ``cwd``; return the CompletedProcess."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "prunebench", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)

@@ -1,0 +1,76 @@
+"""The command line, as a user runs it."""
+import csv
+
+from tests.conftest import run_cli
+
+REQUIRED = {"row", "method", "model", "dataset", "acc1", "params", "flops", "epochs", "status"}
+
+
+def read_results(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_smoke_preset_writes_the_result_table(tmp_path):
+    p = run_cli("experiment=smoke", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    [run_dir] = (tmp_path / "outputs" / "runs").iterdir()
+    rows = read_results(run_dir / "results.csv")
+    assert REQUIRED <= set(rows[0])
+    assert [r["row"] for r in rows] == ["unpruned", "sparse", "pruned", "finetune", "scratch_e", "scratch_b",
+                                        "uniform"]
+    assert all(r["status"] == "ok" for r in rows)
+    assert "| row |" in (run_dir / "results.md").read_text()
+    assert (run_dir / "config.yaml").exists()
+    assert "scratch_b" in p.stdout  # the summary table
+
+
+def test_unknown_method_lists_the_valid_names(tmp_path):
+    p = run_cli("experiment=smoke", "method=magic", cwd=tmp_path)
+    assert p.returncode != 0
+    out = p.stdout + p.stderr
+    assert "l1_norm" in out and "slimming" in out and "random" in out
+
+
+def test_unknown_model_lists_the_valid_names(tmp_path):
+    p = run_cli("experiment=smoke", "model=alexnet", cwd=tmp_path)
+    assert p.returncode != 0 and "resnet56" in p.stdout + p.stderr
+
+
+def test_ratio_out_of_range_exits_with_a_message(tmp_path):
+    p = run_cli("experiment=smoke", "method.pruning_ratio=1.5", cwd=tmp_path)
+    assert p.returncode == 2
+    assert "pruning_ratio must lie in [0, 1)" in p.stdout
+
+
+def test_missing_data_names_the_path(tmp_path):
+    p = run_cli("experiment=smoke", "dataset=cifar10", f"dataset.root={tmp_path}/nodata", "dataset.download=false",
+                cwd=tmp_path)
+    assert p.returncode == 2
+    assert f"{tmp_path}/nodata/cifar-10-batches-py" in p.stdout.replace("\n", "")
+
+
+def test_multirun_trains_one_unpruned_model_for_every_method(tmp_path):
+    p = run_cli("-m", "experiment=smoke", "method=slimming,l1_norm,random", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    stages = sorted(d.name.split("-")[0] for d in (tmp_path / "outputs" / "stages").iterdir())
+    assert stages.count("unpruned") == 1 and stages.count("pruned") == 3
+    [sweep] = (tmp_path / "outputs" / "multirun").iterdir()
+    results = sorted(sweep.glob("*/results.csv"))
+    assert len(results) == 3
+    unpruned = {next(r["stage"] for r in read_results(f) if r["row"] == "unpruned") for f in results}
+    assert len(unpruned) == 1
+
+
+def test_sweep_over_seeds_aggregates_to_mean_and_std(tmp_path):
+    from prunebench.report import aggregate
+
+    p = run_cli("-m", "experiment=smoke", "method=l1_norm", "seed=0,1", "strategies=[scratch_e]", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    [sweep] = (tmp_path / "outputs" / "multirun").iterdir()
+    aggregate.main([str(sweep)])
+    summary = {r["row"]: r for r in read_results(sweep / "summary.csv")}
+    assert set(summary) == {"unpruned", "pruned", "scratch_e"}
+    assert summary["scratch_e"]["runs"] == "2" and summary["scratch_e"]["seeds"] == "0 1"
+    assert float(summary["scratch_e"]["acc1_std"]) >= 0
+    assert "±" in (sweep / "summary.md").read_text()
