@@ -53,7 +53,7 @@ def select(scores: Dict[str, torch.Tensor], cfg) -> Dict[str, torch.Tensor]:
     elif cfg.selection == "layer":
         for g in active:
             ratio = cfg.layer_ratios.get(g, cfg.pruning_ratio)
-            counts[g] = scores[g].numel() - int(ratio * scores[g].numel())
+            counts[g] = math.floor(scores[g].numel() * (1 - ratio) + 1e-9)  # as Li et al.'s code: int(n(1-p))
     elif cfg.selection != "global":
         raise PrunebenchError(f"method.selection must be 'global' or 'layer', got {cfg.selection!r}")
     keep = {}

@@ -12,6 +12,8 @@ from torch import nn
 from prunebench.measure import spec_flops
 from prunebench.pruning.surgery import widths as layer_widths
 
+MAX_NUDGES = 20  # one-channel changes at most; each costs one FLOPs count per layer
+
 
 def uniform_spec(model: nn.Module, target_flops: int, input_shape: Sequence[int], min_channels: int = 1,
                  tolerance: float = 0.01, steps: int = 40) -> Tuple[Dict, float, int, int]:
@@ -38,7 +40,7 @@ def uniform_spec(model: nn.Module, target_flops: int, input_shape: Sequence[int]
             break
         lo, hi = (mid, hi) if flops < target_flops else (lo, mid)
     adjusted = 0
-    while abs(best_flops - target_flops) > tolerance * target_flops and adjusted < 4 * len(full):
+    while abs(best_flops - target_flops) > tolerance * target_flops and adjusted < MAX_NUDGES:
         step = 1 if best_flops < target_flops else -1
         candidates = []
         for g in full:
