@@ -1,0 +1,62 @@
+"""CIFAR-10 and CIFAR-100 (Krizhevsky, 2009) from the standard python layout
+(``<root>/cifar-10-batches-py``, ``<root>/cifar-100-python``), the one
+torchvision downloads."""
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from prunebench.data.images import ImageData
+from prunebench.errors import PrunebenchError
+
+LAYOUT = {
+    "cifar10": {"folder": "cifar-10-batches-py", "train": [f"data_batch_{i}" for i in range(1, 6)],
+                "test": ["test_batch"], "label": "labels", "classes": 10,
+                "mean": (0.4914, 0.4822, 0.4465), "std": (0.2023, 0.1994, 0.2010),
+                "url": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"},
+    "cifar100": {"folder": "cifar-100-python", "train": ["train"], "test": ["test"], "label": "fine_labels",
+                 "classes": 100, "mean": (0.5071, 0.4865, 0.4409), "std": (0.2673, 0.2564, 0.2762),
+                 "url": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"},
+}
+
+
+def _read(folder: Path, files, label_key):
+    xs, ys = [], []
+    for name in files:
+        with open(folder / name, "rb") as f:
+            batch = pickle.load(f, encoding="latin1")
+        xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(batch[label_key], dtype=np.int64))
+    return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
+
+
+def _download(name: str, root: Path) -> None:
+    from torchvision import datasets
+
+    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    cls(str(root), train=True, download=True)
+
+
+def load(cfg) -> ImageData:
+    layout = LAYOUT[cfg.name]
+    root = Path(cfg.root).expanduser().resolve()
+    folder = root / layout["folder"]
+    files = layout["train"] + layout["test"]
+    if not all((folder / f).exists() for f in files):
+        reason = "dataset.download=false"
+        if cfg.download:
+            try:
+                _download(cfg.name, root)
+                reason = ""
+            except Exception as e:  # offline, proxy, disk: the message below says what to do
+                reason = f"the download failed: {type(e).__name__}: {e}"
+        if reason:
+            raise PrunebenchError(
+                f"{cfg.name} is not at {folder} ({reason}). Put the python version of the data set there "
+                f"(extract {layout['url']} into {root}), or point dataset.root= at the folder that holds "
+                f"{layout['folder']}/.")
+    train_x, train_y = _read(folder, layout["train"], layout["label"])
+    test_x, test_y = _read(folder, layout["test"], layout["label"])
+    return ImageData(train_x, train_y, test_x, test_y, layout["mean"], layout["std"], layout["classes"],
+                     cfg.pad, cfg.flip)
