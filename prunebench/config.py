@@ -46,13 +46,21 @@ class ScheduleConfig:
 @dataclass
 class MethodConfig:
     name: str = MISSING
-    kind: str = "structured"  # structured | weight
-    pruning_ratio: float = 0.5  # fraction of prunable channels removed
-    selection: str = "layer"  # global: one threshold over all layers | layer: the ratio in every layer
+    pruning_ratio: float = 0.5  # fraction of prunable channels (weight-level: weights) removed
+    # global: one threshold over all layers | layer: the ratio in every layer
+    # threshold: remove what scores <= `threshold` (automatic methods: SSS, AutoPruner)
+    selection: str = "layer"
+    threshold: float = 0.0
     layer_ratios: Dict[str, float] = field(default_factory=dict)  # per-layer ratio overrides (layer selection)
     skip: List[str] = field(default_factory=list)  # layers never pruned
     min_channels: int = 4  # a layer never keeps fewer channels than this
     round_to: int = 1  # round kept widths up to a multiple of this (8 suits tensor cores)
+    iterations: int = 1  # prune in this many steps, fine-tuning iteration_epochs between them
+    iteration_epochs: int = 0  # epochs of fine-tuning (strategy.finetune.lr) between iterations
+    # the sparse stage of methods that train before pruning (slimming, sss, autopruner, sfp)
+    sparse_init: str = "scratch"  # scratch: from a fresh init | unpruned: from the trained unpruned model
+    sparse_epochs: Optional[int] = None  # None: the schedule's epochs
+    sparse_lr: Optional[float] = None  # None: the schedule's lr (and its milestones)
 
 
 @dataclass
@@ -68,6 +76,70 @@ class L1NormConfig(MethodConfig):
 @dataclass
 class RandomConfig(MethodConfig):
     pass
+
+
+@dataclass
+class SSSConfig(MethodConfig):
+    level: str = "channel"  # channel: a factor per channel | block: a factor per residual block (ResNets)
+    sparsity: float = 1e-4  # L1 weight on the scaling factors, applied by the proximal (soft-threshold) step
+    momentum: float = 0.9  # of the accelerated proximal gradient update of the factors
+
+
+@dataclass
+class StatisticsConfig(MethodConfig):
+    num_images: int = 1000  # training images the statistics are collected over (fewer if the set is smaller)
+    batch_size: int = 250  # images per forward pass while collecting
+
+
+@dataclass
+class ThiNetConfig(StatisticsConfig):
+    positions_per_image: int = 10  # sampled output positions per image
+    reconstruct: bool = True  # least-squares rescaling of the kept weights of the next layer
+
+
+@dataclass
+class ChannelPruningConfig(StatisticsConfig):
+    num_images: int = 5000  # paper: 5000 images, 10 positions each
+    positions_per_image: int = 10
+    reconstruct: bool = True  # least-squares refit of the next layer on the kept channels
+
+
+@dataclass
+class APoZConfig(StatisticsConfig):
+    criterion: str = "ratio"  # ratio: remove pruning_ratio of each layer | std: remove APoZ > mean + std_k * std
+    std_k: float = 1.0  # paper: 1
+
+
+@dataclass
+class AutoPrunerConfig(MethodConfig):
+    alpha_start: float = 1.0  # sigmoid(alpha * x) steepness, raised linearly over the sparse stage
+    alpha_stop: float = 100.0
+    fc_init_scale: float = 10.0  # gate FC weights start at this multiple of MSRA init
+
+
+@dataclass
+class TaylorConfig(StatisticsConfig):
+    target: str = "bn"  # bn: (sum of grad x gamma)^2 per channel | weight: (sum of grad x w)^2 per filter
+
+
+@dataclass
+class FPGMConfig(MethodConfig):
+    pass
+
+
+@dataclass
+class SFPConfig(MethodConfig):
+    norm: int = 2  # Lp norm of the filters ranked each epoch
+
+
+@dataclass
+class MagnitudeConfig(MethodConfig):
+    pass
+
+
+@dataclass
+class SNIPConfig(MethodConfig):
+    batch_size: int = 128  # images in the one batch the sensitivities come from
 
 
 @dataclass
@@ -87,11 +159,17 @@ class UniformConfig:
 
 
 @dataclass
+class LotteryConfig:
+    rewind_epoch: int = 0  # reset kept weights to the unpruned model's weights at this epoch (0: its init)
+
+
+@dataclass
 class StrategyConfig:
     name: str = MISSING
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     scratch_b: ScratchBConfig = field(default_factory=ScratchBConfig)
     uniform: UniformConfig = field(default_factory=UniformConfig)
+    lottery: LotteryConfig = field(default_factory=LotteryConfig)
 
 
 @dataclass
@@ -107,7 +185,8 @@ class Config:
     method: MethodConfig = MISSING
     schedule: ScheduleConfig = MISSING
     strategy: StrategyConfig = MISSING
-    strategies: List[str] = field(default_factory=lambda: ["finetune", "scratch_e", "scratch_b", "uniform"])
+    # lottery runs for weight-level methods only
+    strategies: List[str] = field(default_factory=lambda: ["finetune", "scratch_e", "scratch_b", "uniform", "lottery"])
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     cache_dir: str = "outputs/stages"  # stage folders, shared by every run and sweep
@@ -117,7 +196,12 @@ class Config:
     paper: Dict[str, Any] = field(default_factory=dict)  # the paper's figures, printed beside ours
 
 
-METHOD_SCHEMAS = {"slimming": SlimmingConfig, "l1_norm": L1NormConfig, "random": RandomConfig}
+METHOD_SCHEMAS = {
+    "slimming": SlimmingConfig, "l1_norm": L1NormConfig, "random": RandomConfig, "sss": SSSConfig,
+    "thinet": ThiNetConfig, "channel_pruning": ChannelPruningConfig, "apoz": APoZConfig,
+    "autopruner": AutoPrunerConfig, "taylor": TaylorConfig, "fpgm": FPGMConfig, "sfp": SFPConfig,
+    "magnitude": MagnitudeConfig, "snip": SNIPConfig,
+}
 
 
 def register_configs() -> None:

@@ -3,7 +3,7 @@
 of timed forwards)."""
 import statistics
 import time
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 from torch import nn
@@ -12,19 +12,30 @@ from torch.utils.flop_counter import FlopCounterMode
 from prunebench import models
 
 
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+def count_params(model: nn.Module, masks: Optional[Dict[str, torch.Tensor]] = None) -> int:
+    """Parameters; with weight-level ``masks``, the non-zero count (masked weights excluded)."""
+    masks = masks or {}
+    return sum(int(masks[n].sum()) if n in masks else p.numel() for n, p in model.named_parameters())
 
 
-def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
-    """FLOPs of one forward pass of one image of shape (C, H, W)."""
+def count_flops(model: nn.Module, input_shape: Sequence[int],
+                masks: Optional[Dict[str, torch.Tensor]] = None) -> int:
+    """FLOPs of one forward pass of one image of shape (C, H, W). With weight-level
+    ``masks``, each layer's FLOPs are scaled by the fraction of its weights kept."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(torch.zeros(1, *input_shape, device=device))
     model.train(was_training)
-    return int(counter.get_total_flops())
+    total = counter.get_total_flops()
+    if masks:
+        per_module = counter.get_flop_counts()
+        prefix = type(model).__name__
+        for name, mask in masks.items():
+            layer_flops = sum(per_module.get(f"{prefix}.{name.rsplit('.', 1)[0]}", {}).values())
+            total -= layer_flops * (1 - mask.float().mean().item())
+    return int(round(total))
 
 
 def spec_flops(spec: Dict, input_shape: Sequence[int]) -> int:

@@ -13,7 +13,7 @@ def test_defaults_are_the_paper_setting():
     assert (cfg.method.name, cfg.model.name, cfg.dataset.name) == ("slimming", "vgg19", "cifar10")
     assert cfg.schedule.epochs == 160 and cfg.schedule.batch_size == 64 and cfg.schedule.lr == 0.1
     assert cfg.strategy.finetune.epochs == 40 and cfg.strategy.finetune.lr == 0.001
-    assert list(cfg.strategies) == ["finetune", "scratch_e", "scratch_b", "uniform"]
+    assert list(cfg.strategies) == ["finetune", "scratch_e", "scratch_b", "uniform", "lottery"]
 
 
 @pytest.mark.parametrize("group", ["model", "dataset", "method", "schedule", "strategy", "experiment"])

@@ -67,6 +67,16 @@ class ImageData:
             idx = order[i * batch_size:(i + 1) * batch_size]
             yield self.normalize(self.augment(self.train_x[idx], generator)), self.train_y[idx]
 
+    def sample_batches(self, num_images: int, batch_size: int,
+                       generator: torch.Generator) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        """Normalised, un-augmented batches of ``num_images`` random training images
+        (all of them if the set is smaller): the input of statistics collection."""
+        n = self.train_x.shape[0]
+        idx = torch.randperm(n, device=self.device, generator=generator)[:min(num_images, n)]
+        for i in range(0, idx.numel(), batch_size):
+            j = idx[i:i + batch_size]
+            yield self.normalize(self.train_x[j]), self.train_y[j]
+
     def test_batches(self, batch_size: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         for i in range(0, self.test_x.shape[0], batch_size):
             yield self.normalize(self.test_x[i:i + batch_size]), self.test_y[i:i + batch_size]

@@ -1,5 +1,14 @@
-"""What a pruning method is: training hooks (optional), a sparse stage (optional)
-and per-channel importance scores. Selection and surgery are shared."""
+"""What a pruning method is. A method scores channels (structured) or weights
+(weight-level); selection, surgery and retraining are shared. Optional parts:
+
+- a sparse stage (``sparse = True``): training with the method's hooks
+  (``penalty``, ``regularize``, ``after_step``, ``on_epoch_end`` of
+  :class:`TrainHooks`), from scratch or from the unpruned model;
+- training-time modules (``attach``/``detach``): scaling factors or gates added
+  for the sparse stage and folded away before surgery;
+- its own selection (``select``), e.g. a statistical threshold;
+- reconstruction after surgery (``reconstruct``): refitting the next layers.
+"""
 from abc import ABC, abstractmethod
 from typing import Dict
 
@@ -7,13 +16,16 @@ import torch
 from torch import nn
 
 from prunebench.data import ImageData
+from prunebench.pruning.selection import select
 from prunebench.train.hooks import TrainHooks
 
 
 class Method(TrainHooks, ABC):
-    """A structured pruning method. ``cfg`` is its node of the composed config."""
+    """A pruning method. ``cfg`` is its node of the composed config."""
 
-    sparse: bool = False  # trains a sparse model (its own stage) before pruning
+    kind: str = "structured"  # structured: channels removed | weight: weights masked, architecture kept
+    sparse: bool = False  # trains its own (sparse) stage before pruning
+    prune_at_init: bool = False  # scores the freshly initialised model, not the trained one (SNIP)
     paper: str = ""
 
     def __init__(self, cfg, seed: int = 0):
@@ -21,9 +33,27 @@ class Method(TrainHooks, ABC):
         self.seed = seed
 
     def sparse_settings(self) -> Dict:
-        """The settings that change the sparse stage (its cache key)."""
+        """The method settings that change the sparse stage (part of its cache key)."""
         return {}
+
+    def attach(self, model: nn.Module) -> None:
+        """Add training-time parameters or modules to ``model`` (before the sparse stage, and
+        before its checkpoints are loaded)."""
+
+    def detach(self, model: nn.Module) -> None:
+        """Fold away what ``attach`` added, leaving a plain model of the registry."""
 
     @abstractmethod
     def scores(self, model: nn.Module, data: ImageData) -> Dict[str, torch.Tensor]:
-        """Importance of every channel of every prunable layer, by group name; higher is kept."""
+        """Structured: importance of every channel of every prunable layer, by group name.
+        Weight-level: a tensor shaped like each prunable weight, by parameter name.
+        Higher is kept. ``model`` still carries what ``attach`` added."""
+
+    def select(self, model: nn.Module, scores: Dict[str, torch.Tensor], cfg) -> Dict[str, torch.Tensor]:
+        """Structured: the channel indices each group keeps, under ``cfg`` (the method's config,
+        or one step's of an iterated pruning). Default: the shared policies."""
+        return select(scores, cfg)
+
+    def reconstruct(self, original: nn.Module, pruned: nn.Module, keep: Dict[str, torch.Tensor],
+                    data: ImageData) -> None:
+        """Adjust ``pruned`` in place after surgery (default: nothing)."""

@@ -27,19 +27,23 @@ def spec_for(depth: int, width: float, in_channels: int, num_classes: int) -> Di
 class BasicBlock(nn.Module):
     def __init__(self, in_c: int, mid_c: int, out_c: int, stride: int):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_c, mid_c, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(mid_c)
-        self.conv2 = nn.Conv2d(mid_c, out_c, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_c)
-        self.stride, self.extra = stride, out_c - in_c
+        self.stride, self.extra, self.removed = stride, out_c - in_c, mid_c == 0
+        if not self.removed:
+            self.conv1 = nn.Conv2d(in_c, mid_c, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(mid_c)
+            self.conv2 = nn.Conv2d(mid_c, out_c, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(out_c)
+
+    def residual(self, x):
+        return self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
 
     def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
         shortcut = x[:, :, :: self.stride, :: self.stride] if self.stride > 1 else x
         if self.extra:
             shortcut = F.pad(shortcut, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
-        return F.relu(out + shortcut)
+        if self.removed:
+            return shortcut  # already non-negative: it is a ReLU output
+        return F.relu(self.residual(x) + shortcut)
 
 
 class ResNet(nn.Module):
@@ -71,7 +75,7 @@ class ResNet(nn.Module):
 
     def channel_groups(self) -> List[ChannelGroup]:
         return [ChannelGroup(f"block{k + 1}", f"blocks.{k}.conv1", f"blocks.{k}.bn1", (f"blocks.{k}.conv2",))
-                for k in range(len(self.blocks))]
+                for k, block in enumerate(self.blocks) if not block.removed]
 
     def spec_with_widths(self, widths: Dict[str, int]) -> Dict[str, Any]:
         return {**self.spec, "block_widths": [int(widths.get(f"block{k + 1}", w))

@@ -13,6 +13,11 @@ def widths(model: nn.Module) -> Dict[str, int]:
     return {g.name: model.get_submodule(g.conv).out_channels for g in model.channel_groups()}
 
 
+def prunable_weights(model: nn.Module) -> Dict[str, torch.Tensor]:
+    """The weights weight-level methods prune: every convolution's and linear layer's."""
+    return {f"{name}.weight": m.weight for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+
+
 def prune(model: nn.Module, keep: Dict[str, torch.Tensor]) -> nn.Module:
     """A new, smaller model holding the channels ``keep`` lists (by group) and their weights."""
     groups = model.channel_groups()
@@ -26,5 +31,6 @@ def prune(model: nn.Module, keep: Dict[str, torch.Tensor]) -> nn.Module:
         state[name] = tensor.clone()
     device = next(model.parameters()).device
     new = models.build(spec).to(device)
-    new.load_state_dict(state)
+    wanted = new.state_dict().keys()  # a group cut to width 0 takes its layers with it (ResNet blocks)
+    new.load_state_dict({k: v for k, v in state.items() if k in wanted})
     return new

@@ -1,15 +1,61 @@
 """Training hooks: how a method changes training without a loop of its own."""
+from typing import Dict, Iterable, Optional
+
+import torch
 from torch import nn
 
 
 class TrainHooks:
     """No-op hooks; methods override the ones they need."""
 
+    def penalty(self, model: nn.Module) -> Optional[torch.Tensor]:
+        """A term added to the loss before ``backward()`` (None: nothing)."""
+        return None
+
     def regularize(self, model: nn.Module) -> None:
         """Called after ``backward()`` and before ``step()``: add to the gradients."""
 
-    def after_step(self, model: nn.Module) -> None:
-        """Called after every optimizer step (masks, projections)."""
+    def after_step(self, model: nn.Module, lr: float) -> None:
+        """Called after every optimizer step with the step's learning rate (masks, proximal steps)."""
 
     def on_epoch_end(self, model: nn.Module, epoch: int) -> None:
         """Called after each epoch with its 0-based index."""
+
+
+class HookList(TrainHooks):
+    """Several hooks called in order."""
+
+    def __init__(self, hooks: Iterable[TrainHooks]):
+        self.hooks = list(hooks)
+
+    def penalty(self, model):
+        terms = [t for t in (h.penalty(model) for h in self.hooks) if t is not None]
+        return sum(terms) if terms else None
+
+    def regularize(self, model):
+        for h in self.hooks:
+            h.regularize(model)
+
+    def after_step(self, model, lr):
+        for h in self.hooks:
+            h.after_step(model, lr)
+
+    def on_epoch_end(self, model, epoch):
+        for h in self.hooks:
+            h.on_epoch_end(model, epoch)
+
+
+class MaskHook(TrainHooks):
+    """Keeps pruned weights at zero: weight-level masks through retraining."""
+
+    def __init__(self, masks: Dict[str, torch.Tensor]):
+        self.masks = masks
+
+    @torch.no_grad()
+    def apply(self, model: nn.Module) -> None:
+        params = dict(model.named_parameters())
+        for name, mask in self.masks.items():
+            params[name].mul_(mask.to(params[name].device, params[name].dtype))
+
+    def after_step(self, model, lr):
+        self.apply(model)

@@ -5,7 +5,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -32,9 +32,11 @@ class Recipe:
 
 
 def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, checkpoint: Path,
-          hooks: TrainHooks = TrainHooks(), desc: str = "train", progress: bool = True) -> dict:
+          hooks: TrainHooks = TrainHooks(), desc: str = "train", progress: bool = True,
+          snapshots: Optional[Dict[int, Path]] = None) -> dict:
     """Train ``model`` in place; return {"epochs", "seconds", "loss"}. Raises
-    :class:`Diverged` when the loss stops being finite."""
+    :class:`Diverged` when the loss stops being finite. ``snapshots`` maps an
+    epoch k to a file that receives the weights after k epochs (0: before training)."""
     device = data.device
     model.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
@@ -51,7 +53,10 @@ def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, check
         start, seconds, last_loss = state["epoch"], state["seconds"], state["loss"]
     bar = tqdm(total=recipe.epochs, initial=start, desc=desc, disable=not progress, leave=True,
                dynamic_ncols=True)
+    snapshots = snapshots or {}
     for epoch in range(start, recipe.epochs):
+        if epoch in snapshots and not Path(snapshots[epoch]).exists():
+            torch.save(model.state_dict(), snapshots[epoch])
         t0 = time.perf_counter()
         model.train()
         gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
@@ -59,11 +64,13 @@ def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, check
         steps = 0
         for x, y in data.train_batches(recipe.batch_size, gen, recipe.steps_per_epoch):
             loss = F.cross_entropy(model(x), y)
+            extra = hooks.penalty(model)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss if extra is None else loss + extra).backward()
             hooks.regularize(model)
+            lr = opt.param_groups[0]["lr"]
             opt.step()
-            hooks.after_step(model)
+            hooks.after_step(model, lr)
             loss_sum += loss.detach()
             steps += 1
             if steps % CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
@@ -81,4 +88,6 @@ def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, check
         bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{opt.param_groups[0]['lr']:.2g}")
         bar.update(1)
     bar.close()
+    if recipe.epochs in snapshots and not Path(snapshots[recipe.epochs]).exists():
+        torch.save(model.state_dict(), snapshots[recipe.epochs])
     return {"epochs": recipe.epochs, "seconds": seconds, "loss": last_loss}
