@@ -57,6 +57,10 @@ def validate(cfg: DictConfig) -> None:
         raise PrunebenchError(f"unknown strategies {unknown}; known: {', '.join(STRATEGIES)}")
     if cfg.method.name not in methods.METHODS:
         raise PrunebenchError(f"unknown method {cfg.method.name!r}; known: {', '.join(sorted(methods.METHODS))}")
+    k = cfg.strategy.lottery.rewind_epoch
+    if "lottery" in cfg.strategies and not 0 <= k <= cfg.schedule.epochs:
+        raise PrunebenchError(f"strategy.lottery.rewind_epoch must lie in [0, {cfg.schedule.epochs}] (the unpruned "
+                              f"model's epochs; 0: its init), got {k}")
 
 
 def iteration_config(cfg: DictConfig) -> DictConfig:
@@ -167,7 +171,7 @@ class Run:
         folder = Path(self.results[row]["stage"])
         model = models.build(models.load_spec(folder))
         if attach:
-            self.method.attach(model)
+            self.method.attach(model, self.data.input_shape)
         model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
         return model.to(self.device)
 
@@ -197,8 +201,8 @@ class Run:
             needs = ["unpruned"] if cfg.method.sparse_init == "unpruned" else []
             self.stage("sparse", "sparse", source_values, self.sparse_stage, needs=needs)
         pruned_values = {"source": Stage(self.cache, source, source_values).key, "method": settings(cfg.method)}
-        if method.prune_at_init:
-            pruned_values["source"] = "init"
+        if method.prune_at_init:  # the init depends on the model and seed, the scoring batch on the data
+            pruned_values["source"] = {"init": {k: v for k, v in self.common.items() if k != "schedule"}}
         self.stage("pruned", "pruned", pruned_values, self.prune_stage(source), needs=[source])
         retrain = {"pruned": Stage(self.cache, "pruned", pruned_values).key, "seed": cfg.seed,
                    "schedule": self.common["schedule"]}
@@ -232,7 +236,7 @@ class Run:
         if m.sparse_init not in ("scratch", "unpruned"):
             raise PrunebenchError(f"method.sparse_init must be 'scratch' or 'unpruned', got {m.sparse_init!r}")
         model = self.load("unpruned") if m.sparse_init == "unpruned" else self.fresh(self.base_spec)
-        self.method.attach(model)
+        self.method.attach(model, self.data.input_shape)
         model.to(self.device)
         recipe = Recipe(**{**self.recipe.__dict__, "epochs": m.sparse_epochs or self.recipe.epochs,
                            "lr": m.sparse_lr if m.sparse_lr is not None else self.recipe.lr})

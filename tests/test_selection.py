@@ -87,3 +87,20 @@ def test_random_scores_follow_the_seed():
     a, b, other = (create(c, s).scores(model, None) for s in (1, 1, 2))
     assert all(torch.equal(a[g], b[g]) for g in a)
     assert not all(torch.equal(a[g], other[g]) for g in a)
+
+
+def test_threshold_selection_removes_what_scores_at_or_below_it_keeping_min_channels():
+    scores = {"conv1": torch.tensor([0.0, 0.3, 0.0, 0.5, 0.2, 0.0]), "conv2": torch.tensor([0.0, 0.0, 0.0, 0.1]),
+              "conv3": torch.zeros(4)}
+    c = cfg(selection="threshold", threshold=0.2, min_channels=2, skip=["conv3"])
+    keep = select(scores, c)
+    assert keep["conv1"].tolist() == [1, 3]  # 0.2 is at the threshold: removed too
+    assert keep["conv2"].tolist() == [0, 3]  # only 0.1 is above, but min_channels=2: ties go to the first
+    assert keep["conv3"].tolist() == [0, 1, 2, 3]  # skipped
+    keep = select(scores, cfg(selection="threshold", threshold=0.0, min_channels=1))
+    assert keep["conv1"].tolist() == [1, 3, 4] and keep["conv2"].tolist() == [3] and keep["conv3"].tolist() == [0]
+
+
+def test_unknown_selection_is_an_error():
+    with pytest.raises(PrunebenchError, match="threshold"):
+        select({"conv1": torch.ones(4)}, cfg(selection="median"))

@@ -10,7 +10,7 @@
 - reconstruction after surgery (``reconstruct``): refitting the next layers.
 """
 from abc import ABC, abstractmethod
-from typing import Dict
+from typing import Dict, Tuple
 
 import torch
 from torch import nn
@@ -36,9 +36,10 @@ class Method(TrainHooks, ABC):
         """The method settings that change the sparse stage (part of its cache key)."""
         return {}
 
-    def attach(self, model: nn.Module) -> None:
+    def attach(self, model: nn.Module, input_shape: Tuple[int, int, int]) -> None:
         """Add training-time parameters or modules to ``model`` (before the sparse stage, and
-        before its checkpoints are loaded)."""
+        before its checkpoints are loaded); ``input_shape`` is one image's (C, H, W). Must be
+        deterministic: the same model and shape give the same parameter names and shapes."""
 
     def detach(self, model: nn.Module) -> None:
         """Fold away what ``attach`` added, leaving a plain model of the registry."""

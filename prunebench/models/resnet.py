@@ -37,10 +37,15 @@ class BasicBlock(nn.Module):
     def residual(self, x):
         return self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
 
-    def forward(self, x):
-        shortcut = x[:, :, :: self.stride, :: self.stride] if self.stride > 1 else x
+    def shortcut(self, x):
+        """The parameter-free (option A) shortcut: subsampled, zero-padded with new channels."""
+        s = x[:, :, :: self.stride, :: self.stride] if self.stride > 1 else x
         if self.extra:
-            shortcut = F.pad(shortcut, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
+            s = F.pad(s, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
+        return s
+
+    def forward(self, x):
+        shortcut = self.shortcut(x)
         if self.removed:
             return shortcut  # already non-negative: it is a ReLU output
         return F.relu(self.residual(x) + shortcut)

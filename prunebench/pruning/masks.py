@@ -3,55 +3,82 @@
 The architecture stays whole; pruned weights are zero and stay zero through
 retraining (:class:`prunebench.train.MaskHook`). Masks are keyed by parameter
 name (``features.0.weight``); ``skip`` and ``layer_ratios`` name the module
-(``features.0``)."""
+(``features.0``). Weight-level pruning is one-shot: ``iterations`` must be 1."""
+import logging
+import math
 from typing import Dict
 
 import torch
 from torch import nn
 
+from prunebench.errors import PrunebenchError
 from prunebench.pruning.selection import check_layer_names, check_ratio
 from prunebench.pruning.surgery import prunable_weights
+
+log = logging.getLogger(__name__)
 
 
 def _layer(param_name: str) -> str:
     return param_name.rsplit(".", 1)[0]
 
 
+def _count(ratio: float, n: int) -> int:
+    """floor(ratio x n), immune to float noise such as 0.29 x 100 = 28.999999999999996."""
+    return math.floor(round(ratio * n, 6))
+
+
+def _lowest(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """A boolean tensor marking the ``k`` lowest entries of the flat ``scores`` (ties: earlier first)."""
+    out = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
+    if k:
+        out[torch.argsort(scores, stable=True)[:k]] = True
+    return out
+
+
 def select_weights(scores: Dict[str, torch.Tensor], cfg) -> Dict[str, torch.Tensor]:
     """Masks (True = kept) removing the lowest-scoring ``pruning_ratio`` of the weights,
-    over all layers at once (``selection: global``) or in every layer (``layer``)."""
+    over all layers at once (``selection: global``) or in every layer (``layer``, where
+    ``layer_ratios`` overrides the ratio of the layers it names). Layers in ``skip`` keep
+    every weight and are left out of the count."""
     check_ratio("method.pruning_ratio", cfg.pruning_ratio)
+    iterations = getattr(cfg, "iterations", 1)
+    if iterations != 1:
+        raise PrunebenchError(f"weight-level pruning is one-shot: method.iterations must be 1, got {iterations}")
     layers = [_layer(n) for n in scores]
     check_layer_names(cfg.skip, layers, "method.skip")
     check_layer_names(cfg.layer_ratios, layers, "method.layer_ratios")
+    for name, r in cfg.layer_ratios.items():
+        check_ratio(f"method.layer_ratios.{name}", r)
     active = [n for n in scores if _layer(n) not in cfg.skip]
     masks = {n: torch.ones_like(s, dtype=torch.bool) for n, s in scores.items()}
     if cfg.selection == "global":
-        flat = torch.cat([scores[n].flatten().float() for n in active])
-        n_remove = int(cfg.pruning_ratio * flat.numel())
-        if n_remove:
-            removed = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
-            removed[torch.argsort(flat, stable=True)[:n_remove]] = True
+        if cfg.layer_ratios:
+            raise PrunebenchError("method.layer_ratios applies to selection: layer; with selection: global one "
+                                  "threshold over all layers removes method.pruning_ratio of their weights")
+        if active:
+            flat = torch.cat([scores[n].detach().flatten().float().to(scores[active[0]].device) for n in active])
+            removed = _lowest(flat, _count(cfg.pruning_ratio, flat.numel()))
             offset = 0
             for n in active:
                 k = scores[n].numel()
-                masks[n] = ~removed[offset:offset + k].view_as(scores[n])
+                masks[n] = ~removed[offset:offset + k].view_as(scores[n]).to(scores[n].device)
                 offset += k
     elif cfg.selection == "layer":
         for n in active:
             ratio = cfg.layer_ratios.get(_layer(n), cfg.pruning_ratio)
-            check_ratio(f"method.layer_ratios.{_layer(n)}", ratio)
-            k = int(ratio * scores[n].numel())
-            flat = torch.ones(scores[n].numel(), dtype=torch.bool, device=scores[n].device)
-            flat[torch.argsort(scores[n].flatten().float(), stable=True)[:k]] = False
-            masks[n] = flat.view_as(scores[n])
+            flat = scores[n].detach().flatten().float()
+            masks[n] = ~_lowest(flat, _count(ratio, flat.numel())).view_as(scores[n])
     else:
-        raise ValueError(f"weight-level selection must be 'global' or 'layer', got {cfg.selection!r}")
+        raise PrunebenchError(f"weight-level method.selection must be 'global' or 'layer', got {cfg.selection!r}")
+    empty = [_layer(n) for n, m in masks.items() if not m.any()]
+    if empty:
+        log.warning("weight-level selection removed every weight of %s: those layers output zeros", ", ".join(empty))
     return masks
 
 
 @torch.no_grad()
 def apply_masks(model: nn.Module, masks: Dict[str, torch.Tensor]) -> None:
+    """Zero the pruned weights of ``model`` in place."""
     params = dict(model.named_parameters())
     for name, mask in masks.items():
         params[name].mul_(mask.to(params[name].device, params[name].dtype))
@@ -63,7 +90,10 @@ def density(masks: Dict[str, torch.Tensor]) -> Dict[str, float]:
 
 
 def uniform_masks(model: nn.Module, keep_fraction: float, seed: int) -> Dict[str, torch.Tensor]:
-    """Random masks keeping the same fraction of every prunable weight tensor."""
+    """Random masks keeping the same fraction of every prunable weight tensor (at least one
+    weight each), drawn from ``seed``: the uniform baseline of weight-level methods."""
+    if not 0.0 < keep_fraction <= 1.0:
+        raise PrunebenchError(f"the uniform baseline keeps a fraction in (0, 1] of every layer, got {keep_fraction}")
     gen = torch.Generator().manual_seed(seed)
     masks = {}
     for name, w in prunable_weights(model).items():

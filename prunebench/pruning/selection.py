@@ -3,8 +3,11 @@
 ``global``: one threshold over the scores of every prunable layer removes
 ``pruning_ratio`` of all their channels (network slimming). ``layer``: each layer
 removes its own ratio (``layer_ratios`` overrides ``pruning_ratio``; L1-norm
-pruning). Either way a layer keeps at least ``min_channels`` channels and, with
-``round_to`` > 1, a multiple of it; layers in ``skip`` keep everything."""
+pruning). ``threshold``: each layer removes the channels whose score is <=
+``threshold`` (automatic methods whose training drives scores to exactly zero:
+SSS, AutoPruner; ``pruning_ratio`` plays no part). In every case a layer keeps at
+least ``min_channels`` channels and, with ``round_to`` > 1, a multiple of it;
+layers in ``skip`` keep everything."""
 import math
 from typing import Dict, Iterable
 
@@ -54,8 +57,11 @@ def select(scores: Dict[str, torch.Tensor], cfg) -> Dict[str, torch.Tensor]:
         for g in active:
             ratio = cfg.layer_ratios.get(g, cfg.pruning_ratio)
             counts[g] = math.floor(scores[g].numel() * (1 - ratio) + 1e-9)  # as Li et al.'s code: int(n(1-p))
+    elif cfg.selection == "threshold":
+        for g in active:
+            counts[g] = int((scores[g].flatten().float() > cfg.threshold).sum())
     elif cfg.selection != "global":
-        raise PrunebenchError(f"method.selection must be 'global' or 'layer', got {cfg.selection!r}")
+        raise PrunebenchError(f"method.selection must be 'global', 'layer' or 'threshold', got {cfg.selection!r}")
     keep = {}
     for g, s in scores.items():
         n = s.numel() if g in cfg.skip else _keep_count(counts[g], s.numel(), cfg.min_channels, cfg.round_to)

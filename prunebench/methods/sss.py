@@ -1,0 +1,155 @@
+"""Sparse Structure Selection (Huang & Wang, "Data-Driven Sparse Structure Selection
+for Deep Neural Networks", ECCV 2018).
+
+A scaling factor multiplies the output of each structure: one per channel after
+each prunable group's BatchNorm (``level=channel``), or one per residual block on
+the residual branch's output before the addition (``level=block``, ResNets). The
+sparse stage trains the network with SGD and the factors with the paper's
+accelerated proximal gradient (gradient step, soft-threshold by lr x sparsity,
+Nesterov-style momentum: the paper's Eq. 10-12); a structure whose factor ends
+exactly at zero is removed (channels: ``selection: threshold``; blocks: the whole
+block). Before surgery the factors are folded into the BatchNorm they follow.
+
+Departures: channel-level factors sit only on the groups the models expose (on a
+ResNet the first convolution of each block), not on every layer; the factors are
+not clipped at zero as the authors' MXNet code does (the paper states no such
+constraint, and a negative factor folds into BatchNorm like a positive one); a
+layer keeps ``min_channels`` channels even if all its factors vanish, as every
+prunebench method does."""
+from typing import Dict, List, Tuple
+
+import torch
+from torch import nn
+
+from prunebench.errors import PrunebenchError
+from prunebench.methods.base import Method
+from prunebench.pruning.selection import check_layer_names, select
+
+ATTR = "sss_factors"  # the submodule attach() adds to the model
+
+
+def soft_threshold(z: torch.Tensor, t: float) -> torch.Tensor:
+    """The proximal operator of t * ||.||_1: shrink towards zero by t, exactly 0 within [-t, t]."""
+    return torch.sign(z) * torch.clamp(z.abs() - t, min=0.0)
+
+
+class Factors(nn.Module):
+    """The scaling factors of one model, by group name, with the APG velocity of each
+    (a buffer: a resumed sparse stage goes on with the same momentum)."""
+
+    def __init__(self, sizes: Dict[str, int], targets: Dict[str, str]):
+        super().__init__()
+        self.factors = nn.ParameterDict({n: nn.Parameter(torch.ones(c)) for n, c in sizes.items()})
+        self.velocity = nn.Module()
+        for n, c in sizes.items():
+            self.velocity.register_buffer(n, torch.zeros(c))
+        self.targets = dict(targets)  # group name -> path of the BatchNorm whose output the factor scales
+        self.handles: List = []
+        self.grads: Dict[str, torch.Tensor] = {}
+
+
+class SSS(Method):
+    sparse = True
+    paper = "Huang & Wang, ECCV 2018"
+
+    def __init__(self, cfg, seed: int = 0):
+        super().__init__(cfg, seed)
+        if cfg.level not in ("channel", "block"):
+            raise PrunebenchError(f"method.level must be 'channel' or 'block', got {cfg.level!r}")
+        if cfg.sparsity < 0 or not 0 <= cfg.momentum < 1:
+            raise PrunebenchError(f"method.sparsity must be >= 0 and method.momentum in [0, 1), got "
+                                  f"{cfg.sparsity} and {cfg.momentum}")
+
+    def sparse_settings(self) -> Dict:
+        return {"level": self.cfg.level, "sparsity": self.cfg.sparsity, "momentum": self.cfg.momentum}
+
+    # -- the factors -------------------------------------------------------
+
+    def structures(self, model: nn.Module) -> Tuple[Dict[str, int], Dict[str, str]]:
+        """Factor sizes and the BatchNorm each factor scales, by group name."""
+        groups = model.channel_groups()
+        if self.cfg.level == "channel":
+            return ({g.name: model.get_submodule(g.bn).num_features for g in groups}, {g.name: g.bn for g in groups})
+        if getattr(model, "spec", {}).get("arch") != "resnet":
+            raise PrunebenchError(f"method.level=block needs a ResNet (a factor per residual block); "
+                                  f"{type(model).__name__} has no residual blocks: use method.level=channel")
+        # a ResNet group is the first conv of a block (blocks.k.conv1): its block's bn2 ends the residual branch
+        bn2 = {g.name: g.conv.rsplit(".", 1)[0] + ".bn2" for g in groups}
+        return {g.name: 1 for g in groups}, bn2
+
+    def attach(self, model: nn.Module, input_shape=None) -> None:
+        sizes, targets = self.structures(model)
+        factors = Factors(sizes, targets)
+        device = next(model.parameters()).device
+        model.add_module(ATTR, factors.to(device))
+        for name, path in targets.items():
+            def scale(module, inputs, output, name=name):
+                return output * factors.factors[name].view(1, -1, 1, 1)
+            factors.handles.append(model.get_submodule(path).register_forward_hook(scale))
+
+    @staticmethod
+    def factors(model: nn.Module) -> Factors:
+        if not hasattr(model, ATTR):
+            raise PrunebenchError("sss scores the scaling factors of its sparse stage, which this model does not "
+                                  "carry; sss prunes in one step (method.iterations=1)")
+        return getattr(model, ATTR)
+
+    @torch.no_grad()
+    def detach(self, model: nn.Module) -> None:
+        f = self.factors(model)
+        for h in f.handles:
+            h.remove()
+        for name, path in f.targets.items():
+            bn = model.get_submodule(path)
+            lam = f.factors[name].detach()
+            bn.weight.mul_(lam)  # lam * (gamma * xhat + beta) = (lam * gamma) * xhat + lam * beta
+            bn.bias.mul_(lam)
+        delattr(model, ATTR)
+
+    # -- the accelerated proximal gradient ----------------------------------
+
+    def regularize(self, model: nn.Module) -> None:
+        # take the factors out of the SGD step (no momentum, no weight decay): after_step updates them
+        f = self.factors(model)
+        f.grads = {}
+        for name, p in f.factors.items():
+            if p.grad is not None:
+                f.grads[name] = p.grad
+                p.grad = None
+
+    @torch.no_grad()
+    def after_step(self, model: nn.Module, lr: float) -> None:
+        """The paper's APG in its momentum form, with the factors held at the look-ahead point:
+        z = lam - lr * grad;  v = S_{lr * sparsity}(z) - lam + mu * v;  lam = S_{lr * sparsity}(z) + mu * v."""
+        f = self.factors(model)
+        mu = self.cfg.momentum
+        for name, grad in f.grads.items():
+            lam, v = f.factors[name], getattr(f.velocity, name)
+            prox = soft_threshold(lam - lr * grad, lr * self.cfg.sparsity)
+            v.copy_(prox - lam + mu * v)
+            lam.copy_(prox + mu * v)
+        f.grads = {}
+
+    # -- scores and selection ---------------------------------------------
+
+    def scores(self, model, data) -> Dict[str, torch.Tensor]:
+        f = self.factors(model)
+        out = {}
+        for g in model.channel_groups():
+            s = f.factors[g.name].detach().abs()
+            if self.cfg.level == "block":  # the block's factor stands for every channel of its inner width
+                s = s.expand(model.get_submodule(g.conv).out_channels).clone()
+            out[g.name] = s
+        return out
+
+    def select(self, model, scores, cfg) -> Dict[str, torch.Tensor]:
+        if self.cfg.level == "channel":
+            return select(scores, cfg)
+        # block level: a block whose factor is at or below the threshold (0: exactly zero) goes as a
+        # whole (inner width 0); the others stay whole
+        check_layer_names(cfg.skip, scores, "method.skip")
+        keep = {}
+        for g, s in scores.items():
+            whole = g in cfg.skip or bool(s.max() > cfg.threshold)
+            keep[g] = torch.arange(s.numel()) if whole else torch.zeros(0, dtype=torch.long)
+        return keep

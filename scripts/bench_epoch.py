@@ -1,0 +1,143 @@
+#!/usr/bin/env python
+"""Seconds per training epoch: the reference recipe against prunebench's trainer.
+
+Times, in one run on the same model, batch size and device:
+- reference: torchvision-style DataLoader with PIL transforms (pad 4 + random crop,
+  flip, ToTensor, Normalize), fp32, with 1 and with N workers;
+- prunebench: data held on the device as uint8, augmentation on the device in
+  whole batches, the shared training loop (prunebench.train.train).
+
+Each loop runs `--steps` steps (after `--warmup` untimed ones) and the time is
+scaled to one epoch of the training set. Prints one table and a summary line.
+
+    python scripts/bench_epoch.py --device cpu --steps 10          # a CPU machine, ~2 minutes
+    python scripts/bench_epoch.py --root /data --steps 200          # CIFAR-10 on the GPU
+"""
+import argparse
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from PIL import Image
+from rich.console import Console
+from rich.table import Table
+from torch.utils.data import DataLoader, Dataset
+
+from prunebench import data as datasets
+from prunebench import models
+from prunebench.config import DatasetConfig, ModelConfig
+from prunebench.pipeline import resolve_device
+from prunebench.train import Recipe, train
+
+
+class PILImages(Dataset):
+    """The reference input path: one PIL image at a time through torchvision transforms."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, mean, std, pad: int):
+        from torchvision import transforms
+
+        self.x, self.y = x.permute(0, 2, 3, 1).numpy(), y.numpy()
+        self.t = transforms.Compose([transforms.RandomCrop(x.shape[-1], padding=pad),
+                                     transforms.RandomHorizontalFlip(), transforms.ToTensor(),
+                                     transforms.Normalize(mean, std)])
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.t(Image.fromarray(self.x[i])), int(self.y[i])
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reference_loop(model, d, args, device, workers):
+    loader = DataLoader(PILImages(d.train_x, d.train_y, d.mean, d.std, d.pad), batch_size=args.batch, shuffle=True,
+                        num_workers=workers, drop_last=True, persistent_workers=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    model.train()
+    it = iter(loader)
+    loss = None
+    for step in range(args.warmup + args.steps):
+        if step == args.warmup:
+            sync(device)
+            t0 = time.perf_counter()
+        x, y = next(it)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    sync(device)
+    return time.perf_counter() - t0, loss.item()
+
+
+def prunebench_loop(model, d, args, device, tmp):
+    recipe = Recipe(epochs=1, lr=0.1, batch_size=args.batch, steps_per_epoch=args.warmup)
+    train(model, d, recipe, seed=0, checkpoint=tmp / "warm.pt", progress=False)  # warm-up
+    recipe = Recipe(epochs=1, lr=0.1, batch_size=args.batch, steps_per_epoch=args.steps)
+    sync(device)
+    t0 = time.perf_counter()
+    out = train(model, d, recipe, seed=1, checkpoint=tmp / "timed.pt", progress=False)
+    sync(device)
+    return time.perf_counter() - t0, out["loss"]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--model", default="vgg19", help="vgg11..vgg19, resnet20..resnet110")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--steps", type=int, default=100, help="timed steps per loop")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--workers", default="1,8", help="DataLoader workers of the reference loops")
+    p.add_argument("--root", default=None, help="folder holding cifar-10-batches-py (default: synthetic 32x32)")
+    args = p.parse_args()
+    device = resolve_device(args.device)
+    if args.root:
+        dcfg = DatasetConfig(name="cifar10", root=args.root, download=False)
+    else:
+        dcfg = DatasetConfig(name="synthetic", pad=4, flip=True, image_size=32, train_size=50_000, test_size=10)
+    d = datasets.load(OmegaConf.structured(dcfg))
+    arch, depth = ("vgg", int(args.model[3:])) if args.model.startswith("vgg") else ("resnet", int(args.model[6:]))
+    spec = models.spec_from_config(OmegaConf.structured(ModelConfig(name=args.model, arch=arch, depth=depth)),
+                                   3, d.num_classes)
+    steps_per_epoch = len(d.train_y) // args.batch
+    tmp = Path(torch.hub.get_dir()).parent / "prunebench-bench"
+    tmp.mkdir(parents=True, exist_ok=True)
+    rows = []
+
+    def record(name, seconds, loss):
+        rows.append((name, seconds / args.steps * steps_per_epoch, loss))
+
+    for w in [int(w) for w in args.workers.split(",") if w]:
+        torch.manual_seed(0)
+        record(f"reference: DataLoader, {w} worker{'s' if w > 1 else ''}, fp32",
+               *reference_loop(models.build(spec).to(device), d, args, device, w))
+    torch.manual_seed(0)
+    on_device = d.to(device)
+    record("prunebench: data on device, eager", *prunebench_loop(models.build(spec).to(device), on_device, args,
+                                                                  device, tmp))
+    for f in tmp.glob("*.pt"):
+        f.unlink()
+    base = rows[0][1]
+    table = Table(title=f"{args.model}, batch {args.batch}, {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
+                        f"{args.steps} timed steps scaled to {steps_per_epoch} steps an epoch")
+    for c in ["loop", "s/epoch", "speed-up vs first", "last loss"]:
+        table.add_column(c, justify="left" if c == "loop" else "right")
+    for name, s, loss in rows:
+        table.add_row(name, f"{s:.2f}", f"{base / s:.2f}x", f"{loss:.3f}" if math.isfinite(loss) else "nan")
+    Console().print(table)
+    best = min(rows, key=lambda r: r[1])
+    print(f"summary: {best[0]} is fastest at {best[1]:.2f} s/epoch, {base / best[1]:.2f}x the reference recipe "
+          f"({base:.2f} s/epoch)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from prunebench import pipeline
+from prunebench.config import DatasetConfig, ThiNetConfig
+from prunebench.data import synthetic
+from prunebench.methods import create
+from prunebench.methods.activations import sample
+from prunebench.methods.thinet import removal_order
+from prunebench.models import build, resnet, vgg
+from prunebench.pruning import prune
+from prunebench.pruning.reconstruct import layer_weight, set_layer_weight
+
+DATA = synthetic.load(OmegaConf.structured(DatasetConfig(name="synthetic")))  # 256 training images, 16x16
+SAMPLING = {"num_images": 256, "batch_size": 128, "positions_per_image": 16}
+
+
+def cfg(**kw):
+    return OmegaConf.structured(ThiNetConfig(name="thinet", **{"min_channels": 1, **SAMPLING, **kw}))
+
+
+def randomized(spec, seed=0):
+    torch.manual_seed(seed)
+    model = build(spec)
+    for m in model.modules():  # non-trivial BN statistics, as after training
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def relative_error(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+def test_greedy_adds_the_channel_that_keeps_the_summed_contribution_smallest():
+    """Channel 1 alone is bigger than channel 2, but it cancels channel 0, removed
+    first: ThiNet's greedy takes 1 next, where a ranking by norms would take 2."""
+    g = torch.Generator().manual_seed(0)
+    u, others = torch.randn(1000, generator=g), torch.randn(1000, 4, generator=g)
+    z = torch.stack([0.5 * u, -0.6 * u, 0.55 * others[:, 0] / others[:, 0].norm() * u.norm(),
+                     *(2 * others[:, 1:]).T], dim=1)  # (samples, channels) contributions
+    order = removal_order(z.T @ z).tolist()
+    assert z.norm(dim=0).argsort().tolist()[:2] == [0, 2]
+    assert order[:3] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("spec", [vgg.spec_for(11, 0.125, 3, 10), resnet.spec_for(20, 0.5, 3, 10)],
+                         ids=["vgg11", "resnet20"])
+def test_nothing_pruned_reconstructs_exactly(spec):
+    """With every channel kept, the rescaling restores consumers whose input channels
+    were scaled by arbitrary factors: the original output, to float precision."""
+    model = randomized(spec)
+    method = create(cfg(pruning_ratio=0.0))
+    keep = method.select(model, method.scores(model, DATA), method.cfg)
+    assert all(len(k) == model.get_submodule(g.conv).out_channels
+               for g, k in zip(model.channel_groups(), keep.values()))
+    pruned = prune(model, keep).eval()
+    g = torch.Generator().manual_seed(1)
+    for group in pruned.channel_groups():
+        for c in group.consumers:
+            w = layer_weight(pruned.get_submodule(c))
+            set_layer_weight(pruned.get_submodule(c), w * (0.5 + 1.5 * torch.rand(w.shape[1], generator=g))[:, None])
+    x = DATA.normalize(DATA.train_x)
+    with torch.no_grad():
+        assert relative_error(pruned(x), model(x)) > 0.05
+        method.reconstruct(model, pruned, keep, DATA)
+        assert relative_error(pruned(x), model(x)) < 1e-4  # float32 through every layer
+
+
+def planted_model():
+    """VGG-11 whose conv2 (the consumer of conv1's 8 channels) reads channels 1, 4, 6;
+    the other five reach it with 1% of their weight, though their own filters are the
+    largest (a criterion on conv1's weights would keep them)."""
+    model = randomized(vgg.spec_for(11, 0.125, 3, 10))
+    planted, others = [1, 4, 6], [0, 2, 3, 5, 7]
+    with torch.no_grad():
+        model.features[0].weight[others] *= 3
+        model.features[4].weight[:, others] *= 0.01
+    return model, planted
+
+
+def consumer_error(model, pruned, layer):
+    """Relative error of ``layer``'s output in ``pruned`` against the original, on the training images."""
+    batch = next(sample(DATA, [layer], pruned, model, **{**SAMPLING, "num_images": 256, "batch_size": 256},
+                        seed=0))[layer]
+    got = torch.einsum("nck,ock->no", batch.x, layer_weight(pruned.get_submodule(layer)))
+    return relative_error(got, batch.y)
+
+
+def test_selection_finds_the_planted_channels_and_beats_random_ones():
+    model, planted = planted_model()
+    c = cfg(pruning_ratio=0.0, layer_ratios={"conv1": 0.625})
+    method = create(c)
+    keep = method.select(model, method.scores(model, DATA), c)
+    assert keep["conv1"].tolist() == planted
+    pruned = prune(model, keep).eval()
+    method.reconstruct(model, pruned, keep, DATA)
+    error = consumer_error(model, pruned, "features.4")
+    g = torch.Generator().manual_seed(0)
+    random_errors = []
+    while len(random_errors) < 5:
+        choice = torch.sort(torch.randperm(8, generator=g)[:3]).values
+        if choice.tolist() == planted:
+            continue
+        other = prune(model, {**keep, "conv1": choice}).eval()
+        method.reconstruct(model, other, {**keep, "conv1": choice}, DATA)
+        random_errors.append(consumer_error(model, other, "features.4"))
+    assert error < 0.1 and error < min(random_errors) / 4, (error, random_errors)
+
+
+def test_reconstruct_false_leaves_the_surgery_weights():
+    model, _ = planted_model()
+    c = cfg(pruning_ratio=0.5, reconstruct=False)
+    method = create(c)
+    keep = method.select(model, method.scores(model, DATA), c)
+    pruned = prune(model, keep)
+    before = {k: v.clone() for k, v in pruned.state_dict().items()}
+    method.reconstruct(model, pruned, keep, DATA)
+    assert all(torch.equal(before[k], v) for k, v in pruned.state_dict().items())
+
+
+@pytest.mark.parametrize("model", ["vgg11", "resnet20"])
+def test_smoke_runs_every_row(smoke_cfg, model):
+    extra = ["model.width=0.5"] if model.startswith("resnet") else []
+    rows = {r["row"]: r for r in pipeline.run(smoke_cfg("method=thinet", f"model={model}", *extra,
+                                                        "method.num_images=64"))}
+    assert list(rows) == ["unpruned", "pruned", "finetune", "scratch_e", "scratch_b", "uniform"]
+    assert all(r["status"] == "ok" for r in rows.values()), rows
+    assert rows["pruned"]["flops"] < rows["unpruned"]["flops"]
