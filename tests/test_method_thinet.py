@@ -3,37 +3,19 @@ import torch
 from omegaconf import OmegaConf
 
 from prunebench import pipeline
-from prunebench.config import DatasetConfig, ThiNetConfig
-from prunebench.data import synthetic
+from prunebench.config import ThiNetConfig
 from prunebench.methods import create
-from prunebench.methods.activations import sample
 from prunebench.methods.thinet import removal_order
-from prunebench.models import build, resnet, vgg
+from prunebench.models import resnet, vgg
 from prunebench.pruning import prune
 from prunebench.pruning.reconstruct import layer_weight, set_layer_weight
+from tests.cases import (DATA, SAMPLING, check_planted_channels_beat_random_ones, planted_model,
+                         randomized, relative_error)
 
-DATA = synthetic.load(OmegaConf.structured(DatasetConfig(name="synthetic")))  # 256 training images, 16x16
-SAMPLING = {"num_images": 256, "batch_size": 128, "positions_per_image": 16}
 
 
 def cfg(**kw):
     return OmegaConf.structured(ThiNetConfig(name="thinet", **{"min_channels": 1, **SAMPLING, **kw}))
-
-
-def randomized(spec, seed=0):
-    torch.manual_seed(seed)
-    model = build(spec)
-    for m in model.modules():  # non-trivial BN statistics, as after training
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-    return model.eval()
-
-
-def relative_error(a, b):
-    return float((a - b).norm() / b.norm())
 
 
 def test_greedy_adds_the_channel_that_keeps_the_summed_contribution_smallest():
@@ -71,45 +53,8 @@ def test_nothing_pruned_reconstructs_exactly(spec):
         assert relative_error(pruned(x), model(x)) < 1e-4  # float32 through every layer
 
 
-def planted_model():
-    """VGG-11 whose conv2 (the consumer of conv1's 8 channels) reads channels 1, 4, 6;
-    the other five reach it with 1% of their weight, though their own filters are the
-    largest (a criterion on conv1's weights would keep them)."""
-    model = randomized(vgg.spec_for(11, 0.125, 3, 10))
-    planted, others = [1, 4, 6], [0, 2, 3, 5, 7]
-    with torch.no_grad():
-        model.features[0].weight[others] *= 3
-        model.features[4].weight[:, others] *= 0.01
-    return model, planted
-
-
-def consumer_error(model, pruned, layer):
-    """Relative error of ``layer``'s output in ``pruned`` against the original, on the training images."""
-    batch = next(sample(DATA, [layer], pruned, model, **{**SAMPLING, "num_images": 256, "batch_size": 256},
-                        seed=0))[layer]
-    got = torch.einsum("nck,ock->no", batch.x, layer_weight(pruned.get_submodule(layer)))
-    return relative_error(got, batch.y)
-
-
 def test_selection_finds_the_planted_channels_and_beats_random_ones():
-    model, planted = planted_model()
-    c = cfg(pruning_ratio=0.0, layer_ratios={"conv1": 0.625})
-    method = create(c)
-    keep = method.select(model, method.scores(model, DATA), c)
-    assert keep["conv1"].tolist() == planted
-    pruned = prune(model, keep).eval()
-    method.reconstruct(model, pruned, keep, DATA)
-    error = consumer_error(model, pruned, "features.4")
-    g = torch.Generator().manual_seed(0)
-    random_errors = []
-    while len(random_errors) < 5:
-        choice = torch.sort(torch.randperm(8, generator=g)[:3]).values
-        if choice.tolist() == planted:
-            continue
-        other = prune(model, {**keep, "conv1": choice}).eval()
-        method.reconstruct(model, other, {**keep, "conv1": choice}, DATA)
-        random_errors.append(consumer_error(model, other, "features.4"))
-    assert error < 0.1 and error < min(random_errors) / 4, (error, random_errors)
+    check_planted_channels_beat_random_ones(cfg(pruning_ratio=0.0, layer_ratios={"conv1": 0.625}))
 
 
 def test_reconstruct_false_leaves_the_surgery_weights():

@@ -4,18 +4,7 @@ import torch
 from prunebench import measure, models
 from prunebench.models import resnet, vgg
 from prunebench.pruning import prune, uniform_spec, widths
-
-
-def randomized(spec):
-    torch.manual_seed(0)
-    model = models.build(spec)
-    for m in model.modules():  # non-trivial BN statistics, so eval mode exercises them
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-    return model.eval()
+from tests.cases import randomized
 
 
 SPECS = [vgg.spec_for(11, 0.25, 3, 10), vgg.spec_for(19, 0.125, 3, 10), resnet.spec_for(20, 1.0, 3, 10)]
