@@ -23,7 +23,7 @@ from torch import nn
 
 from prunebench.errors import PrunebenchError
 from prunebench.methods.base import Method
-from prunebench.pruning.selection import _keep_count, check_layer_names
+from prunebench.pruning.selection import check_layer_names, keep_count
 
 CRITERIA = ("ratio", "std")
 
@@ -95,7 +95,7 @@ def std_select(scores: Dict[str, torch.Tensor], cfg) -> Dict[str, torch.Tensor]:
         excess = apoz - apoz.mean()
         # a small tolerance, so that equal values (std 0) never count as outliers by rounding
         removed = excess > cfg.std_k * apoz.std(correction=0) + 1e-9
-        n_keep = _keep_count(n - int(removed.sum()), n, cfg.min_channels, cfg.round_to)
+        n_keep = keep_count(n - int(removed.sum()), n, cfg.min_channels, cfg.round_to)
         top = torch.argsort(s, descending=True, stable=True)[:n_keep]
         keep[name] = torch.sort(top).values
     return keep

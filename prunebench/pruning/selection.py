@@ -28,7 +28,8 @@ def check_layer_names(names: Iterable[str], known: Iterable[str], what: str) -> 
                               f"{', '.join(known)}")
 
 
-def _keep_count(n_keep: int, width: int, min_channels: int, round_to: int) -> int:
+def keep_count(n_keep: int, width: int, min_channels: int, round_to: int) -> int:
+    """How many channels a layer of ``width`` keeps when ``n_keep`` pass the policy."""
     n_keep = max(n_keep, min(min_channels, width))
     if round_to > 1:
         n_keep = min(width, math.ceil(n_keep / round_to) * round_to)
@@ -64,7 +65,7 @@ def select(scores: Dict[str, torch.Tensor], cfg) -> Dict[str, torch.Tensor]:
         raise PrunebenchError(f"method.selection must be 'global', 'layer' or 'threshold', got {cfg.selection!r}")
     keep = {}
     for g, s in scores.items():
-        n = s.numel() if g in cfg.skip else _keep_count(counts[g], s.numel(), cfg.min_channels, cfg.round_to)
+        n = s.numel() if g in cfg.skip else keep_count(counts[g], s.numel(), cfg.min_channels, cfg.round_to)
         top = torch.argsort(s.flatten().float().cpu(), descending=True, stable=True)[:n]
         keep[g] = torch.sort(top).values
     return keep
