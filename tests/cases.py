@@ -30,6 +30,16 @@ def relative_error(a, b):
     return float((a - b).norm() / b.norm())
 
 
+def check_reconstruction_restores(method, model, pruned, keep):
+    """``pruned`` (its consumers perturbed) is far from ``model``; the method's reconstruction
+    brings it back to the original function on the training images."""
+    x = DATA.normalize(DATA.train_x)
+    with torch.no_grad():
+        assert relative_error(pruned(x), model(x)) > 0.05
+        method.reconstruct(model, pruned, keep, DATA)
+        assert relative_error(pruned(x), model(x)) < 1e-4  # float32 through every layer
+
+
 def planted_model():
     """VGG-11 whose conv2 (the consumer of conv1's 8 channels) reads channels 1, 4, 6;
     the other five reach it with 1% of their weight, though their own filters are the
