@@ -32,6 +32,9 @@ def app(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     (run_dir / "config.yaml").write_text(text)
     try:
+        if cfg.dry_run:
+            report.show_plan(pipeline.plan(cfg), title(cfg), console)
+            return
         rows = pipeline.run(cfg)
     except PrunebenchError as e:
         console.print(f"[bold red]error:[/] {e}")

@@ -40,6 +40,8 @@ class ScheduleConfig:
     milestones: List[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of the epochs
     gamma: float = 0.1  # lr factor at each milestone
     steps_per_epoch: Optional[int] = None  # cap on steps an epoch (smoke tests); None = whole set
+    nesterov: bool = False  # Nesterov momentum (soft filter pruning's recipe)
+    eval_every: int = 1  # test top-1 every this many epochs (and after the last); 0: after the last only
     eval_batch_size: int = 1000
 
 
@@ -155,7 +157,8 @@ class ScratchBConfig:
 
 @dataclass
 class UniformConfig:
-    tolerance: float = 0.01  # relative FLOPs gap allowed between the uniform and the pruned model
+    match: str = "flops"  # flops | params: what the uniform model matches of the pruned one
+    tolerance: float = 0.01  # relative gap allowed between the uniform and the pruned model
 
 
 @dataclass
@@ -192,6 +195,7 @@ class Config:
     cache_dir: str = "outputs/stages"  # stage folders, shared by every run and sweep
     retry_failed: bool = False  # rerun stages that diverged before
     progress: bool = True
+    dry_run: bool = False  # print each stage's model, epochs and cache state; train nothing
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     paper: Dict[str, Any] = field(default_factory=dict)  # the paper's figures, printed beside ours
 

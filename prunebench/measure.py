@@ -45,6 +45,13 @@ def spec_flops(spec: Dict, input_shape: Sequence[int]) -> int:
     return count_flops(model, input_shape)
 
 
+def spec_params(spec: Dict) -> int:
+    """Parameters of the architecture ``spec`` without allocating its weights."""
+    with torch.device("meta"):
+        model = models.build(spec)
+    return count_params(model)
+
+
 @torch.no_grad()
 def latency_ms(model: nn.Module, input_shape: Sequence[int], batch: int = 1, repeats: int = 20) -> float:
     """Median wall time of one forward of ``batch`` images, in milliseconds."""

@@ -1,44 +1,35 @@
 """The protocol of "Rethinking the Value of Network Pruning" (Liu et al., ICLR 2019):
 
-    unpruned -> [sparse] -> prune -> finetune | scratch_e | scratch_b | uniform
+    unpruned -> [sparse] -> prune -> finetune | scratch_e | scratch_b | uniform | lottery
 
-Nothing here is specific to a method or a model: methods score channels, the
-pruning package selects and cuts, the training loop trains every stage."""
+Nothing here is specific to a method, a model or a strategy: methods score
+channels, the pruning package selects and cuts, strategies (``prunebench.strategies``)
+retrain the pruned model, the training loop trains every stage."""
+import dataclasses
 import json
 import logging
-import math
 import time
+from functools import cached_property
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from omegaconf import DictConfig
 
 from prunebench import data as datasets
-from prunebench import measure, methods, models
+from prunebench import measure, methods, models, strategies
 from prunebench.errors import Diverged, PrunebenchError
-from prunebench.pruning import prune, uniform_spec, widths
-from prunebench.pruning.masks import apply_masks, density, select_weights, uniform_masks
-from prunebench.pruning.selection import check_ratio
+from prunebench.pruning import prune, widths
+from prunebench.pruning.masks import apply_masks, density, select_weights, sparse_init
+from prunebench.pruning.selection import check_ratio, iteration_config
 from prunebench.stages import Stage, settings
+from prunebench.strategies import scratch_b_epochs
 from prunebench.train import HookList, MaskHook, Recipe, TrainHooks, evaluate, train
+from prunebench.train.loop import write_history
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("finetune", "scratch_e", "scratch_b", "uniform", "lottery")
 REINIT_SEED_OFFSET = 1_000_003  # strategies re-initialise from seed + this
-
-
-def scratch_b_epochs(epochs: int, flops_full: int, flops_pruned: int,
-                     max_factor: Optional[float] = None) -> Dict:
-    """Scratch-B: as many epochs as give the pruned model the unpruned model's
-    training budget, ceil(E x F_full / F_pruned), optionally capped at max_factor x E."""
-    n = -(-epochs * int(flops_full) // int(flops_pruned))  # exact integer ceiling
-    formula = f"ceil({epochs} x {flops_full} / {flops_pruned}) = {n}"
-    if max_factor is not None and n > math.ceil(max_factor * epochs):
-        n = math.ceil(max_factor * epochs)
-        formula += f", capped at {max_factor:g} x {epochs} = {n}"
-    return {"epochs": n, "formula": formula, "flops_full": int(flops_full), "flops_pruned": int(flops_pruned)}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -52,59 +43,51 @@ def resolve_device(name: str) -> torch.device:
 
 def validate(cfg: DictConfig) -> None:
     check_ratio("method.pruning_ratio", cfg.method.pruning_ratio)
-    unknown = [s for s in cfg.strategies if s not in STRATEGIES]
+    unknown = [s for s in cfg.strategies if s not in strategies.STRATEGIES]
     if unknown:
-        raise PrunebenchError(f"unknown strategies {unknown}; known: {', '.join(STRATEGIES)}")
+        raise PrunebenchError(f"unknown strategies {unknown}; known: {', '.join(strategies.STRATEGIES)}")
     if cfg.method.name not in methods.METHODS:
         raise PrunebenchError(f"unknown method {cfg.method.name!r}; known: {', '.join(sorted(methods.METHODS))}")
-    k = cfg.strategy.lottery.rewind_epoch
-    if "lottery" in cfg.strategies and not 0 <= k <= cfg.schedule.epochs:
-        raise PrunebenchError(f"strategy.lottery.rewind_epoch must lie in [0, {cfg.schedule.epochs}] (the unpruned "
-                              f"model's epochs; 0: its init), got {k}")
-
-
-def iteration_config(cfg: DictConfig) -> DictConfig:
-    """The method config of one of ``cfg.iterations`` pruning steps: each step removes
-    1 - (1 - r)^(1/n) of what is left, so that n steps remove r in all."""
-    n = cfg.iterations
-    if n == 1:
-        return cfg
-    step = cfg.copy()
-    step.pruning_ratio = 1 - (1 - cfg.pruning_ratio) ** (1 / n)
-    for name, r in cfg.layer_ratios.items():
-        step.layer_ratios[name] = 1 - (1 - r) ** (1 / n)
-    return step
+    for name in cfg.strategies:
+        strategies.create(name).check(cfg)
 
 
 def base_settings(cfg: DictConfig) -> Dict:
     """What every stage's result depends on: the unpruned stage's cache key."""
     return {"model": settings(cfg.model), "seed": cfg.seed,
             "dataset": settings(cfg.dataset, exclude=("root", "download")),
-            "schedule": settings(cfg.schedule, exclude=("name", "eval_batch_size"))}
+            "schedule": settings(cfg.schedule, exclude=("name", "eval_batch_size", "eval_every"))}
 
 
 class Run:
-    """One run of the protocol; ``rows()`` gives its result table."""
+    """One run of the protocol; ``execute()`` trains it and gives its result table,
+    ``plan()`` (``dry_run=true``) says what it would train without training anything."""
 
     def __init__(self, cfg: DictConfig):
         validate(cfg)
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.cache = Path(cfg.cache_dir).expanduser().resolve()
-        self.data = datasets.load(cfg.dataset).to(self.device)
         self.method = methods.create(cfg.method, cfg.seed)
-        self.base_spec = models.spec_from_config(cfg.model, self.data.input_shape[0], self.data.num_classes)
+        self.input_shape, self.num_classes = datasets.shape(cfg.dataset)
+        self.base_spec = models.spec_from_config(cfg.model, self.input_shape[0], self.num_classes)
         s = cfg.schedule
         self.recipe = Recipe(epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, momentum=s.momentum,
                              weight_decay=s.weight_decay, milestones=list(s.milestones), gamma=s.gamma,
-                             steps_per_epoch=s.steps_per_epoch)
+                             steps_per_epoch=s.steps_per_epoch, nesterov=s.nesterov)
         self.common = base_settings(cfg)
+        self.strategies = [strategies.create(name) for name in cfg.strategies]
         self.results: Dict[str, Dict] = {}
+
+    @cached_property
+    def data(self) -> datasets.ImageData:
+        """The data set on the training device, loaded on first use (``dry_run`` never loads it)."""
+        return datasets.load(self.cfg.dataset).to(self.device)
 
     # -- stage mechanics -------------------------------------------------
 
     def stage(self, row: str, kind: str, values: Dict, work: Callable[[Stage], Dict],
-              needs: List[str] = ()) -> Dict:
+              needs: Sequence[str] = ()) -> Dict:
         """Run ``work`` unless the stage is cached; record its metrics under ``row``."""
         stage = Stage(self.cache, kind, values)
         failed = [n for n in needs if self.results[n]["status"] != "ok"]
@@ -151,13 +134,21 @@ class Run:
 
     def trained(self, stage: Stage, model, recipe: Recipe, hooks: TrainHooks = None,
                 masks: Optional[Dict] = None, snapshots: Optional[Dict] = None) -> Dict:
+        """Train ``model`` with ``recipe`` in ``stage``, then describe it. The metrics carry the
+        per-epoch ``history``, ``acc1`` (the last epoch) and ``acc1_best`` (the best evaluated
+        epoch, what the authors' scripts print as "Best acc")."""
         hooks = HookList([h for h in (hooks, MaskHook(masks) if masks else None) if h is not None])
         if masks:
             apply_masks(model, masks)
+        s = self.cfg.schedule
         out = train(model, self.data, recipe, seed=self.cfg.seed, checkpoint=stage.checkpoint, hooks=hooks,
-                    desc=stage.kind, progress=self.cfg.progress, snapshots=snapshots)
-        return {**self.describe(model, stage, masks), "epochs": recipe.epochs, "seconds": round(out["seconds"], 2),
-                "train_loss": out["loss"]}
+                    desc=stage.kind, progress=self.cfg.progress, snapshots=snapshots, eval_every=s.eval_every,
+                    eval_batch_size=s.eval_batch_size)
+        metrics = self.describe(model, stage, masks)
+        best = best_of(out["history"], metrics["acc1"])
+        write_history(out["history"], stage.dir / "history.csv")
+        return {**metrics, **best, "epochs": recipe.epochs,
+                "seconds": round(out["seconds"], 2), "train_loss": out["loss"], "history": out["history"]}
 
     def fresh(self, spec: Dict, reinit: bool = False):
         """A newly initialised model. The unpruned model (and the sparse stage, and SNIP)
@@ -166,12 +157,21 @@ class Run:
         torch.manual_seed(self.cfg.seed + (REINIT_SEED_OFFSET if reinit else 0))
         return models.build(spec).to(self.device)
 
+    def from_scratch(self) -> Tuple[torch.nn.Module, Optional[Dict]]:
+        """The pruned architecture re-initialised, with its weight-level masks (None for
+        structured methods); masked kept weights re-drawn at the density-corrected scale."""
+        model = self.fresh(models.load_spec(self.results["pruned"]["stage"]), reinit=True)
+        masks = self.masks()
+        if masks:
+            sparse_init(model, masks)
+        return model, masks
+
     def load(self, row: str, attach: bool = False):
         """The model a finished stage saved; ``attach`` adds the method's training-time modules first."""
         folder = Path(self.results[row]["stage"])
         model = models.build(models.load_spec(folder))
         if attach:
-            self.method.attach(model, self.data.input_shape)
+            self.method.attach(model, self.input_shape)
         model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
         return model.to(self.device)
 
@@ -179,68 +179,78 @@ class Run:
         path = Path(self.results["pruned"]["stage"]) / "mask.pt"
         return torch.load(path, map_location=self.device, weights_only=True) if path.exists() else None
 
-    def with_epochs(self, epochs: int) -> Recipe:
-        return Recipe(**{**self.recipe.__dict__, "epochs": epochs})
+    def with_recipe(self, **changes) -> Recipe:
+        """The run's recipe with some fields changed (epochs, lr, milestones)."""
+        return dataclasses.replace(self.recipe, **changes)
 
-    # -- the protocol ----------------------------------------------------
+    def budget(self, flops_pruned: int) -> Dict:
+        """Scratch-B's epochs for a model of ``flops_pruned`` FLOPs."""
+        full = self.results["unpruned"]["flops"] if "unpruned" in self.results else self.planned_flops("unpruned")
+        return scratch_b_epochs(self.recipe.epochs, full, flops_pruned, self.cfg.strategy.scratch_b.max_factor)
 
     def snapshots(self, stage: Stage) -> Dict[int, Path]:
         """Weights the unpruned stage keeps for the lottery strategy: its init, and epoch k to rewind to."""
         k = self.cfg.strategy.lottery.rewind_epoch
         return {0: stage.dir / "init.pt", **({k: stage.dir / f"epoch{k}.pt"} if k else {})}
 
-    def execute(self) -> List[Dict]:
+    # -- the protocol ----------------------------------------------------
+
+    def stage_values(self) -> Dict[str, Tuple[str, Dict]]:
+        """Each stage's row -> (kind, cache values): one description of what every stage reads."""
         cfg, method = self.cfg, self.method
-        unpruned = {**self.common}
-        self.stage("unpruned", "unpruned", unpruned,
-                   lambda st: self.trained(st, self.fresh(self.base_spec), self.recipe, snapshots=self.snapshots(st)))
-        source, source_values = "unpruned", unpruned
+        out = {"unpruned": ("unpruned", {**self.common})}
+        source = "unpruned"
         if method.sparse:
-            source, source_values = "sparse", {**self.common, "method": cfg.method.name,
-                                               "sparse": {**method.sparse_settings(), **self.sparse_options()}}
-            needs = ["unpruned"] if cfg.method.sparse_init == "unpruned" else []
-            self.stage("sparse", "sparse", source_values, self.sparse_stage, needs=needs)
-        pruned_values = {"source": Stage(self.cache, source, source_values).key, "method": settings(cfg.method)}
+            source = "sparse"
+            out["sparse"] = ("sparse", {**self.common, "method": cfg.method.name,
+                                        "sparse": {**method.sparse_settings(), **self.sparse_options()}})
+        pruned = {"source": Stage(self.cache, *out[source]).key, "method": settings(cfg.method)}
         if method.prune_at_init:  # the init depends on the model and seed, the scoring batch on the data
-            pruned_values["source"] = {"init": {k: v for k, v in self.common.items() if k != "schedule"}}
-        self.stage("pruned", "pruned", pruned_values, self.prune_stage(source), needs=[source])
-        retrain = {"pruned": Stage(self.cache, "pruned", pruned_values).key, "seed": cfg.seed,
+            pruned["source"] = {"init": {k: v for k, v in self.common.items() if k != "schedule"}}
+        if cfg.method.iterations > 1 and cfg.method.iteration_epochs > 0:  # fine-tuned between iterations
+            pruned["iteration_lr"] = cfg.strategy.finetune.lr
+        out["pruned"] = ("pruned", pruned)
+        retrain = {"pruned": Stage(self.cache, "pruned", pruned).key, "seed": cfg.seed,
                    "schedule": self.common["schedule"]}
-        st_cfg = cfg.strategy
-        for name in cfg.strategies:
-            if name == "finetune":
-                values, work = {**retrain, "finetune": settings(st_cfg.finetune)}, self.finetune_stage
-            elif name == "scratch_e":
-                values, work = retrain, self.scratch_stage(budget=False)
-            elif name == "scratch_b":
-                values = {**retrain, "scratch_b": settings(st_cfg.scratch_b)}
-                work = self.scratch_stage(budget=True)
-            elif name == "uniform":
-                values = {**retrain, "scratch_b": settings(st_cfg.scratch_b), "uniform": settings(st_cfg.uniform)}
-                work = self.uniform_stage
-            elif method.kind == "weight":
-                values = {**retrain, "lottery": settings(st_cfg.lottery)}
-                work = self.lottery_stage
-            else:
-                log.info("lottery: applies to weight-level methods only; %s is structured", cfg.method.name)
+        for strategy in self.strategies:
+            out[strategy.name] = (strategy.name, {**retrain, **strategy.cache_values(cfg)})
+        return out
+
+    def execute(self) -> List[Dict]:
+        values = self.stage_values()
+        self.stage("unpruned", *values["unpruned"],
+                   lambda st: self.trained(st, self.fresh(self.base_spec), self.recipe, snapshots=self.snapshots(st)))
+        source = "unpruned"
+        if self.method.sparse:
+            source = "sparse"
+            needs = ["unpruned"] if self.cfg.method.sparse_init == "unpruned" else []
+            self.stage("sparse", *values["sparse"], self.sparse_stage, needs=needs)
+        self.stage("pruned", *values["pruned"], self.prune_stage(source), needs=[source])
+        for strategy in self.strategies:
+            if not strategy.applies(self):
+                log.info("%s: does not apply to %s", strategy.name, self.cfg.method.name)
                 continue
-            self.stage(name, name, values, work, needs=["unpruned", "pruned"])
+            self.stage(strategy.name, *values[strategy.name], lambda st, s=strategy: s.train(self, st),
+                       needs=strategy.needs)
         return self.rows()
 
     def sparse_options(self) -> Dict:
         defaults = {"sparse_init": "scratch", "sparse_epochs": None, "sparse_lr": None}
         return {k: self.cfg.method[k] for k, v in defaults.items() if self.cfg.method[k] != v}
 
+    def sparse_recipe(self) -> Recipe:
+        m = self.cfg.method
+        return self.with_recipe(epochs=m.sparse_epochs or self.recipe.epochs,
+                                lr=m.sparse_lr if m.sparse_lr is not None else self.recipe.lr)
+
     def sparse_stage(self, stage: Stage) -> Dict:
         m = self.cfg.method
         if m.sparse_init not in ("scratch", "unpruned"):
             raise PrunebenchError(f"method.sparse_init must be 'scratch' or 'unpruned', got {m.sparse_init!r}")
         model = self.load("unpruned") if m.sparse_init == "unpruned" else self.fresh(self.base_spec)
-        self.method.attach(model, self.data.input_shape)
+        self.method.attach(model, self.input_shape)
         model.to(self.device)
-        recipe = Recipe(**{**self.recipe.__dict__, "epochs": m.sparse_epochs or self.recipe.epochs,
-                           "lr": m.sparse_lr if m.sparse_lr is not None else self.recipe.lr})
-        return self.trained(stage, model, recipe, self.method)
+        return self.trained(stage, model, self.sparse_recipe(), self.method)
 
     def prune_stage(self, source: str):
         def work(stage: Stage) -> Dict:
@@ -267,72 +277,84 @@ class Run:
                 method.reconstruct(model, pruned, keep, self.data)
                 model = pruned
                 if i + 1 < mcfg.iterations and mcfg.iteration_epochs > 0:
-                    recipe = Recipe(**{**self.recipe.__dict__, "epochs": mcfg.iteration_epochs,
-                                       "lr": self.cfg.strategy.finetune.lr, "milestones": []})
+                    recipe = self.with_recipe(epochs=mcfg.iteration_epochs, lr=self.cfg.strategy.finetune.lr,
+                                              milestones=[])
                     stage.checkpoint.unlink(missing_ok=True)
                     train(model, self.data, recipe, seed=self.cfg.seed + i, checkpoint=stage.checkpoint,
                           desc=f"prune {i + 1}/{mcfg.iterations}", progress=self.cfg.progress)
                     tuned += mcfg.iteration_epochs
+            (stage.dir / "history.csv").unlink(missing_ok=True)  # of the fine-tuning between iterations
             return {**self.describe(model, stage), "epochs": tuned, "seconds": round(time.perf_counter() - t0, 2)}
         return work
 
-    def finetune_stage(self, stage: Stage) -> Dict:
-        ft = self.cfg.strategy.finetune
-        recipe = Recipe(**{**self.recipe.__dict__, "epochs": ft.epochs, "lr": ft.lr, "milestones": []})
-        return self.trained(stage, self.load("pruned"), recipe, masks=self.masks())
+    # -- dry run ---------------------------------------------------------
 
-    def budget(self, flops_pruned: int) -> Dict:
-        return scratch_b_epochs(self.recipe.epochs, self.results["unpruned"]["flops"], flops_pruned,
-                                self.cfg.strategy.scratch_b.max_factor)
-
-    def scratch_stage(self, budget: bool):
-        def work(stage: Stage) -> Dict:
-            model = self.fresh(models.load_spec(self.results["pruned"]["stage"]), reinit=True)
-            if not budget:
-                return self.trained(stage, model, self.recipe, masks=self.masks())
-            b = self.budget(self.results["pruned"]["flops"])
-            return {**self.trained(stage, model, self.with_epochs(b["epochs"]), masks=self.masks()),
-                    "epochs_formula": b["formula"]}
-        return work
-
-    def uniform_stage(self, stage: Stage) -> Dict:
-        target = self.results["pruned"]["flops"]
-        b = self.budget(target)
+    def pruned_spec(self) -> Optional[Dict]:
+        """The pruned architecture: the cached one when the stage has run, else the one the
+        method's configuration predetermines (per-layer ratios), else None."""
+        if "pruned" in self.results and self.results["pruned"].get("status") == "ok":
+            return models.load_spec(self.results["pruned"]["stage"])
         if self.method.kind == "weight":
-            keep = target / self.results["unpruned"]["flops"]
-            model = self.fresh(self.base_spec, reinit=True)
-            masks = uniform_masks(model, keep, self.cfg.seed)
-            out = self.trained(stage, model, self.with_epochs(b["epochs"]), masks=masks)
-            gap = (out["flops"] - target) / target
-            return {**out, "flops_gap": gap, "epochs_formula": b["formula"],
-                    "note": f"random mask keeping {100 * keep:.1f}% of every layer, FLOPs {100 * gap:+.2f}% vs "
-                            f"pruned; non-zero counts"}
-        base = models.build(self.base_spec)
-        tol = self.cfg.strategy.uniform.tolerance
-        spec, factor, flops, adjusted = uniform_spec(base, target, self.data.input_shape,
-                                                     self.cfg.method.min_channels, tol)
-        gap = (flops - target) / target
-        out = self.trained(stage, self.fresh(spec, reinit=True), self.with_epochs(b["epochs"]))
-        note = f"width x{factor:.3f}" + (f", {adjusted} layers +-1 channel" if adjusted else "")
-        note += f", FLOPs {100 * gap:+.2f}% vs pruned"
-        if abs(gap) > tol:
-            note += f" (outside the {100 * tol:g}% tolerance)"
-        return {**out, "width_factor": factor, "width_adjustments": adjusted, "flops_gap": gap,
-                "epochs_formula": b["formula"], "note": note}
+            return self.base_spec
+        with torch.device("meta"):
+            base = models.build(self.base_spec)
+        kept = self.method.predicted_widths(base)
+        return None if kept is None else base.spec_with_widths(kept)
 
-    def lottery_stage(self, stage: Stage) -> Dict:
-        k = self.cfg.strategy.lottery.rewind_epoch
-        unpruned = Stage(self.cache, "unpruned", self.common)
-        path = self.snapshots(unpruned)[k]
-        if not path.exists():
-            raise PrunebenchError(f"the lottery strategy rewinds to epoch {k} of the unpruned model, but {path} "
-                                  f"was not saved when that stage trained; delete {unpruned.dir} to retrain it "
-                                  f"with strategy.lottery.rewind_epoch={k}")
-        model = models.build(self.base_spec)
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        out = self.trained(stage, model.to(self.device), self.recipe, masks=self.masks())
-        return {**out, "note": f"kept weights reset to the unpruned model's {'init' if k == 0 else f'epoch {k}'}; "
-                               "non-zero counts"}
+    def planned(self, what: str, row: str) -> Optional[int]:
+        """FLOPs or params of a row's model, from its cached result or its predicted architecture."""
+        if row in self.results and self.results[row].get(what) is not None:
+            return self.results[row][what]
+        if row == "unpruned":
+            spec = self.base_spec
+        elif self.method.kind == "weight":
+            return None  # non-zero counts follow from the scores
+        else:
+            spec = self.pruned_spec()
+        if spec is None:
+            return None
+        return measure.spec_flops(spec, self.input_shape) if what == "flops" else measure.spec_params(spec)
+
+    def planned_flops(self, row: str) -> Optional[int]:
+        return self.planned("flops", row)
+
+    def plan(self) -> List[Dict]:
+        """Every stage of the run with its model's params/FLOPs, epochs, whether it is cached
+        and (when predetermined) the pruned widths; nothing is trained or loaded."""
+        values = self.stage_values()
+        for row, (kind, vals) in values.items():
+            cached = Stage(self.cache, kind, vals).result()
+            if cached is not None and cached.get("status") == "ok":
+                self.results[row] = {**cached, "stage": str(Stage(self.cache, kind, vals).dir)}
+        full = {"spec": self.base_spec, "epochs": self.recipe.epochs, "note": ""}
+        pruned_spec = self.pruned_spec()
+        specs = {"unpruned": full,
+                 "sparse": {"spec": self.base_spec, "epochs": self.sparse_recipe().epochs,
+                            "note": "the method's sparse training"},
+                 "pruned": {"spec": pruned_spec, "epochs": self.cfg.method.iteration_epochs *
+                            (self.cfg.method.iterations - 1),
+                            "note": "" if pruned_spec else "widths follow from the trained scores"}}
+        for strategy in self.strategies:
+            if strategy.applies(self):
+                specs[strategy.name] = strategy.plan(self)
+        rows = []
+        for row, (kind, vals) in values.items():
+            if row not in specs:
+                continue
+            p = specs[row]
+            stage = Stage(self.cache, kind, vals)
+            spec = p["spec"]
+            weight_level = self.method.kind == "weight" and row not in ("unpruned", "sparse")
+            known = spec is not None and not weight_level
+            rows.append({
+                "row": row, "stage": str(stage.dir), "cached": stage.result() is not None,
+                "params": self.results.get(row, {}).get("params") or
+                (measure.spec_params(spec) if known else None),
+                "flops": self.results.get(row, {}).get("flops") or
+                (measure.spec_flops(spec, self.input_shape) if known else None),
+                "epochs": p["epochs"], "widths": layer_widths_of(spec) if row == "pruned" and known else None,
+                "note": p["note"]})
+        return rows
 
     def rows(self) -> List[Dict]:
         cfg = self.cfg
@@ -341,13 +363,34 @@ class Run:
             rows.append({
                 "row": row, "method": cfg.method.name, "model": cfg.model.name, "dataset": cfg.dataset.name,
                 "pruning_ratio": cfg.method.pruning_ratio, "seed": cfg.seed,
-                "acc1": r.get("acc1"), "acc5": r.get("acc5"), "params": r.get("params"), "flops": r.get("flops"),
+                "acc1": r.get("acc1"), "acc1_best": r.get("acc1_best", r.get("acc1")), "acc5": r.get("acc5"),
+                "paper_acc1": cfg.paper.get(row), "params": r.get("params"), "flops": r.get("flops"),
                 "latency_ms": r.get("latency_ms"), "epochs": r.get("epochs"), "seconds": r.get("seconds"),
-                "status": r["status"], "paper_acc1": cfg.paper.get(row), "note": r.get("note", ""),
-                "stage": r["stage"]})
+                "status": r["status"], "note": r.get("note", ""), "stage": r["stage"]})
         return rows
+
+
+def best_of(history: List[Dict], final_acc1: float) -> Dict:
+    """``acc1_best`` and ``best_epoch`` over a history whose last epoch scored ``final_acc1``."""
+    if history and history[-1].get("acc1") is None:
+        history[-1]["acc1"] = final_acc1  # the final model was evaluated by describe()
+    scored = [(h["acc1"], h["epoch"]) for h in history if h.get("acc1") is not None]
+    if not scored:
+        return {"acc1_best": final_acc1, "best_epoch": 0}
+    best, epoch = max(scored, key=lambda t: (t[0], -t[1]))
+    return {"acc1_best": best, "best_epoch": epoch}
+
+
+def layer_widths_of(spec: Dict) -> Dict[str, int]:
+    with torch.device("meta"):
+        return widths(models.build(spec))
 
 
 def run(cfg: DictConfig) -> List[Dict]:
     """Run the whole protocol for ``cfg``; return the rows of the result table."""
     return Run(cfg).execute()
+
+
+def plan(cfg: DictConfig) -> List[Dict]:
+    """What ``run(cfg)`` would train (``dry_run=true``), without training or loading data."""
+    return Run(cfg).plan()

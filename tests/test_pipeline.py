@@ -5,7 +5,7 @@ import pytest
 
 from prunebench import pipeline
 from prunebench.errors import PrunebenchError
-from prunebench.pipeline import scratch_b_epochs
+from prunebench.strategies import scratch_b_epochs
 from prunebench.stages import Stage
 
 ROWS = ["unpruned", "sparse", "pruned", "finetune", "scratch_e", "scratch_b", "uniform"]

@@ -1,5 +1,5 @@
 """Data set registry: ``dataset.name`` -> loader returning :class:`ImageData` (on the CPU)."""
-from typing import Callable, Dict
+from typing import Callable, Dict, Tuple
 
 from prunebench.data import cifar, digits, synthetic
 from prunebench.data.images import ImageData
@@ -12,10 +12,25 @@ LOADERS: Dict[str, Callable] = {
     "synthetic": synthetic.load,
 }
 
-__all__ = ["ImageData", "LOADERS", "load"]
+# dataset.name -> (one image's (C, H, W), classes), known without reading the data
+SHAPES: Dict[str, Callable] = {
+    "cifar10": lambda cfg: ((3, 32, 32), 10),
+    "cifar100": lambda cfg: ((3, 32, 32), 100),
+    "digits": lambda cfg: ((1, 16, 16), 10),
+    "synthetic": lambda cfg: ((3, cfg.image_size, cfg.image_size), cfg.num_classes),
+}
+
+__all__ = ["ImageData", "LOADERS", "SHAPES", "load", "shape"]
 
 
 def load(cfg) -> ImageData:
     if cfg.name not in LOADERS:
         raise PrunebenchError(f"unknown dataset {cfg.name!r}; known: {', '.join(sorted(LOADERS))}")
     return LOADERS[cfg.name](cfg)
+
+
+def shape(cfg) -> Tuple[Tuple[int, int, int], int]:
+    """(one image's (C, H, W), number of classes) of the data set, without loading it."""
+    if cfg.name not in SHAPES:
+        raise PrunebenchError(f"unknown dataset {cfg.name!r}; known: {', '.join(sorted(SHAPES))}")
+    return SHAPES[cfg.name](cfg)

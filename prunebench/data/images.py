@@ -54,16 +54,18 @@ class ImageData:
             x = torch.where(flip.view(b, 1, 1, 1), x.flip(3), x)
         return x
 
+    def steps_per_epoch(self, batch_size: int, steps: Optional[int] = None) -> int:
+        """Steps of one epoch of :meth:`train_batches`."""
+        count = max(1, self.train_x.shape[0] // batch_size)
+        return count if steps is None else min(count, steps)
+
     def train_batches(self, batch_size: int, generator: torch.Generator,
                       steps: Optional[int] = None) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         """One epoch of augmented, normalised batches in a random order. The last
         partial batch is dropped, so every step has the same shape."""
         n = self.train_x.shape[0]
         order = torch.randperm(n, device=self.device, generator=generator)
-        count = max(1, n // batch_size)
-        if steps is not None:
-            count = min(count, steps)
-        for i in range(count):
+        for i in range(self.steps_per_epoch(batch_size, steps)):
             idx = order[i * batch_size:(i + 1) * batch_size]
             yield self.normalize(self.augment(self.train_x[idx], generator)), self.train_y[idx]
 

@@ -10,13 +10,14 @@
 - reconstruction after surgery (``reconstruct``): refitting the next layers.
 """
 from abc import ABC, abstractmethod
-from typing import Dict, Tuple
+import math
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn
 
 from prunebench.data import ImageData
-from prunebench.pruning.selection import select
+from prunebench.pruning.selection import iteration_config, keep_count, select
 from prunebench.train.hooks import TrainHooks
 
 
@@ -58,3 +59,23 @@ class Method(TrainHooks, ABC):
     def reconstruct(self, original: nn.Module, pruned: nn.Module, keep: Dict[str, torch.Tensor],
                     data: ImageData) -> None:
         """Adjust ``pruned`` in place after surgery (default: nothing)."""
+
+    def predicted_widths(self, model: nn.Module) -> Optional[Dict[str, int]]:
+        """The widths pruning will leave when the configuration alone decides them (per-layer
+        ratios under the shared selection, also over iterations), else None: the dry run's
+        pruned architecture. ``model`` may live on the meta device."""
+        cfg = self.cfg
+        if cfg.selection != "layer" or type(self).select is not Method.select:
+            return None
+        step = iteration_config(cfg)
+        out = {}
+        for g in model.channel_groups():
+            n = model.get_submodule(g.conv).out_channels
+            if g.name in cfg.skip:
+                out[g.name] = n
+                continue
+            ratio = step.layer_ratios.get(g.name, step.pruning_ratio)
+            for _ in range(cfg.iterations):  # as select(): int(n (1 - r)), at least min_channels
+                n = keep_count(math.floor(n * (1 - ratio) + 1e-9), n, cfg.min_channels, cfg.round_to)
+            out[g.name] = n
+        return out

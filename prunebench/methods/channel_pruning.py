@@ -44,6 +44,7 @@ from torch import nn
 from prunebench.methods.activations import Samples
 from prunebench.methods.regression import RegressionMethod
 from prunebench.pruning.reconstruct import NormalEquations, set_layer_weight
+from prunebench.pruning.selection import iteration_config
 
 GRID = 16  # lambdas solved at once
 ROUNDS = 4  # grid refinements around the lambda where the non-zero count reaches the target
@@ -108,8 +109,6 @@ class ChannelPruning(RegressionMethod):
     def target_counts(self, model: nn.Module) -> Dict[str, int]:
         """Channels each group keeps under the shared per-layer selection (of one step when
         pruning iterates)."""
-        from prunebench.pipeline import iteration_config  # the pipeline imports the methods
-
         cfg = iteration_config(self.cfg).copy()
         cfg.selection = "layer"
         sizes = {g.name: model.get_submodule(g.conv).out_channels for g in model.channel_groups()}

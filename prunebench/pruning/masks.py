@@ -102,3 +102,23 @@ def uniform_masks(model: nn.Module, keep_fraction: float, seed: int) -> Dict[str
         flat[torch.randperm(w.numel(), generator=gen)[:k]] = True
         masks[name] = flat.view(w.shape).to(w.device)
     return masks
+
+
+@torch.no_grad()
+def sparse_init(model: nn.Module, masks: Dict[str, torch.Tensor]) -> None:
+    """Re-draw the kept weights of every masked convolution at the density-corrected He
+    scale, std = sqrt(2 / (density x k^2 x C_out)), i.e. the fan-out of the weights that
+    remain, and zero the others: the init of the authors' weight-level Scratch-E/B
+    (rethinking-network-pruning, cifar/weight-level/cifar_E.py and cifar_B.py, where the
+    reference model's mask sets ``n = mask.sum() / in_channels``). Masked linear layers
+    keep the model's own init, masked."""
+    modules = dict(model.named_modules())
+    for name, mask in masks.items():
+        module = modules[_layer(name)]
+        weight = module.weight
+        m = mask.to(weight.device, weight.dtype)
+        if isinstance(module, nn.Conv2d):
+            fan = float(m.sum()) / module.in_channels
+            if fan > 0:
+                weight.normal_(0.0, math.sqrt(2.0 / fan))
+        weight.mul_(m)

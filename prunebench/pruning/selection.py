@@ -28,6 +28,19 @@ def check_layer_names(names: Iterable[str], known: Iterable[str], what: str) -> 
                               f"{', '.join(known)}")
 
 
+def iteration_config(cfg):
+    """The method config of one of ``cfg.iterations`` pruning steps: each step removes
+    1 - (1 - r)^(1/n) of what is left, so that n steps remove r in all."""
+    n = cfg.iterations
+    if n == 1:
+        return cfg
+    step = cfg.copy()
+    step.pruning_ratio = 1 - (1 - cfg.pruning_ratio) ** (1 / n)
+    for name, r in cfg.layer_ratios.items():
+        step.layer_ratios[name] = 1 - (1 - r) ** (1 / n)
+    return step
+
+
 def keep_count(n_keep: int, width: int, min_channels: int, round_to: int) -> int:
     """How many channels a layer of ``width`` keeps when ``n_keep`` pass the policy."""
     n_keep = max(n_keep, min(min_channels, width))

@@ -1,29 +1,32 @@
 """The uniform baseline of Liu et al.: every prunable layer of the unpruned model
-scaled by one width factor, the factor found so that FLOPs match the pruned model.
+scaled by one width factor, the factor found so that FLOPs (or parameters) match
+the pruned model.
 
-Widths are whole channels, so FLOPs move in steps as the factor moves; on small
-models the best factor can still miss the target by more than the tolerance.
+Widths are whole channels, so the count moves in steps as the factor moves; on
+small models the best factor can still miss the target by more than the tolerance.
 Then single layers are widened or narrowed by one channel at a time, always the
 change that closes the gap most, until the gap is within the tolerance."""
 from typing import Dict, Sequence, Tuple
 
 from torch import nn
 
-from prunebench.measure import spec_flops
+from prunebench.measure import spec_flops, spec_params
 from prunebench.pruning.surgery import widths as layer_widths
 
 MAX_NUDGES = 20  # one-channel changes at most; each costs one FLOPs count per layer
 
 
 def uniform_spec(model: nn.Module, target_flops: int, input_shape: Sequence[int], min_channels: int = 1,
-                 tolerance: float = 0.01, steps: int = 40) -> Tuple[Dict, float, int, int]:
-    """Return (spec, factor, flops, adjusted) for the uniformly narrowed model whose
-    FLOPs are nearest ``target_flops``; ``adjusted`` counts one-channel nudges."""
+                 tolerance: float = 0.01, steps: int = 40, measure: str = "flops") -> Tuple[Dict, float, int, int]:
+    """Return (spec, factor, count, adjusted) for the uniformly narrowed model whose
+    FLOPs (``measure="flops"``) or parameters (``"params"``) are nearest ``target_flops``;
+    ``adjusted`` counts one-channel nudges."""
     full = layer_widths(model)
     floor = {g: min(min_channels, c) for g, c in full.items()}
 
     def flops_of(w: Dict[str, int]) -> int:
-        return spec_flops(model.spec_with_widths(w), input_shape)
+        spec = model.spec_with_widths(w)
+        return spec_params(spec) if measure == "params" else spec_flops(spec, input_shape)
 
     def scaled(factor: float) -> Dict[str, int]:
         return {g: max(floor[g], round(factor * c)) for g, c in full.items()}

@@ -7,9 +7,10 @@ from typing import Dict, List
 from rich.console import Console
 from rich.table import Table
 
-COLUMNS = ["row", "method", "model", "dataset", "pruning_ratio", "seed", "acc1", "acc5", "paper_acc1", "params",
-           "flops", "latency_ms", "epochs", "seconds", "status", "note", "stage"]
-SHOWN = ["row", "acc1", "acc5", "paper_acc1", "params", "flops", "latency_ms", "epochs", "status", "note"]
+COLUMNS = ["row", "method", "model", "dataset", "pruning_ratio", "seed", "acc1", "acc1_best", "paper_acc1", "acc5",
+           "params", "flops", "latency_ms", "epochs", "seconds", "status", "note", "stage"]
+SHOWN = ["row", "acc1", "acc1_best", "paper_acc1", "acc5", "params", "flops", "latency_ms", "epochs", "status",
+         "note"]
 
 
 def fmt(key: str, value) -> str:
@@ -17,7 +18,7 @@ def fmt(key: str, value) -> str:
         return "-"
     if key in ("params", "flops"):
         return f"{value / 1e6:.2f}M"
-    if key in ("acc1", "acc5", "paper_acc1"):
+    if key in ("acc1", "acc1_best", "acc5", "paper_acc1"):
         return f"{value:.2f}"
     if key == "latency_ms":
         return f"{value:.3f}"
@@ -40,8 +41,9 @@ def markdown(rows: List[Dict], title: str) -> str:
     cols = _shown(rows)
     lines = [f"# {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(c, r.get(c)) for c in cols) + " |" for r in rows]
-    lines += ["", "acc1/acc5: top-1/top-5 test accuracy (%); params, FLOPs (2 x multiply-accumulates, one image) "
-              "in millions; latency: median forward time (ms); epochs: training epochs of that row."]
+    lines += ["", "acc1/acc5: top-1/top-5 test accuracy (%) of the last epoch; acc1_best: the best evaluated epoch "
+              "(what the paper reports; optimistic, being chosen on the test set); paper_acc1: the paper's figure; "
+              "params, FLOPs (2 x multiply-accumulates, one image) in millions; latency: median forward time (ms); epochs: training epochs of that row."]
     return "\n".join(lines) + "\n"
 
 
@@ -76,3 +78,19 @@ def show(rows: List[Dict], title: str, console: Console = None) -> None:
         style = None if r["status"] == "ok" else "red"
         table.add_row(*(fmt(c, r.get(c)) for c in cols), style=style)
     console.print(table)
+
+
+def show_plan(rows: List[Dict], title: str, console: Console = None) -> None:
+    """The dry run's table: each stage's model, epochs and cache state."""
+    console = console or Console()
+    table = Table(title=f"dry run: {title}")
+    for c in ("row", "cached", "params", "flops", "epochs", "note"):
+        table.add_column(c, overflow="fold")
+    for r in rows:
+        table.add_row(r["row"], "yes" if r["cached"] else "no", fmt("params", r["params"]), fmt("flops", r["flops"]),
+                      fmt("epochs", r["epochs"]), r["note"])
+    console.print(table)
+    for r in rows:
+        if r["widths"]:
+            console.print(f"pruned widths: {r['widths']}")
+        console.print(f"{r['row']}: {r['stage']}", style="dim")

@@ -1,6 +1,10 @@
 """The one training loop of every stage: SGD with momentum and weight decay, a
-step schedule, method hooks, a NaN check, a checkpoint after every epoch (an
-interrupted stage resumes from it) and a progress bar."""
+step schedule, method hooks, a NaN check, test accuracy every ``eval_every``
+epochs kept as a per-epoch history (``history.csv`` beside the checkpoint), a
+checkpoint after every epoch (an interrupted stage resumes from it, history
+included) and progress bars over epochs and over the steps of an epoch."""
+import csv
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -14,6 +18,7 @@ from tqdm import tqdm
 
 from prunebench.data import ImageData
 from prunebench.errors import Diverged
+from prunebench.train.evaluate import evaluate
 from prunebench.train.hooks import TrainHooks
 
 CHECK_EVERY = 50  # steps between reads of the device-side loss sum (one host sync each)
@@ -29,28 +34,49 @@ class Recipe:
     milestones: List[float] = field(default_factory=list)  # fractions of epochs where lr *= gamma
     gamma: float = 0.1
     steps_per_epoch: Optional[int] = None
+    nesterov: bool = False
+
+
+HISTORY_FIELDS = ("epoch", "lr", "loss", "acc1")
+
+
+def write_history(history: List[Dict], path: Path) -> None:
+    """The per-epoch history as CSV (epoch, lr, train loss, test top-1; top-1 empty when not evaluated)."""
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
+        w.writeheader()
+        w.writerows({k: ("" if h.get(k) is None else h[k]) for k in HISTORY_FIELDS} for h in history)
+    os.replace(tmp, path)
 
 
 def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, checkpoint: Path,
           hooks: TrainHooks = TrainHooks(), desc: str = "train", progress: bool = True,
-          snapshots: Optional[Dict[int, Path]] = None) -> dict:
-    """Train ``model`` in place; return {"epochs", "seconds", "loss"}. Raises
+          snapshots: Optional[Dict[int, Path]] = None, eval_every: int = 0, eval_batch_size: int = 1000) -> dict:
+    """Train ``model`` in place; return {"epochs", "seconds", "loss", "history"}. Raises
     :class:`Diverged` when the loss stops being finite. ``snapshots`` maps an
-    epoch k to a file that receives the weights after k epochs (0: before training)."""
+    epoch k to a file that receives the weights after k epochs (0: before training).
+    ``eval_every`` > 0: test top-1 after every that many epochs and after the last one
+    (0: never here; the caller evaluates the final model). ``history`` has one entry
+    per epoch: {"epoch" (1-based), "lr" (of that epoch), "loss" (mean train loss), "acc1"}."""
+    if eval_every < 0:
+        raise ValueError(f"eval_every must be >= 0, got {eval_every}")
     device = data.device
     model.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                          weight_decay=recipe.weight_decay)
+                          weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
     milestones = sorted({int(round(m * recipe.epochs)) for m in recipe.milestones})
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=recipe.gamma)
-    start, seconds, last_loss = 0, 0.0, float("nan")
+    start, seconds, last_loss, history = 0, 0.0, float("nan"), []
     checkpoint = Path(checkpoint)
+    history_csv = checkpoint.parent / "history.csv"
     if checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start, seconds, last_loss = state["epoch"], state["seconds"], state["loss"]
+        history = state.get("history", [])
     bar = tqdm(total=recipe.epochs, initial=start, desc=desc, disable=not progress, leave=True,
                dynamic_ncols=True)
     snapshots = snapshots or {}
@@ -62,6 +88,9 @@ def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, check
         gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
         loss_sum = torch.zeros((), device=device)
         steps = 0
+        lr_epoch = opt.param_groups[0]["lr"]
+        inner = tqdm(total=data.steps_per_epoch(recipe.batch_size, recipe.steps_per_epoch), desc=f"epoch {epoch + 1}",
+                     disable=not progress, leave=False, dynamic_ncols=True)
         for x, y in data.train_batches(recipe.batch_size, gen, recipe.steps_per_epoch):
             loss = F.cross_entropy(model(x), y)
             extra = hooks.penalty(model)
@@ -73,21 +102,33 @@ def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, check
             hooks.after_step(model, lr)
             loss_sum += loss.detach()
             steps += 1
-            if steps % CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
-                raise Diverged(f"loss became NaN/inf in epoch {epoch + 1}")
+            if steps % CHECK_EVERY == 0:
+                running = loss_sum.item() / steps  # the one host sync every CHECK_EVERY steps
+                if not math.isfinite(running):
+                    inner.close()
+                    raise Diverged(f"loss became NaN/inf in epoch {epoch + 1}")
+                inner.set_postfix(loss=f"{running:.3f}", lr=f"{lr:.3g}", refresh=False)
+                inner.update(CHECK_EVERY)
+        inner.close()
         last_loss = loss_sum.item() / max(steps, 1)
         if not torch.isfinite(torch.tensor(last_loss)):
             raise Diverged(f"loss became NaN/inf in epoch {epoch + 1}")
         sched.step()
         hooks.on_epoch_end(model, epoch)
         seconds += time.perf_counter() - t0
+        acc1 = None
+        if eval_every and ((epoch + 1) % eval_every == 0 or epoch + 1 == recipe.epochs):
+            acc1 = evaluate(model, data, eval_batch_size)["acc1"]
+        history.append({"epoch": epoch + 1, "lr": lr_epoch, "loss": last_loss, "acc1": acc1})
         tmp = checkpoint.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "epoch": epoch + 1, "seconds": seconds, "loss": last_loss}, tmp)
+                    "epoch": epoch + 1, "seconds": seconds, "loss": last_loss, "history": history}, tmp)
         os.replace(tmp, checkpoint)
-        bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{opt.param_groups[0]['lr']:.2g}")
+        write_history(history, history_csv)
+        bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{opt.param_groups[0]['lr']:.2g}",
+                        **({"acc1": f"{acc1:.2f}"} if acc1 is not None else {}))
         bar.update(1)
     bar.close()
     if recipe.epochs in snapshots and not Path(snapshots[recipe.epochs]).exists():
         torch.save(model.state_dict(), snapshots[recipe.epochs])
-    return {"epochs": recipe.epochs, "seconds": seconds, "loss": last_loss}
+    return {"epochs": recipe.epochs, "seconds": seconds, "loss": last_loss, "history": history}

@@ -1,0 +1,147 @@
+"""Strategies are units behind a registry: each names itself, keys its own cache, and
+the pipeline holds no strategy-specific branch. Also: the per-epoch history and
+acc1_best, the uniform baseline matched by parameters, the weight-level
+density-corrected re-initialisation."""
+import ast
+import csv
+import inspect
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from prunebench import pipeline, strategies
+from prunebench.pruning.masks import sparse_init
+from prunebench.stages import Stage
+
+
+def by_row(rows):
+    return {r["row"]: r for r in rows}
+
+
+def test_registry_names_are_the_rows_and_the_yaml_list():
+    assert list(strategies.STRATEGIES) == ["finetune", "scratch_e", "scratch_b", "uniform", "lottery"]
+    for name, cls in strategies.STRATEGIES.items():
+        assert cls.name == name and inspect.getmodule(cls).__doc__
+
+
+def test_the_pipeline_names_no_strategy():
+    source = inspect.getsource(pipeline)
+    strings = {n.value for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    assert not strings & set(strategies.STRATEGIES), "pipeline.py holds a strategy-specific branch"
+
+
+def test_methods_do_not_import_the_pipeline():
+    root = Path(pipeline.__file__).parent / "methods"
+    for path in root.glob("*.py"):
+        assert "prunebench.pipeline" not in path.read_text(), path
+
+
+def test_each_strategy_keys_its_cache_with_its_own_settings(smoke_cfg):
+    base = pipeline.Run(smoke_cfg("method=l1_norm")).stage_values()
+    changed = {"finetune": "strategy.finetune.lr=0.5", "scratch_b": "strategy.scratch_b.max_factor=2",
+               "uniform": "strategy.uniform.match=params", "lottery": "strategy.lottery.rewind_epoch=1"}
+    for name, override in changed.items():
+        other = pipeline.Run(smoke_cfg("method=l1_norm", override)).stage_values()
+        assert Stage("x", *other[name]).key != Stage("x", *base[name]).key, name
+        untouched = [r for r in base if r != name and not (name == "scratch_b" and r == "uniform")]
+        assert all(Stage("x", *other[r]).key == Stage("x", *base[r]).key for r in untouched), name
+
+
+def test_iterative_pruning_keys_the_fine_tuning_lr(smoke_cfg):
+    args = ("method=l1_norm", "method.iterations=2", "method.iteration_epochs=1")
+    a = pipeline.Run(smoke_cfg(*args)).stage_values()["pruned"]
+    b = pipeline.Run(smoke_cfg(*args, "strategy.finetune.lr=0.5")).stage_values()["pruned"]
+    assert Stage("x", *a).key != Stage("x", *b).key
+    one_shot = pipeline.Run(smoke_cfg("method=l1_norm")).stage_values()["pruned"]
+    assert "iteration_lr" not in one_shot[1]
+
+
+def test_history_acc1_best_and_history_csv(smoke_cfg):
+    rows = by_row(pipeline.run(smoke_cfg("method=l1_norm", "schedule.epochs=3", "schedule.eval_every=1",
+                                         "strategy.finetune.epochs=2")))
+    for name in ["unpruned", "finetune", "scratch_e", "scratch_b", "uniform"]:
+        r = rows[name]
+        metrics = json.loads((Path(r["stage"]) / "metrics.json").read_text())
+        history = metrics["history"]
+        assert [h["epoch"] for h in history] == list(range(1, r["epochs"] + 1))
+        assert all(h["acc1"] is not None and math.isfinite(h["loss"]) and h["lr"] > 0 for h in history)
+        assert history[-1]["acc1"] == pytest.approx(r["acc1"])  # the last epoch is the reported model
+        assert r["acc1_best"] == max(h["acc1"] for h in history) >= r["acc1"]
+        assert history[metrics["best_epoch"] - 1]["acc1"] == r["acc1_best"]
+        with open(Path(r["stage"]) / "history.csv") as f:
+            assert [int(row["epoch"]) for row in csv.DictReader(f)] == [h["epoch"] for h in history]
+
+
+def test_eval_every_zero_evaluates_the_last_epoch_only(smoke_cfg):
+    rows = by_row(pipeline.run(smoke_cfg("method=l1_norm", "schedule.epochs=2", "strategies=[]")))
+    history = json.loads((Path(rows["unpruned"]["stage"]) / "metrics.json").read_text())["history"]
+    assert [h["acc1"] is None for h in history] == [True, False]
+    assert rows["unpruned"]["acc1_best"] == rows["unpruned"]["acc1"]
+
+
+def test_lr_history_follows_the_schedule(smoke_cfg):
+    rows = by_row(pipeline.run(smoke_cfg("method=l1_norm", "schedule.epochs=4", "schedule.milestones=[0.5]",
+                                         "strategies=[]")))
+    history = json.loads((Path(rows["unpruned"]["stage"]) / "metrics.json").read_text())["history"]
+    assert [h["lr"] for h in history] == pytest.approx([0.05, 0.05, 0.005, 0.005])
+
+
+@pytest.mark.parametrize("match", ["flops", "params"])
+def test_uniform_matches_flops_or_params(smoke_cfg, match):
+    rows = by_row(pipeline.run(smoke_cfg("method=l1_norm", f"strategy.uniform.match={match}",
+                                         "strategies=[scratch_b,uniform]")))
+    uniform, pruned = rows["uniform"], rows["pruned"]
+    assert abs(uniform[match] - pruned[match]) <= 0.01 * pruned[match]
+    assert f"matched by {match}" in uniform["note"]
+    metrics = json.loads((Path(uniform["stage"]) / "metrics.json").read_text())
+    assert metrics["match"] == match
+    if match == "flops":
+        assert uniform["epochs"] == rows["scratch_b"]["epochs"]
+    else:  # its own FLOPs set its budget
+        full = rows["unpruned"]
+        assert uniform["epochs"] == -(-full["epochs"] * full["flops"] // uniform["flops"])
+
+
+def test_weight_level_uniform_matches_params(smoke_cfg):
+    rows = by_row(pipeline.run(smoke_cfg("method=magnitude", "strategy.uniform.match=params",
+                                         "strategies=[uniform]")))
+    assert abs(rows["uniform"]["params"] - rows["pruned"]["params"]) <= 0.01 * rows["pruned"]["params"]
+
+
+def test_sparse_init_draws_kept_weights_at_the_density_corrected_scale():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(64, 128, 3)
+    model = nn.Sequential(conv)
+    density = 0.1
+    mask = torch.rand_like(conv.weight) < density
+    sparse_init(model, {"0.weight": mask})
+    w = conv.weight.detach()
+    assert torch.count_nonzero(w[~mask]) == 0
+    expected = math.sqrt(2 / (mask.float().mean().item() * 9 * 128))  # sqrt(2 / (density k^2 C_out))
+    assert w[mask].std().item() == pytest.approx(expected, rel=0.05)
+    assert expected > 3 * math.sqrt(2 / (9 * 128))  # far from the dense He scale
+
+
+def test_weight_level_scratch_starts_from_the_density_corrected_init(smoke_cfg, monkeypatch):
+    seen = {}
+    real = pipeline.train
+
+    def recording(model, data, recipe, **kw):
+        seen[kw["desc"]] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return real(model, data, recipe, **kw)
+    monkeypatch.setattr(pipeline, "train", recording)
+    rows = by_row(pipeline.run(smoke_cfg("method=magnitude", "method.pruning_ratio=0.9",
+                                         "strategies=[scratch_e,lottery]")))
+    mask = torch.load(Path(rows["pruned"]["stage"]) / "mask.pt", weights_only=True)
+    name = "features.4.weight"  # a 3x3 convolution
+    start, m = seen["scratch_e"][name], mask[name]
+    assert torch.count_nonzero(start[~m]) == 0
+    c_out = start.shape[0]
+    expected = math.sqrt(2 / (m.float().mean().item() * 9 * c_out))
+    assert start[m].std().item() == pytest.approx(expected, rel=0.25)
+    init = torch.load(Path(rows["unpruned"]["stage"]) / "init.pt", weights_only=True)
+    assert torch.equal(seen["lottery"][name], init[name] * m)  # the lottery keeps the original init
