@@ -167,12 +167,18 @@ class LotteryConfig:
 
 
 @dataclass
+class GuidedConfig:
+    source: Optional[str] = None  # run or sweep folder whose pruned models guide; None: this run's
+
+
+@dataclass
 class StrategyConfig:
     name: str = MISSING
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     scratch_b: ScratchBConfig = field(default_factory=ScratchBConfig)
     uniform: UniformConfig = field(default_factory=UniformConfig)
     lottery: LotteryConfig = field(default_factory=LotteryConfig)
+    guided: GuidedConfig = field(default_factory=GuidedConfig)
 
 
 @dataclass
@@ -188,7 +194,7 @@ class Config:
     method: MethodConfig = MISSING
     schedule: ScheduleConfig = MISSING
     strategy: StrategyConfig = MISSING
-    # lottery runs for weight-level methods only
+    # lottery runs for weight-level methods only; guided (pruning as architecture search) on request
     strategies: List[str] = field(default_factory=lambda: ["finetune", "scratch_e", "scratch_b", "uniform", "lottery"])
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N

@@ -145,3 +145,57 @@ def test_weight_level_scratch_starts_from_the_density_corrected_init(smoke_cfg, 
     assert start[m].std().item() == pytest.approx(expected, rel=0.25)
     init = torch.load(Path(rows["unpruned"]["stage"]) / "init.pt", weights_only=True)
     assert torch.equal(seen["lottery"][name], init[name] * m)  # the lottery keeps the original init
+
+
+def test_group_stages_follow_the_feature_map_size():
+    from prunebench import models
+    from prunebench.models import resnet, vgg
+    from prunebench.strategies.guided import group_stages
+
+    v = models.build(vgg.spec_for(16, 0.125, 3, 10))
+    assert list(group_stages(v, (3, 32, 32)).values()) == [0, 0, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4]
+    r = models.build(resnet.spec_for(20, 0.5, 3, 10))
+    assert list(group_stages(r, (3, 32, 32)).values()) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+
+
+def test_guided_widths_on_a_hand_built_case():
+    from prunebench.strategies.guided import stage_ratios
+
+    full = {"a": 10, "b": 30, "c": 40}
+    kept = {"a": 5, "b": 15, "c": 10}
+    assert stage_ratios(full, kept, {"a": 0, "b": 0, "c": 1}) == [0.5, 0.25]
+    assert stage_ratios(full, {"a": 5, "b": 15}, {"a": 0, "b": 0, "c": 1}) == [0.5, 0.0]  # c removed whole
+
+
+def test_guided_row_follows_this_runs_stage_ratios(smoke_cfg, tmp_path):
+    rows = by_row(pipeline.run(smoke_cfg("method=l1_norm", "model=vgg16", "method.pruning_ratio=0",
+                                         "++method.layer_ratios={conv1:0.5,conv2:0.5,conv13:0.75}",
+                                         "strategies=[scratch_b,guided]")))
+    guided = rows["guided"]
+    assert guided["status"] == "ok", guided
+    widths = json.loads((Path(guided["stage"]) / "widths.json").read_text())
+    full = json.loads((Path(rows["unpruned"]["stage"]) / "widths.json").read_text())
+    # stage 0 (conv1, conv2) kept half; the last stage (conv11..13) kept (w + w + w/4) / 3w
+    assert widths["conv1"] == round(0.5 * full["conv1"]) and widths["conv2"] == round(0.5 * full["conv2"])
+    last = (full["conv11"] + full["conv12"] + round(full["conv13"] * 0.25)) / (3 * full["conv11"])
+    assert widths["conv11"] == widths["conv13"] == round(last * full["conv11"])
+    assert "stage ratios 0.50, 1.00, 1.00, 1.00" in guided["note"]
+    b = -(-rows["unpruned"]["epochs"] * rows["unpruned"]["flops"] // guided["flops"])
+    assert guided["epochs"] == b
+
+
+def test_guided_transfers_a_sweeps_pattern_to_another_model(smoke_cfg, tmp_path):
+    from prunebench.report import write
+
+    first = pipeline.run(smoke_cfg("method=l1_norm", "model=vgg16", "method.pruning_ratio=0",
+                                   "++method.layer_ratios={conv1:0.5,conv2:0.5}", "strategies=[]"))
+    write(first, tmp_path / "sweep" / "0", "source run")
+    rows = by_row(pipeline.run(smoke_cfg("method=l1_norm", "model=vgg19", "strategies=[guided]",
+                                         f"strategy.guided.source={tmp_path / 'sweep'}")))
+    guided = rows["guided"]
+    assert guided["status"] == "ok" and str(tmp_path / "sweep") in guided["note"]
+    widths = json.loads((Path(guided["stage"]) / "widths.json").read_text())
+    assert widths["conv1"] == widths["conv2"] == 4 and widths["conv16"] == 64  # VGG-19 at width 0.125
+    with pytest.raises(Exception, match="stages"):
+        pipeline.run(smoke_cfg("method=l1_norm", "model=resnet20", "strategies=[guided]",
+                               f"strategy.guided.source={tmp_path / 'sweep'}"))

@@ -5,13 +5,14 @@ from typing import Dict, Type
 from prunebench.errors import PrunebenchError
 from prunebench.strategies.base import Strategy
 from prunebench.strategies.finetune import Finetune
+from prunebench.strategies.guided import Guided
 from prunebench.strategies.lottery import Lottery
 from prunebench.strategies.scratch_b import ScratchB, scratch_b_epochs
 from prunebench.strategies.scratch_e import ScratchE
 from prunebench.strategies.uniform import Uniform
 
 STRATEGIES: Dict[str, Type[Strategy]] = {
-    cls.name: cls for cls in (Finetune, ScratchE, ScratchB, Uniform, Lottery)
+    cls.name: cls for cls in (Finetune, ScratchE, ScratchB, Uniform, Lottery, Guided)
 }
 
 __all__ = ["STRATEGIES", "Strategy", "create", "scratch_b_epochs"]
