@@ -39,6 +39,7 @@ class ScheduleConfig:
     weight_decay: float = 1e-4
     milestones: List[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of the epochs
     gamma: float = 0.1  # lr factor at each milestone
+    nesterov: bool = False  # Nesterov momentum (soft filter pruning's recipe uses it)
     steps_per_epoch: Optional[int] = None  # cap on steps an epoch (smoke tests); None = whole set
     eval_batch_size: int = 1000
 

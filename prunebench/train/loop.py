@@ -28,6 +28,7 @@ class Recipe:
     weight_decay: float = 1e-4
     milestones: List[float] = field(default_factory=list)  # fractions of epochs where lr *= gamma
     gamma: float = 0.1
+    nesterov: bool = False
     steps_per_epoch: Optional[int] = None
 
 
@@ -40,7 +41,7 @@ def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, check
     device = data.device
     model.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                          weight_decay=recipe.weight_decay)
+                          weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
     milestones = sorted({int(round(m * recipe.epochs)) for m in recipe.milestones})
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=recipe.gamma)
     start, seconds, last_loss = 0, 0.0, float("nan")
