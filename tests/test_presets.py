@@ -64,7 +64,7 @@ def test_preset_carries_the_papers_figures_or_says_why(preset):
 
 @pytest.mark.parametrize("preset", REPRESENTATIVES)
 def test_preset_runs_every_row(smoke_cfg, preset):
-    cfg = smoke_cfg(f"experiment=rethinking/{preset}", *SHRINK, "model.width=0.25")
+    cfg = smoke_cfg(f"experiment=rethinking/{preset}", *SHRINK, "model.width=0.25", "method.min_channels=1")
     rows = {r["row"]: r for r in pipeline.run(cfg)}
     assert all(r["status"] == "ok" for r in rows.values()), rows
     assert rows["pruned"]["flops"] < rows["unpruned"]["flops"]
