@@ -11,8 +11,9 @@ filters are the lowest-norm ones, and pruning removes exactly them.
 Departures: on a ResNet only the first convolution of each block is soft-pruned
 (the channels the models let prunebench remove) where the paper zeroes filters of
 every convolution; only the filter weights are zeroed, as the paper does, so the
-BatchNorm shift of a zeroed channel still reaches the next layer until surgery
-removes it."""
+BatchNorm shift of a zeroed channel still reaches the next layer; surgery carries
+that constant into the next layer (prunebench/pruning/constants.py), so the pruned
+model computes what the sparse one did (exactly away from the 3x3 convs' borders)."""
 from typing import Dict
 
 import torch

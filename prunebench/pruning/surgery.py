@@ -1,11 +1,14 @@
 """Physical channel removal: build the narrower model from its spec and copy the
-kept slices of every tensor, along the axes the model's channel groups name."""
+kept slices of every tensor, along the axes the model's channel groups name.
+Removed channels that output a constant (zero filters) first have their
+contribution folded into their consumers (:mod:`prunebench.pruning.constants`)."""
 from typing import Dict
 
 import torch
 from torch import nn
 
 from prunebench import models
+from prunebench.pruning.constants import carried
 
 
 def widths(model: nn.Module) -> Dict[str, int]:
@@ -19,12 +22,16 @@ def prunable_weights(model: nn.Module) -> Dict[str, torch.Tensor]:
 
 
 def prune(model: nn.Module, keep: Dict[str, torch.Tensor]) -> nn.Module:
-    """A new, smaller model holding the channels ``keep`` lists (by group) and their weights."""
+    """A new, smaller model holding the channels ``keep`` lists (by group) and their weights;
+    what removed constant channels fed their consumers is carried over."""
     groups = model.channel_groups()
     spec = model.spec_with_widths({g: len(idx) for g, idx in keep.items()})
     axes = models.parameter_axes(groups)
+    delta = carried(model, keep)
     state = {}
     for name, tensor in model.state_dict().items():
+        if name in delta:
+            tensor = tensor + delta[name].to(tensor.device, tensor.dtype)
         for axis, group in axes.get(name, {}).items():
             if group in keep:
                 tensor = tensor.index_select(axis, keep[group].to(tensor.device))

@@ -33,6 +33,7 @@ class Recipe:
     weight_decay: float = 1e-4
     milestones: List[float] = field(default_factory=list)  # fractions of epochs where lr *= gamma
     gamma: float = 0.1
+    nesterov: bool = False
     steps_per_epoch: Optional[int] = None
     nesterov: bool = False
 
