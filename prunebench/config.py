@@ -41,7 +41,6 @@ class ScheduleConfig:
     gamma: float = 0.1  # lr factor at each milestone
     nesterov: bool = False  # Nesterov momentum (soft filter pruning's recipe uses it)
     steps_per_epoch: Optional[int] = None  # cap on steps an epoch (smoke tests); None = whole set
-    nesterov: bool = False  # Nesterov momentum (soft filter pruning's recipe)
     eval_every: int = 1  # test top-1 every this many epochs (and after the last); 0: after the last only
     eval_batch_size: int = 1000
 

@@ -23,7 +23,7 @@ def by_row(rows):
 
 
 def test_registry_names_are_the_rows_and_the_yaml_list():
-    assert list(strategies.STRATEGIES) == ["finetune", "scratch_e", "scratch_b", "uniform", "lottery"]
+    assert list(strategies.STRATEGIES) == ["finetune", "scratch_e", "scratch_b", "uniform", "lottery", "guided"]
     for name, cls in strategies.STRATEGIES.items():
         assert cls.name == name and inspect.getmodule(cls).__doc__
 

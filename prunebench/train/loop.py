@@ -35,7 +35,6 @@ class Recipe:
     gamma: float = 0.1
     nesterov: bool = False
     steps_per_epoch: Optional[int] = None
-    nesterov: bool = False
 
 
 HISTORY_FIELDS = ("epoch", "lr", "loss", "acc1")
