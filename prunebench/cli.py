@@ -6,6 +6,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.syntax import Syntax
@@ -22,23 +23,47 @@ def title(cfg: DictConfig) -> str:
             f"pruning_ratio {cfg.method.pruning_ratio}, seed {cfg.seed}")
 
 
+def sweep_device(cfg: DictConfig) -> None:
+    """In a sweep whose launcher runs jobs side by side (joblib), ``device=auto`` gives job k
+    the GPU k mod (number of GPUs), so the jobs spread over the machine's GPUs."""
+    import torch
+
+    hc = HydraConfig.get()
+    if (cfg.device == "auto" and hc.mode == RunMode.MULTIRUN and torch.cuda.device_count() > 1
+            and "joblib" in str(hc.launcher.get("_target_", ""))):
+        cfg.device = f"cuda:{hc.job.num % torch.cuda.device_count()}"
+
+
+def failed_row(cfg: DictConfig, message: str) -> dict:
+    """The one row of a sweep job that stopped before its table: the sweep goes on."""
+    return {"row": "error", "method": cfg.method.name, "model": cfg.model.name, "dataset": cfg.dataset.name,
+            "pruning_ratio": cfg.method.pruning_ratio, "seed": cfg.seed, "status": "failed", "note": message}
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def app(cfg: DictConfig) -> None:
     from prunebench import pipeline, report  # torch is imported here, after Hydra parsed the command line
 
     console = Console()
+    sweep_device(cfg)
     text = OmegaConf.to_yaml(cfg, resolve=True)
     console.print(Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     (run_dir / "config.yaml").write_text(text)
+    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         if cfg.dry_run:
             report.show_plan(pipeline.plan(cfg), title(cfg), console)
             return
         rows = pipeline.run(cfg)
-    except PrunebenchError as e:
-        console.print(f"[bold red]error:[/] {e}")
-        sys.exit(2)
+    except Exception as e:  # noqa: BLE001 - in a sweep, one job's error is that job's failed row
+        if not in_sweep:
+            if isinstance(e, PrunebenchError):
+                console.print(f"[bold red]error:[/] {e}")
+                sys.exit(2)
+            raise
+        log.exception("this sweep job failed; the sweep goes on")
+        rows = [failed_row(cfg, f"{type(e).__name__}: {e}")]
     report.write(rows, run_dir, title(cfg))
     report.show(rows, title(cfg), console)
     console.print(f"results: {run_dir / 'results.csv'}  {run_dir / 'results.md'}")

@@ -182,6 +182,13 @@ class StrategyConfig:
 
 
 @dataclass
+class LoggerConfig:
+    name: str = "none"  # none | tensorboard | wandb
+    project: str = "prunebench"  # W&B project
+    mode: str = "offline"  # W&B mode: offline (no network needed) | online | disabled
+
+
+@dataclass
 class MeasureConfig:
     latency_batch: int = 1  # images per timed forward
     latency_repeats: int = 20  # timed forwards; the median is reported
@@ -194,6 +201,7 @@ class Config:
     method: MethodConfig = MISSING
     schedule: ScheduleConfig = MISSING
     strategy: StrategyConfig = MISSING
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     # lottery runs for weight-level methods only; guided (pruning as architecture search) on request
     strategies: List[str] = field(default_factory=lambda: ["finetune", "scratch_e", "scratch_b", "uniform", "lottery"])
     seed: int = 0
@@ -223,5 +231,6 @@ def register_configs() -> None:
     cs.store(group="schema/dataset", name="dataset", node=DatasetConfig)
     cs.store(group="schema/schedule", name="schedule", node=ScheduleConfig)
     cs.store(group="schema/strategy", name="strategy", node=StrategyConfig)
+    cs.store(group="schema/logger", name="logger", node=LoggerConfig)
     for name, schema in METHOD_SCHEMAS.items():
         cs.store(group="schema/method", name=name, node=schema)

@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig
 
 from prunebench import data as datasets
-from prunebench import measure, methods, models, strategies
+from prunebench import loggers, measure, methods, models, strategies
 from prunebench.errors import Diverged, PrunebenchError
 from prunebench.pruning import prune, widths
 from prunebench.pruning.masks import apply_masks, density, select_weights, sparse_init
@@ -141,9 +141,13 @@ class Run:
         if masks:
             apply_masks(model, masks)
         s = self.cfg.schedule
-        out = train(model, self.data, recipe, seed=self.cfg.seed, checkpoint=stage.checkpoint, hooks=hooks,
-                    desc=stage.kind, progress=self.cfg.progress, snapshots=snapshots, eval_every=s.eval_every,
-                    eval_batch_size=s.eval_batch_size)
+        logger = loggers.create(self.cfg.logger, stage.dir, stage.kind, {"stage": stage.kind, **stage.values})
+        try:
+            out = train(model, self.data, recipe, seed=self.cfg.seed, checkpoint=stage.checkpoint, hooks=hooks,
+                        desc=stage.kind, progress=self.cfg.progress, snapshots=snapshots, eval_every=s.eval_every,
+                        eval_batch_size=s.eval_batch_size, on_epoch=logger.log)
+        finally:
+            logger.close()
         metrics = self.describe(model, stage, masks)
         best = best_of(out["history"], metrics["acc1"])
         write_history(out["history"], stage.dir / "history.csv")

@@ -74,3 +74,27 @@ def test_sweep_over_seeds_aggregates_to_mean_and_std(tmp_path):
     assert summary["scratch_e"]["runs"] == "2" and summary["scratch_e"]["seeds"] == "0 1"
     assert float(summary["scratch_e"]["acc1_std"]) >= 0
     assert "±" in (sweep / "summary.md").read_text()
+
+
+def test_one_failed_sweep_job_is_its_row_and_the_sweep_goes_on(tmp_path):
+    p = run_cli("-m", "experiment=smoke", "method=l1_norm", "method.pruning_ratio=0.5,1.5", "strategies=[]",
+                cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    [sweep] = (tmp_path / "outputs" / "multirun").iterdir()
+    tables = {f.parent.name: read_results(f) for f in sweep.glob("*/results.csv")}
+    assert len(tables) == 2
+    bad = next(rows for name, rows in tables.items() if "r1.5" in name)
+    good = next(rows for name, rows in tables.items() if "r0.5" in name)
+    assert [r["row"] for r in bad] == ["error"] and bad[0]["status"] == "failed" and "[0, 1)" in bad[0]["note"]
+    assert all(r["status"] == "ok" for r in good)
+
+
+def test_joblib_sweep_with_two_workers_trains_the_unpruned_stage_once(tmp_path):
+    p = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "experiment=smoke",
+                "method=l1_norm,random", "strategies=[scratch_e]", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    stages = sorted(d.name.split("-")[0] for d in (tmp_path / "outputs" / "stages").iterdir())
+    assert stages.count("unpruned") == 1 and stages.count("pruned") == 2
+    [sweep] = (tmp_path / "outputs" / "multirun").iterdir()
+    tables = [read_results(f) for f in sweep.glob("*/results.csv")]
+    assert len(tables) == 2 and all(r["status"] == "ok" for rows in tables for r in rows)

@@ -9,7 +9,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -52,13 +52,15 @@ def write_history(history: List[Dict], path: Path) -> None:
 
 def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, checkpoint: Path,
           hooks: TrainHooks = TrainHooks(), desc: str = "train", progress: bool = True,
-          snapshots: Optional[Dict[int, Path]] = None, eval_every: int = 0, eval_batch_size: int = 1000) -> dict:
+          snapshots: Optional[Dict[int, Path]] = None, eval_every: int = 0, eval_batch_size: int = 1000,
+          on_epoch: Optional[Callable[[Dict], None]] = None) -> dict:
     """Train ``model`` in place; return {"epochs", "seconds", "loss", "history"}. Raises
     :class:`Diverged` when the loss stops being finite. ``snapshots`` maps an
     epoch k to a file that receives the weights after k epochs (0: before training).
     ``eval_every`` > 0: test top-1 after every that many epochs and after the last one
     (0: never here; the caller evaluates the final model). ``history`` has one entry
-    per epoch: {"epoch" (1-based), "lr" (of that epoch), "loss" (mean train loss), "acc1"}."""
+    per epoch: {"epoch" (1-based), "lr" (of that epoch), "loss" (mean train loss), "acc1"};
+    ``on_epoch`` receives each new entry (experiment loggers)."""
     if eval_every < 0:
         raise ValueError(f"eval_every must be >= 0, got {eval_every}")
     device = data.device
@@ -125,6 +127,8 @@ def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, check
                     "epoch": epoch + 1, "seconds": seconds, "loss": last_loss, "history": history}, tmp)
         os.replace(tmp, checkpoint)
         write_history(history, history_csv)
+        if on_epoch is not None:
+            on_epoch(history[-1])
         bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{opt.param_groups[0]['lr']:.2g}",
                         **({"acc1": f"{acc1:.2f}"} if acc1 is not None else {}))
         bar.update(1)
