@@ -103,7 +103,10 @@ class Guided(Strategy):
     def cache_values(self, cfg):
         values = super().cache_values(cfg)
         if cfg.strategy.guided.source is not None:  # the folder's content, not only its name
-            values["pattern"] = pattern_of(Path(cfg.strategy.guided.source))["ratios"]
+            try:
+                values["pattern"] = pattern_of(Path(cfg.strategy.guided.source))["ratios"]
+            except PrunebenchError:
+                values["pattern"] = None  # not there yet: the stage's work says so when it runs
         return values
 
     def pattern(self, run) -> Dict:
@@ -133,7 +136,10 @@ class Guided(Strategy):
     def plan(self, run):
         if run.cfg.strategy.guided.source is None and run.pruned_spec() is None:
             return {"spec": None, "epochs": None, "note": "per-stage ratios of the pruned model"}
-        p = self.pattern(run)
+        try:
+            p = self.pattern(run)
+        except PrunebenchError as e:
+            return {"spec": None, "epochs": None, "note": str(e)}
         spec = self.spec(run, p["ratios"])
         return {"spec": spec, "epochs": run.budget(spec_flops(spec, run.input_shape))["epochs"],
                 "note": f"stage ratios {', '.join(f'{r:.2f}' for r in p['ratios'])} from {p['source']}"}
