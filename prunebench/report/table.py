@@ -7,9 +7,11 @@ from typing import Dict, List
 from rich.console import Console
 from rich.table import Table
 
-COLUMNS = ["row", "method", "model", "dataset", "pruning_ratio", "seed", "acc1", "acc5", "paper_acc1", "params",
-           "flops", "latency_ms", "epochs", "seconds", "status", "note", "stage"]
-SHOWN = ["row", "acc1", "acc5", "paper_acc1", "params", "flops", "latency_ms", "epochs", "status", "note"]
+COLUMNS = ["row", "method", "model", "dataset", "pruning_ratio", "seed", "acc1", "acc1_best", "acc5", "paper_acc1",
+           "params", "flops", "latency_ms", "latency_iqr_ms", "epochs", "seconds", "width_factor", "match", "status",
+           "note", "stage"]
+SHOWN = ["row", "acc1", "acc1_best", "acc5", "paper_acc1", "params", "flops", "latency_ms", "epochs", "status",
+         "note"]
 
 
 def fmt(key: str, value) -> str:
@@ -17,7 +19,7 @@ def fmt(key: str, value) -> str:
         return "-"
     if key in ("params", "flops"):
         return f"{value / 1e6:.2f}M"
-    if key in ("acc1", "acc5", "paper_acc1"):
+    if key in ("acc1", "acc1_best", "acc5", "paper_acc1"):
         return f"{value:.2f}"
     if key == "latency_ms":
         return f"{value:.3f}"
@@ -40,7 +42,7 @@ def markdown(rows: List[Dict], title: str) -> str:
     cols = _shown(rows)
     lines = [f"# {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(c, r.get(c)) for c in cols) + " |" for r in rows]
-    lines += ["", "acc1/acc5: top-1/top-5 test accuracy (%); params, FLOPs (2 x multiply-accumulates, one image) "
+    lines += ["", "acc1/acc5: top-1/top-5 test accuracy (%) after the last epoch; acc1_best: the best epoch's top-1; params, FLOPs (2 x multiply-accumulates, one image) "
               "in millions; latency: median forward time (ms); epochs: training epochs of that row."]
     return "\n".join(lines) + "\n"
 
