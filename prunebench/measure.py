@@ -52,7 +52,7 @@ def spec_flops(spec: Dict, input_shape: Sequence[int]) -> int:
 
 
 LATENCY_MIN_RUN_TIME = 0.2  # seconds of timed forwards per model
-LATENCY_MIN_BLOCKS = 5  # timed blocks at least, whatever min_run_time gives
+LATENCY_MIN_BLOCKS = 20  # timed blocks at least, whatever min_run_time gives (config: measure.latency_repeats)
 
 
 @torch.no_grad()
