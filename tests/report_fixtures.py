@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 import torch
-import yaml
+from omegaconf import OmegaConf
 
 from prunebench import measure, models
 from prunebench.models import vgg
@@ -65,7 +65,7 @@ def write_run(folder: Path, seed: int, acc: Dict[str, float], cfg: Optional[Dict
     folder = Path(folder)
     folder.mkdir(parents=True)
     cfg = cfg or config(seed)
-    (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
+    OmegaConf.save(OmegaConf.create(cfg), folder / "config.yaml")
     m = cfg["model"]
     base = vgg.spec_for(m["depth"], m["width"], INPUT[0], 10)
     ratio = cfg["method"]["pruning_ratio"]

@@ -12,17 +12,17 @@ def tiny():
 
 def test_latency_reports_median_and_iqr_and_keeps_the_mode():
     model = tiny().train()
-    out = measure.latency(model, (3, 32, 32), batch=4, min_run_time=0.05, min_blocks=7)
+    out = measure.latency(model, (3, 32, 32), batch=4, min_run_time=0.14)
     assert set(out) == {"median_ms", "iqr_ms", "blocks", "per_block", "batch", "device"}
-    assert out["median_ms"] > 0 and out["iqr_ms"] >= 0 and out["blocks"] >= 7
+    assert out["median_ms"] > 0 and out["iqr_ms"] >= 0 and out["blocks"] == 7
     assert out["batch"] == 4 and out["device"] == "cpu"
     assert model.training  # the caller's mode is restored
-    assert isinstance(measure.latency_ms(model, (3, 32, 32), 4, 3, min_run_time=0.05), float)
+    assert isinstance(measure.latency_ms(model, (3, 32, 32), 4, 3), float)
 
 
 def test_the_same_architecture_measured_twice_agrees_within_15_percent():
-    """As the unpruned and sparse rows of a run (one architecture, two stages) must. 40 blocks: on this
-    project's shared 2-core machine (load ~5) 20 blocks left 10-12% between two medians, 30 under 2%."""
+    """As the unpruned and sparse rows of a run (one architecture, two stages) must, with the default
+    settings (20 blocks); on a CPU shared with other jobs too, hence the thread-time clock there."""
     model = tiny()
-    a, b = (measure.latency(model, (3, 32, 32), batch=8, min_blocks=40)["median_ms"] for _ in range(2))
+    a, b = (measure.latency(model, (3, 32, 32), batch=8)["median_ms"] for _ in range(2))
     assert abs(a - b) <= 0.15 * min(a, b), (a, b)

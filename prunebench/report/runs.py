@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-import yaml
+from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def load_run(folder: Path) -> RunResult:
     folder = Path(folder)
     config = {}
     if (folder / "config.yaml").exists():
-        config = flatten(yaml.safe_load((folder / "config.yaml").read_text()) or {})
+        config = flatten(OmegaConf.to_container(OmegaConf.load(folder / "config.yaml")) or {})
     return RunResult(folder, read_rows(folder / "results.csv"), config)
 
 
