@@ -7,7 +7,7 @@ before each clock reading. We report the median time of one forward over the
 blocks and their interquartile range (ms), so one slow block moves neither much.
 On a GPU the clock is wall time; on a CPU it is the CPU time of one thread, since
 on a shared CPU wall time measures the neighbours (on this project's 2-core machine
-at load 6, two wall-clock medians of one model differed by up to 2x; thread time
+at load 6, two wall-clock medians of one model differed by up to 2.5x; thread time
 kept them within 7%)."""
 import math
 import time
