@@ -156,6 +156,7 @@ class ScratchBConfig:
 @dataclass
 class UniformConfig:
     tolerance: float = 0.01  # relative FLOPs gap allowed between the uniform and the pruned model
+    match: str = "flops"  # flops | params: what the uniform model matches (the strategies refactor reads it)
 
 
 @dataclass
