@@ -67,6 +67,14 @@ def app(cfg: DictConfig) -> None:
     report.write(rows, run_dir, title(cfg))
     report.show(rows, title(cfg), console)
     console.print(f"results: {run_dir / 'results.csv'}  {run_dir / 'results.md'}")
+    if any(r["status"] == "ok" and r["row"] != "error" for r in rows):
+        try:
+            from prunebench.report import plots
+
+            plots.for_run(run_dir, rows)
+            console.print(f"plots: {run_dir / 'plots'}")
+        except Exception:  # noqa: BLE001 - a figure that cannot be drawn never costs the table
+            log.exception("the run's plots could not be drawn")
     if any(r["status"] != "ok" for r in rows):
         log.warning("some rows failed; see the note column")
 

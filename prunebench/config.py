@@ -191,7 +191,7 @@ class LoggerConfig:
 @dataclass
 class MeasureConfig:
     latency_batch: int = 1  # images per timed forward
-    latency_repeats: int = 20  # timed forwards; the median is reported
+    latency_repeats: int = 20  # timed blocks of ~20 ms each; the median per forward is reported
 
 
 @dataclass

@@ -1,10 +1,19 @@
 """Measurements of a model: parameters, FLOPs (counted by torch.utils.flop_counter,
-2 x multiply-accumulates of convolutions and matrix products) and latency (median
-of timed forwards)."""
-import statistics
+2 x multiply-accumulates of convolutions and matrix products) and latency.
+
+Latency is timed with ``torch.utils.benchmark.Timer``: a few untimed forwards
+first, then timed blocks of forwards (about 20 ms each), the device synchronised
+before each clock reading. We report the median time of one forward over the
+blocks and their interquartile range (ms), so one slow block moves neither much.
+On a GPU the clock is wall time; on a CPU it is the CPU time of one thread, since
+on a shared CPU wall time measures the neighbours (on this project's 2-core machine
+at load 6, two wall-clock medians of one model differed by up to 2.5x; thread time
+kept them within 7%)."""
+import math
 import time
 from typing import Dict, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -52,21 +61,52 @@ def spec_params(spec: Dict) -> int:
     return count_params(model)
 
 
+LATENCY_BLOCK = 0.02  # seconds: each timed block holds as many forwards as fill this (one at least)
+LATENCY_MIN_RUN_TIME = 0.4  # seconds of timed forwards per model: 20 blocks
+LATENCY_MAX_RUN_TIME = 5.0  # seconds: a model slower than a block stops after this (3 blocks at least)
+LATENCY_WARMUP = 3  # untimed forwards first (allocator, cuDNN algorithm choice)
+
+
 @torch.no_grad()
-def latency_ms(model: nn.Module, input_shape: Sequence[int], batch: int = 1, repeats: int = 20) -> float:
-    """Median wall time of one forward of ``batch`` images, in milliseconds."""
+def latency(model: nn.Module, input_shape: Sequence[int], batch: int = 1,
+            min_run_time: float = LATENCY_MIN_RUN_TIME) -> Dict:
+    """Time one forward of ``batch`` images of shape (C, H, W) on the model's device, in eval mode:
+    ``{"median_ms", "iqr_ms", "blocks", "per_block", "batch", "device"}`` (median and interquartile
+    range over ``blocks`` timed blocks of ``per_block`` forwards each, in milliseconds per forward).
+
+    Blocks of about ``LATENCY_BLOCK`` seconds, as many as fill ``min_run_time``; each is one
+    ``torch.utils.benchmark.Timer.timeit`` call, which synchronises the device before reading the
+    clock. (``Timer.blocked_autorange`` sizes blocks by the timer's overhead: when synchronising a
+    GPU is slow against a forward its blocks grow to ``min_run_time`` each, leaving one or two.)"""
+    from torch.utils import benchmark
+
     device = next(model.parameters()).device
+    was_training = model.training
     model.eval()
     x = torch.randn(batch, *input_shape, device=device)
-    for _ in range(3):
-        model(x)
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        model(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    if device.type == "cpu":  # CPU time of one thread: what neighbour processes on a shared CPU do not change
+        timer = benchmark.Timer(stmt="model(x)", globals={"model": model, "x": x}, num_threads=1,
+                                timer=time.thread_time)
+    else:  # wall time; the Timer synchronises the accelerator before each clock reading
+        timer = benchmark.Timer(stmt="model(x)", globals={"model": model, "x": x},
+                                num_threads=torch.get_num_threads())
+    for _ in range(LATENCY_WARMUP):
+        timer.timeit(1)
+    one = float(np.median([timer.timeit(1).mean for _ in range(3)]))  # seconds, one forward
+    per_block = max(1, round(LATENCY_BLOCK / one))
+    blocks = max(3, math.ceil(min_run_time / LATENCY_BLOCK - 1e-9))  # 0.14 / 0.02 is 7.000000000000001
+    times = []  # seconds per forward, one entry per block
+    while len(times) < blocks:
+        times.append(timer.timeit(per_block).mean)
+        if len(times) >= 3 and sum(times) * per_block > LATENCY_MAX_RUN_TIME:
+            break
+    model.train(was_training)
+    q1, median, q3 = np.percentile(np.array(times) * 1e3, [25, 50, 75])
+    return {"median_ms": float(median), "iqr_ms": float(q3 - q1), "blocks": len(times),
+            "per_block": per_block, "batch": batch, "device": str(device)}
+
+
+def latency_ms(model: nn.Module, input_shape: Sequence[int], batch: int = 1, repeats: int = 20) -> float:
+    """Median time of one forward of ``batch`` images, in milliseconds (see :func:`latency`), over
+    ``repeats`` timed blocks (config: ``measure.latency_repeats``)."""
+    return latency(model, input_shape, batch, repeats * LATENCY_BLOCK)["median_ms"]

@@ -125,11 +125,12 @@ class Run:
             extra = {"density": density(masks), "note": "params and FLOPs: non-zero weights only"}
             (stage.dir / "density.json").write_text(json.dumps(extra["density"], indent=1))
         m = self.cfg.measure
+        timing = measure.latency(model, self.data.input_shape, m.latency_batch,
+                                 m.latency_repeats * measure.LATENCY_BLOCK)
         return {**evaluate(model, self.data, self.cfg.schedule.eval_batch_size),
                 "params": measure.count_params(model, masks),
                 "flops": measure.count_flops(model, self.data.input_shape, masks),
-                "latency_ms": round(measure.latency_ms(model, self.data.input_shape, m.latency_batch,
-                                                       m.latency_repeats), 4),
+                "latency_ms": round(timing["median_ms"], 4), "latency_iqr_ms": round(timing["iqr_ms"], 4),
                 "widths": w, **extra}
 
     def trained(self, stage: Stage, model, recipe: Recipe, hooks: TrainHooks = None,
@@ -369,8 +370,9 @@ class Run:
                 "pruning_ratio": cfg.method.pruning_ratio, "seed": cfg.seed,
                 "acc1": r.get("acc1"), "acc1_best": r.get("acc1_best", r.get("acc1")), "acc5": r.get("acc5"),
                 "paper_acc1": cfg.paper.get(row), "params": r.get("params"), "flops": r.get("flops"),
-                "latency_ms": r.get("latency_ms"), "epochs": r.get("epochs"), "seconds": r.get("seconds"),
-                "status": r["status"], "note": r.get("note", ""), "stage": r["stage"]})
+                "latency_ms": r.get("latency_ms"), "latency_iqr_ms": r.get("latency_iqr_ms"),
+                "epochs": r.get("epochs"), "seconds": r.get("seconds"), "width_factor": r.get("width_factor"),
+                "match": r.get("match"), "status": r["status"], "note": r.get("note", ""), "stage": r["stage"]})
         return rows
 
 

@@ -1,81 +1,133 @@
-"""The table of a sweep: every ``results.csv`` under a folder, grouped by method,
-model, data set, ratio and row, with top-1 as mean ± std over seeds.
+"""The report of a sweep (Liu et al., ICLR 2019 report means over runs): every run
+under a folder, grouped into lines of runs that differ in the seed alone.
 
-    prunebench-report outputs/multirun/2026-11-25_10-00-00
+    prunebench-report outputs/multirun/2026-11-25_10-00-00 [--metric acc1|acc1_best] [--layer conv8]
+
+writes into that folder ``summary.csv`` / ``summary.md`` (every row of every line:
+acc1 and acc1_best as mean ± std over seeds), ``paper.md`` / ``paper.csv`` /
+``paper.tex`` (the paper's layout with the verdict), ``widths.md`` / ``widths.csv``
+(Table 7) and ``plots/`` (PNG and SVG).
 """
 import argparse
 import csv
-import statistics
-from collections import defaultdict
+import logging
+import sys
 from pathlib import Path
 from typing import Dict, List
 
 from rich.console import Console
 from rich.table import Table
 
-KEY = ("method", "model", "dataset", "pruning_ratio", "row")
-ROW_ORDER = ["unpruned", "sparse", "pruned", "finetune", "scratch_e", "scratch_b", "uniform", "lottery"]
+from prunebench.errors import PrunebenchError
+from prunebench.report import paper, stats
+from prunebench.report import widths as widths_table
+from prunebench.report.runs import Line, collect, group
+
+SUMMARY_FIELDS = ["dataset", "model", "method", "pruning_ratio", "line", "row", "runs", "failed", "seeds",
+                  "acc1_mean", "acc1_std", "acc1_best_mean", "acc1_best_std", "params", "flops", "latency_ms"]
 
 
-def collect(folder: Path) -> List[Dict[str, str]]:
-    rows = []
-    for path in sorted(Path(folder).rglob("results.csv")):
-        with open(path) as f:
-            rows += list(csv.DictReader(f))
-    return rows
-
-
-def aggregate(rows: List[Dict[str, str]]) -> List[Dict]:
-    groups: Dict[tuple, List[Dict[str, str]]] = defaultdict(list)
-    for r in rows:
-        groups[tuple(r[k] for k in KEY)].append(r)
+def summarise(lines: List[Line]) -> List[Dict]:
+    """One record per line and row: top-1 (last and best epoch) over seeds, params, FLOPs, latency."""
     out = []
-    for key, members in groups.items():
-        ok = [float(m["acc1"]) for m in members if m["status"] == "ok" and m["acc1"]]
-        out.append({**dict(zip(KEY, key)), "runs": len(members), "failed": len(members) - len(ok),
-                    "acc1_mean": statistics.mean(ok) if ok else None,
-                    "acc1_std": statistics.stdev(ok) if len(ok) > 1 else 0.0 if ok else None,
-                    "flops": members[0]["flops"], "params": members[0]["params"],
-                    "seeds": " ".join(sorted({m["seed"] for m in members}))})
-    rank = {r: i for i, r in enumerate(ROW_ORDER)}
-    return sorted(out, key=lambda r: (r["method"], r["model"], r["dataset"], r["pruning_ratio"],
-                                      rank.get(r["row"], 99)))
+    for line in lines:
+        for row in line.row_names():
+            members = line.rows(row)
+            ok = [r for r in members if r.get("status", "ok") == "ok"]
+            rec = {"dataset": line.dataset, "model": line.model, "method": line.method,
+                   "pruning_ratio": line.ratio, "line": line.name, "row": row, "runs": len(members),
+                   "failed": len(members) - len(ok),
+                   "seeds": " ".join(str(r.get("seed")) for r in members)}
+            for key in ("acc1", "acc1_best"):
+                s = stats.summary([r.get(key) for r in ok])
+                rec[f"{key}_mean"] = None if s is None else round(s["mean"], 4)
+                rec[f"{key}_std"] = None if s is None or s["std"] is None else round(s["std"], 4)
+            for key in ("params", "flops", "latency_ms"):
+                s = stats.summary([r.get(key) for r in ok])
+                rec[key] = None if s is None else (round(s["mean"], 4) if key == "latency_ms" else s["mean"])
+            out.append(rec)
+    return out
 
 
-def cell(r: Dict) -> str:
-    if r["acc1_mean"] is None:
-        return "failed"
-    return f"{r['acc1_mean']:.2f} ± {r['acc1_std']:.2f}" + (f" ({r['failed']} failed)" if r["failed"] else "")
+def acc(rec: Dict, key: str = "acc1") -> str:
+    if rec[f"{key}_mean"] is None:
+        return "failed" if rec["failed"] else "-"
+    s = {"mean": rec[f"{key}_mean"], "std": rec[f"{key}_std"], "n": rec["runs"] - rec["failed"]}
+    return stats.cell(s) + (f", {rec['failed']} failed" if rec["failed"] else "")
 
 
-def write(summary: List[Dict], folder: Path) -> None:
-    cols = list(KEY) + ["acc1_mean", "acc1_std", "runs", "failed", "seeds", "params", "flops"]
+def write_summary(summary: List[Dict], folder: Path) -> None:
     with open(folder / "summary.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
+        w = csv.DictWriter(f, fieldnames=SUMMARY_FIELDS)
         w.writeheader()
-        w.writerows(summary)
-    lines = ["| method | model | dataset | ratio | row | top-1 (mean ± std) | runs |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['method']} | {r['model']} | {r['dataset']} | {r['pruning_ratio']} | {r['row']} | {cell(r)} | "
-              f"{r['runs']} |" for r in summary]
+        w.writerows([{k: "" if v is None else v for k, v in r.items()} for r in summary])
+    best = any(r["acc1_best_mean"] is not None for r in summary)
+    cols = ["method", "model", "dataset", "ratio", "line", "row", "top-1 (last epoch)"] + (
+        ["top-1 (best epoch)"] if best else []) + ["runs"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in summary:
+        cells = [r["method"], r["model"], r["dataset"], str(r["pruning_ratio"]), r["line"] or "-", r["row"],
+                 acc(r)] + ([acc(r, "acc1_best")] if best else []) + [str(r["runs"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "top-1: test accuracy (%), mean ± sample std over seeds (n runs)."]
     (folder / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+def show(recs: List[Dict], metric: str, console: Console) -> None:
+    cols = paper.shown_columns(recs)
+    table = Table(title=f"{len(recs)} line(s); {paper.METRICS[metric]}")
+    for c in ["data set", "model", "method", "ratio", "line"] + [t for _, t in cols] + ["params", "FLOPs",
+                                                                                      "verdict"]:
+        table.add_column(c, overflow="fold")
+    for r in recs:
+        table.add_row(r["dataset"], r["model"], r["method"], str(r["pruning_ratio"]), r["line"] or "-",
+                      *(paper.acc_cell(r, row) for row, _ in cols), paper.cost_cell(r, "params"),
+                      paper.cost_cell(r, "flops"), r["verdict"])
+    console.print(table)
+
+
+def report(folder: Path, metric: str = None, layer: str = None, plots: bool = True) -> Dict:
+    """Write every table (and the figures) of the runs under ``folder``; return what was made."""
+    folder = Path(folder)
+    runs = collect(folder)
+    if not runs:
+        raise PrunebenchError(f"no results.csv under {folder}; point prunebench-report at a run or sweep folder "
+                              f"(outputs/multirun/<time> or outputs/runs/<time>_...)")
+    lines = group(runs)
+    summary = summarise(lines)
+    write_summary(summary, folder)
+    recs = paper.write(lines, folder, metric)
+    tables = widths_table.write(lines, folder)
+    figures = []
+    if plots:
+        from prunebench.report import plots as figs
+        figures = figs.for_lines(lines, folder / "plots", metric, layer)
+    return {"runs": runs, "lines": lines, "summary": summary, "paper": recs, "widths": tables,
+            "plots": figures, "metric": recs[0]["metric"] if recs else metric}
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help="a sweep (or any) folder holding results.csv files")
+    parser.add_argument("--metric", choices=sorted(paper.METRICS), default=None,
+                        help="top-1 of the last epoch (acc1) or of the best (acc1_best; the default when present)")
+    parser.add_argument("--layer", default=None,
+                        help="the convolution whose weights are drawn: a channel group (conv8, block5) or a "
+                             "module path; default: the middle one")
+    parser.add_argument("--no-plots", action="store_true", help="tables only")
     args = parser.parse_args(argv)
-    rows = collect(args.folder)
-    if not rows:
-        raise SystemExit(f"no results.csv under {args.folder}")
-    summary = aggregate(rows)
-    write(summary, args.folder)
-    table = Table(title=f"{len(rows)} rows from {args.folder}")
-    for c in ["method", "model", "dataset", "ratio", "row", "top-1", "runs"]:
-        table.add_column(c)
-    for r in summary:
-        table.add_row(r["method"], r["model"], r["dataset"], r["pruning_ratio"], r["row"], cell(r), str(r["runs"]))
-    Console().print(table)
-    print(f"wrote {args.folder / 'summary.csv'} and {args.folder / 'summary.md'}")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    console = Console()
+    try:
+        out = report(args.folder, args.metric, args.layer, plots=not args.no_plots)
+    except PrunebenchError as e:
+        console.print(f"[bold red]error:[/] {e}")
+        sys.exit(2)
+    show(out["paper"], out["metric"], console)
+    made = ["summary.csv", "summary.md", "paper.md", "paper.csv", "paper.tex"]
+    made += ["widths.md", "widths.csv"] if out["widths"] else []
+    console.print(f"{len(out['runs'])} runs, {len(out['lines'])} lines; wrote {', '.join(made)} in {args.folder}"
+                  + (f" and {len(out['plots'])} figure files in {args.folder / 'plots'}" if out["plots"] else ""))
 
 
 if __name__ == "__main__":

@@ -7,9 +7,10 @@ from typing import Dict, List
 from rich.console import Console
 from rich.table import Table
 
-COLUMNS = ["row", "method", "model", "dataset", "pruning_ratio", "seed", "acc1", "acc1_best", "paper_acc1", "acc5",
-           "params", "flops", "latency_ms", "epochs", "seconds", "status", "note", "stage"]
-SHOWN = ["row", "acc1", "acc1_best", "paper_acc1", "acc5", "params", "flops", "latency_ms", "epochs", "status",
+COLUMNS = ["row", "method", "model", "dataset", "pruning_ratio", "seed", "acc1", "acc1_best", "acc5", "paper_acc1",
+           "params", "flops", "latency_ms", "latency_iqr_ms", "epochs", "seconds", "width_factor", "match", "status",
+           "note", "stage"]
+SHOWN = ["row", "acc1", "acc1_best", "acc5", "paper_acc1", "params", "flops", "latency_ms", "epochs", "status",
          "note"]
 
 
