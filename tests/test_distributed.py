@@ -1,5 +1,5 @@
 """One run over two processes: ``torchrun --nproc_per_node=2 -m prunebench`` on the CPU
-(gloo backend), against the same run in one process; and an interrupted run resumed."""
+(gloo backend), interrupted, resumed, and compared with the same run in one process."""
 import csv
 import os
 import socket
@@ -9,7 +9,6 @@ import sys
 import torch
 
 from prunebench import distributed, pipeline
-from prunebench.stages import Stage
 from tests.conftest import ROOT, compose_config, run_cli
 
 RUN = ("experiment=smoke", "method=l1_norm", "strategies=[scratch_e]", "device=cpu")
@@ -27,51 +26,52 @@ def rows_of(cwd):
         return list(csv.DictReader(f))
 
 
-def test_two_processes_train_the_single_process_model(tmp_path):
-    one, two = tmp_path / "one", tmp_path / "two"
-    one.mkdir(), two.mkdir()
+def test_two_processes_resume_and_train_the_single_process_model(tmp_path):
+    one, two, again = tmp_path / "one", tmp_path / "two", tmp_path / "again"
+    for d in (one, two, again):
+        d.mkdir()
     p = run_cli(*RUN, f"cache_dir={one / 'stages'}", cwd=one)
     assert p.returncode == 0, p.stderr
-    p = torchrun(*RUN, f"cache_dir={two / 'stages'}", "distributed.sync_bn=true", cwd=two)
+    names = sorted(d.name for d in (one / "stages").iterdir())
+    unpruned, pruned, scratch_e = (next(n for n in names if n.startswith(k + "-"))
+                                   for k in ("unpruned", "pruned", "scratch_e"))
+    # global BatchNorm statistics train the single-process model: same stage keys. A live job
+    # holds scratch_e's lock, so the first distributed run stops there
+    cache = two / "stages"
+    (cache / scratch_e).mkdir(parents=True)
+    (cache / scratch_e / "lock").write_text(f"{socket.gethostname()} {os.getpid()}")
+    args = (*RUN, f"cache_dir={cache}", "distributed.sync_bn=true")
+    p = torchrun(*args, cwd=two)
+    assert p.returncode != 0
+    assert sorted(d.name for d in cache.iterdir() if (d / "metrics.json").exists()) == sorted([unpruned, pruned])
+    mtimes = {n: (cache / n / "metrics.json").stat().st_mtime_ns for n in (unpruned, pruned)}
+
+    (cache / scratch_e / "lock").unlink()
+    p = torchrun(*args, cwd=again)
     assert p.returncode == 0, p.stderr[-3000:]
-    rows = rows_of(two)
+    assert "unpruned: cached" in p.stdout and "pruned: cached" in p.stdout  # resumed, not retrained
+    assert {n: (cache / n / "metrics.json").stat().st_mtime_ns for n in (unpruned, pruned)} == mtimes
+    rows = rows_of(again)
     assert [r["row"] for r in rows] == ["unpruned", "pruned", "scratch_e"]
     assert all(r["status"] == "ok" for r in rows)
     assert p.stdout.count("scratch_e │") == 1  # rank 0 alone prints the table
-    # global BatchNorm statistics: the single-process run's stages, keys included
-    names = sorted(d.name for d in (one / "stages").iterdir())
-    assert sorted(d.name for d in (two / "stages").iterdir()) == names
-    assert not list((two / "stages").glob("*/lock")) and not list((two / "stages").glob("*/checkpoint.pt"))
-    unpruned = next(n for n in names if n.startswith("unpruned"))
+    assert sorted(d.name for d in cache.iterdir()) == names  # one set of stage folders
+    assert not list(cache.glob("*/lock")) and not list(cache.glob("*/checkpoint.pt"))
+
     a = torch.load(one / "stages" / unpruned / "model.pt", weights_only=True)
-    b = torch.load(two / "stages" / unpruned / "model.pt", weights_only=True)
+    b = torch.load(cache / unpruned / "model.pt", weights_only=True)
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-4, msg=k)
-    pruned = next(n for n in names if n.startswith("pruned"))
-    assert (two / "stages" / pruned / "widths.json").read_text() == (one / "stages" / pruned / "widths.json").read_text()
+    assert (cache / pruned / "widths.json").read_text() == (one / "stages" / pruned / "widths.json").read_text()
     for r1, r2 in zip(rows_of(one), rows):
         assert abs(float(r1["acc1"]) - float(r2["acc1"])) <= 1.0, (r1["row"], r1["acc1"], r2["acc1"])
 
 
-def test_an_interrupted_run_resumes_from_its_finished_stages(tmp_path, monkeypatch):
-    cache = tmp_path / "stages"
-    cfg = compose_config(*RUN, f"cache_dir={cache}")
-    monkeypatch.setattr(distributed, "world_size", lambda: 2)  # the stage keys of a 2-process run
-    run = pipeline.Run(cfg)
-    assert run.common["bn_shards"] == 2  # per-shard BatchNorm statistics: stages of their own
-    blocked = Stage(cache, *run.stage_values()["scratch_e"])
-    blocked.dir.mkdir(parents=True)
-    (blocked.dir / "lock").write_text(f"{socket.gethostname()} {os.getpid()}")  # a live job holds scratch_e
-    p = torchrun(*RUN, f"cache_dir={cache}", cwd=tmp_path)
-    assert p.returncode != 0  # stopped at scratch_e, after unpruned and pruned finished
-    done = {d.name.split("-")[0]: d for d in cache.iterdir() if (d / "metrics.json").exists()}
-    assert sorted(done) == ["pruned", "unpruned"]
-    mtimes = {k: (d / "metrics.json").stat().st_mtime_ns for k, d in done.items()}
-    (blocked.dir / "lock").unlink()
-    (tmp_path / "again").mkdir()
-    p = torchrun(*RUN, f"cache_dir={cache}", cwd=tmp_path / "again")
-    assert p.returncode == 0, p.stderr[-3000:]
-    assert "unpruned: cached" in p.stdout and "pruned: cached" in p.stdout
-    assert {k: (d / "metrics.json").stat().st_mtime_ns for k, d in done.items()} == mtimes
-    assert (blocked.dir / "metrics.json").exists() and len(list(cache.iterdir())) == 3
-    assert all(r["status"] == "ok" for r in rows_of(tmp_path / "again"))
+def test_per_shard_batchnorm_keys_stages_of_its_own(tmp_path, monkeypatch):
+    cfg = compose_config(*RUN, f"cache_dir={tmp_path}")
+    single = pipeline.Run(cfg).stage_values()
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    sharded = pipeline.Run(cfg).stage_values()
+    assert sharded["unpruned"][1]["bn_shards"] == 2 and sharded != single
+    cfg.distributed.sync_bn = True
+    assert pipeline.Run(cfg).stage_values() == single
