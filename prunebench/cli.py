@@ -5,6 +5,7 @@ Under ``torchrun --nproc_per_node=N -m prunebench ...`` every rank runs the prot
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -91,6 +92,7 @@ def main() -> None:
     if int(os.environ.get("RANK", "0")) > 0:  # torchrun's other ranks: rank 0 keeps the run folder and its log
         scratch = tempfile.mkdtemp(prefix="prunebench-rank")
         sys.argv += [f"hydra.run.dir={scratch}", "hydra.output_subdir=null", "hydra.job_logging.root.level=WARNING"]
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # torchrun stopping the ranks: clean up first
     try:
         app()
     finally:
