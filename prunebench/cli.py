@@ -1,7 +1,13 @@
 """``prunebench``: the Hydra application. Composes ``conf/config.yaml`` with the
-command line, prints the config, runs the protocol and writes the result table."""
+command line, prints the config, runs the protocol and writes the result table.
+Under ``torchrun --nproc_per_node=N -m prunebench ...`` every rank runs the protocol
+(``prunebench.distributed``); rank 0 alone prints and writes the run folder."""
 import logging
+import os
+import shutil
+import signal
 import sys
+import tempfile
 from pathlib import Path
 
 import hydra
@@ -42,15 +48,22 @@ def failed_row(cfg: DictConfig, message: str) -> dict:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def app(cfg: DictConfig) -> None:
-    from prunebench import pipeline, report  # torch is imported here, after Hydra parsed the command line
+    from prunebench import distributed, pipeline, report  # torch is imported here, after Hydra parsed the command line
 
-    console = Console()
+    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+    if distributed.launched() and in_sweep:
+        Console().print("[bold red]error:[/] torchrun runs one run over several GPUs; run a sweep (-m) without "
+                        "torchrun (the joblib launcher spreads its jobs over the GPUs)")
+        sys.exit(2)
+    distributed.setup(cfg.device, cfg.distributed.backend, cfg.distributed.sync_bn)
+    main_rank = distributed.is_main()
+    console = Console(quiet=not main_rank)  # under torchrun rank 0 prints
     sweep_device(cfg)
     text = OmegaConf.to_yaml(cfg, resolve=True)
     console.print(Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    (run_dir / "config.yaml").write_text(text)
-    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+    if main_rank:
+        (run_dir / "config.yaml").write_text(text)
     try:
         if cfg.dry_run:
             report.show_plan(pipeline.plan(cfg), title(cfg), console)
@@ -64,6 +77,8 @@ def app(cfg: DictConfig) -> None:
             raise
         log.exception("this sweep job failed; the sweep goes on")
         rows = [failed_row(cfg, f"{type(e).__name__}: {e}")]
+    if not main_rank:
+        return
     report.write(rows, run_dir, title(cfg))
     report.show(rows, title(cfg), console)
     console.print(f"results: {run_dir / 'results.csv'}  {run_dir / 'results.md'}")
@@ -81,7 +96,20 @@ def app(cfg: DictConfig) -> None:
 
 def main() -> None:
     register_configs()
-    app()
+    scratch = None
+    if int(os.environ.get("RANK", "0")) > 0:  # torchrun's other ranks: rank 0 keeps the run folder and its log
+        scratch = tempfile.mkdtemp(prefix="prunebench-rank")
+        sys.argv += [f"hydra.run.dir={scratch}", "hydra.output_subdir=null", "hydra.job_logging.root.level=WARNING"]
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # torchrun stopping the ranks: clean up first
+    try:
+        app()
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        if "torch" in sys.modules:
+            from prunebench import distributed
+
+            distributed.teardown()
 
 
 if __name__ == "__main__":

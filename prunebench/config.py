@@ -195,6 +195,13 @@ class MeasureConfig:
 
 
 @dataclass
+class DistributedConfig:
+    """Only read under ``torchrun --nproc_per_node=N`` (prunebench.distributed)."""
+    sync_bn: bool = False  # true: BatchNorm statistics over the global batch (else over each rank's shard)
+    backend: str = "auto"  # auto (nccl on CUDA, gloo on the CPU) | nccl | gloo
+
+
+@dataclass
 class Config:
     model: ModelConfig = MISSING
     dataset: DatasetConfig = MISSING
@@ -211,6 +218,7 @@ class Config:
     progress: bool = True
     dry_run: bool = False  # print each stage's model, epochs and cache state; train nothing
     measure: MeasureConfig = field(default_factory=MeasureConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     paper: Dict[str, Any] = field(default_factory=dict)  # the paper's figures, printed beside ours
 
 

@@ -10,6 +10,7 @@ as it goes, beside the ``history.csv`` every stage writes anyway.
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from prunebench import distributed
 from prunebench.errors import PrunebenchError
 
 
@@ -63,7 +64,7 @@ class WandbLogger(Logger):
 
 def create(cfg, folder: Path, kind: str, settings: Optional[Dict[str, Any]] = None) -> Logger:
     """The logger ``cfg`` (the ``logger`` node) asks for, for the stage in ``folder``."""
-    if cfg.name == "none":
+    if cfg.name == "none" or not distributed.is_main():  # under torchrun rank 0 logs
         return Logger()
     if cfg.name == "tensorboard":
         return TensorBoardLogger(folder, kind)

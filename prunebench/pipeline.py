@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig
 
 from prunebench import data as datasets
-from prunebench import loggers, measure, methods, models, strategies
+from prunebench import distributed, loggers, measure, methods, models, strategies
 from prunebench.errors import Diverged, PrunebenchError
 from prunebench.pruning import prune, widths
 from prunebench.pruning.masks import apply_masks, density, select_weights, sparse_init
@@ -33,6 +33,8 @@ REINIT_SEED_OFFSET = 1_000_003  # strategies re-initialise from seed + this
 
 
 def resolve_device(name: str) -> torch.device:
+    if distributed.world_size() > 1:
+        return distributed.device(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -53,10 +55,15 @@ def validate(cfg: DictConfig) -> None:
 
 
 def base_settings(cfg: DictConfig) -> Dict:
-    """What every stage's result depends on: the unpruned stage's cache key."""
-    return {"model": settings(cfg.model), "seed": cfg.seed,
-            "dataset": settings(cfg.dataset, exclude=("root", "download")),
-            "schedule": settings(cfg.schedule, exclude=("name", "eval_batch_size", "eval_every"))}
+    """What every stage's result depends on: the unpruned stage's cache key. Under torchrun
+    with BatchNorm statistics per shard, the number of shards too (``sync_bn`` trains the
+    single-process model: same key)."""
+    out = {"model": settings(cfg.model), "seed": cfg.seed,
+           "dataset": settings(cfg.dataset, exclude=("root", "download")),
+           "schedule": settings(cfg.schedule, exclude=("name", "eval_batch_size", "eval_every"))}
+    if distributed.world_size() > 1 and not cfg.distributed.sync_bn:
+        out["bn_shards"] = distributed.world_size()
+    return out
 
 
 class Run:
@@ -82,7 +89,8 @@ class Run:
     @cached_property
     def data(self) -> datasets.ImageData:
         """The data set on the training device, loaded on first use (``dry_run`` never loads it)."""
-        return datasets.load(self.cfg.dataset).to(self.device)
+        with distributed.main_first():  # rank 0 downloads, if anything
+            return datasets.load(self.cfg.dataset).to(self.device)
 
     # -- stage mechanics -------------------------------------------------
 
@@ -94,7 +102,7 @@ class Run:
         if failed:
             result = {"status": "failed", "note": f"not run: {', '.join(failed)} failed"}
         else:
-            result = stage.result()
+            result = distributed.broadcast(stage.result())  # rank 0's reading of the cache decides for all
             if result is not None and result["status"] == "failed" and self.cfg.retry_failed:
                 stage.reset()
                 result = None
@@ -106,7 +114,9 @@ class Run:
                     except Diverged as e:
                         result = {"status": "failed", "note": str(e)}
                     stage.finish(result)
-                    stage.checkpoint.unlink(missing_ok=True)
+                    if distributed.is_main():
+                        stage.checkpoint.unlink(missing_ok=True)
+                result = distributed.broadcast(result)  # every rank holds rank 0's metrics
             else:
                 log.info("%s: cached %s", row, stage.dir)
         result["stage"] = str(stage.dir)
@@ -116,14 +126,14 @@ class Run:
     def describe(self, model, stage: Stage, masks: Optional[Dict] = None) -> Dict:
         """Save the model and measure it: accuracy, params, FLOPs, latency, widths.
         With weight-level ``masks``, params and FLOPs are non-zero counts."""
-        models.save(model, stage.dir)
         w = widths(model)
-        (stage.dir / "widths.json").write_text(json.dumps(w, indent=1))
-        extra = {}
-        if masks:
-            torch.save(masks, stage.dir / "mask.pt")
-            extra = {"density": density(masks), "note": "params and FLOPs: non-zero weights only"}
-            (stage.dir / "density.json").write_text(json.dumps(extra["density"], indent=1))
+        extra = {"density": density(masks), "note": "params and FLOPs: non-zero weights only"} if masks else {}
+        if distributed.is_main():  # every rank holds the same model; rank 0 writes it
+            models.save(model, stage.dir)
+            (stage.dir / "widths.json").write_text(json.dumps(w, indent=1))
+            if masks:
+                torch.save(masks, stage.dir / "mask.pt")
+                (stage.dir / "density.json").write_text(json.dumps(extra["density"], indent=1))
         m = self.cfg.measure
         timing = measure.latency(model, self.data.input_shape, m.latency_batch,
                                  m.latency_repeats * measure.LATENCY_BLOCK)
@@ -151,7 +161,8 @@ class Run:
             logger.close()
         metrics = self.describe(model, stage, masks)
         best = best_of(out["history"], metrics["acc1"])
-        write_history(out["history"], stage.dir / "history.csv")
+        if distributed.is_main():
+            write_history(out["history"], stage.dir / "history.csv")
         return {**metrics, **best, "epochs": recipe.epochs,
                 "seconds": round(out["seconds"], 2), "train_loss": out["loss"], "history": out["history"]}
 
@@ -266,7 +277,7 @@ class Run:
             else:
                 model = self.load(source, attach=source == "sparse")
             if method.kind == "weight":
-                masks = select_weights(method.scores(model, self.data), mcfg)
+                masks = distributed.broadcast(select_weights(method.scores(model, self.data), mcfg))
                 apply_masks(model, masks)
                 return {**self.describe(model, stage, masks), "epochs": 0,
                         "seconds": round(time.perf_counter() - t0, 2)}
@@ -277,18 +288,20 @@ class Run:
             for i in range(mcfg.iterations):
                 scores = method.scores(model, self.data)
                 method.detach(model)
-                keep = method.select(model, scores, step_cfg)
+                keep = distributed.broadcast(method.select(model, scores, step_cfg))  # rank 0's choice for all
                 pruned = prune(model, keep)
                 method.reconstruct(model, pruned, keep, self.data)
                 model = pruned
                 if i + 1 < mcfg.iterations and mcfg.iteration_epochs > 0:
                     recipe = self.with_recipe(epochs=mcfg.iteration_epochs, lr=self.cfg.strategy.finetune.lr,
                                               milestones=[])
-                    stage.checkpoint.unlink(missing_ok=True)
+                    if distributed.is_main():
+                        stage.checkpoint.unlink(missing_ok=True)
                     train(model, self.data, recipe, seed=self.cfg.seed + i, checkpoint=stage.checkpoint,
                           desc=f"prune {i + 1}/{mcfg.iterations}", progress=self.cfg.progress)
                     tuned += mcfg.iteration_epochs
-            (stage.dir / "history.csv").unlink(missing_ok=True)  # of the fine-tuning between iterations
+            if distributed.is_main():
+                (stage.dir / "history.csv").unlink(missing_ok=True)  # of the fine-tuning between iterations
             return {**self.describe(model, stage), "epochs": tuned, "seconds": round(time.perf_counter() - t0, 2)}
         return work
 

@@ -2,7 +2,8 @@
 exactly the settings that change its result, with settings at their schema
 default left out, so adding a setting renames nothing. A finished stage holds
 ``metrics.json``; an unfinished one resumes from ``checkpoint.pt``; ``lock``
-keeps two jobs from writing one stage at once."""
+keeps two jobs from writing one stage at once. Under torchrun only rank 0 writes
+(``prunebench.distributed``)."""
 import dataclasses
 import hashlib
 import json
@@ -14,6 +15,7 @@ from typing import Any, Dict, Iterable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from prunebench import distributed
 from prunebench.errors import PrunebenchError
 
 
@@ -77,6 +79,8 @@ class Stage:
         return json.loads(path.read_text()) if path.exists() else None
 
     def finish(self, metrics: Dict[str, Any]) -> Dict[str, Any]:
+        if not distributed.is_main():  # under torchrun rank 0 writes the stage
+            return metrics
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.dir / "metrics.json.tmp"
         tmp.write_text(json.dumps(metrics, indent=1, default=str))
@@ -84,11 +88,16 @@ class Stage:
         return metrics
 
     def reset(self) -> None:
+        if not distributed.is_main():
+            return
         for name in ("metrics.json", "checkpoint.pt"):
             (self.dir / name).unlink(missing_ok=True)
 
     @contextmanager
     def lock(self):
+        if not distributed.is_main():  # under torchrun rank 0 holds the lock for every rank
+            yield self
+            return
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "settings.json").write_text(json.dumps({"stage": self.kind, **self.values}, indent=1,
                                                            default=str))

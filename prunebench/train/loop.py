@@ -2,7 +2,8 @@
 step schedule, method hooks, a NaN check, test accuracy every ``eval_every``
 epochs kept as a per-epoch history (``history.csv`` beside the checkpoint), a
 checkpoint after every epoch (an interrupted stage resumes from it, history
-included) and progress bars over epochs and over the steps of an epoch."""
+included) and progress bars over epochs and over the steps of an epoch. Under torchrun
+each rank steps on its shard of every batch (``prunebench.distributed``); rank 0 writes."""
 import csv
 import math
 import os
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from prunebench import distributed
 from prunebench.data import ImageData
 from prunebench.errors import Diverged
 from prunebench.train.evaluate import evaluate
@@ -65,6 +67,7 @@ def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, check
         raise ValueError(f"eval_every must be >= 0, got {eval_every}")
     device = data.device
     model.to(device)
+    net = distributed.wrap(model)  # the steps call net (DDP under torchrun); hooks and files use model
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                           weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
     milestones = sorted({int(round(m * recipe.epochs)) for m in recipe.milestones})
@@ -72,6 +75,7 @@ def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, check
     start, seconds, last_loss, history = 0, 0.0, float("nan"), []
     checkpoint = Path(checkpoint)
     history_csv = checkpoint.parent / "history.csv"
+    distributed.barrier()  # every rank past its last read of the folder before rank 0 writes to it
     if checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
@@ -79,11 +83,12 @@ def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, check
         sched.load_state_dict(state["scheduler"])
         start, seconds, last_loss = state["epoch"], state["seconds"], state["loss"]
         history = state.get("history", [])
+    progress = progress and distributed.is_main()
     bar = tqdm(total=recipe.epochs, initial=start, desc=desc, disable=not progress, leave=True,
                dynamic_ncols=True)
     snapshots = snapshots or {}
     for epoch in range(start, recipe.epochs):
-        if epoch in snapshots and not Path(snapshots[epoch]).exists():
+        if epoch in snapshots and not Path(snapshots[epoch]).exists() and distributed.is_main():
             torch.save(model.state_dict(), snapshots[epoch])
         t0 = time.perf_counter()
         model.train()
@@ -93,8 +98,8 @@ def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, check
         lr_epoch = opt.param_groups[0]["lr"]
         inner = tqdm(total=data.steps_per_epoch(recipe.batch_size, recipe.steps_per_epoch), desc=f"epoch {epoch + 1}",
                      disable=not progress, leave=False, dynamic_ncols=True)
-        for x, y in data.train_batches(recipe.batch_size, gen, recipe.steps_per_epoch):
-            loss = F.cross_entropy(model(x), y)
+        for x, y in map(distributed.shard, data.train_batches(recipe.batch_size, gen, recipe.steps_per_epoch)):
+            loss = F.cross_entropy(net(x), y)
             extra = hooks.penalty(model)
             opt.zero_grad(set_to_none=True)
             (loss if extra is None else loss + extra).backward()
@@ -105,14 +110,15 @@ def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, check
             loss_sum += loss.detach()
             steps += 1
             if steps % CHECK_EVERY == 0:
-                running = loss_sum.item() / steps  # the one host sync every CHECK_EVERY steps
+                running = distributed.mean(loss_sum).item() / steps  # the one host sync every CHECK_EVERY steps
                 if not math.isfinite(running):
                     inner.close()
                     raise Diverged(f"loss became NaN/inf in epoch {epoch + 1}")
                 inner.set_postfix(loss=f"{running:.3f}", lr=f"{lr:.3g}", refresh=False)
                 inner.update(CHECK_EVERY)
         inner.close()
-        last_loss = loss_sum.item() / max(steps, 1)
+        last_loss = distributed.mean(loss_sum).item() / max(steps, 1)
+        distributed.sync_buffers(model)  # rank 0's BatchNorm running statistics on every rank
         if not torch.isfinite(torch.tensor(last_loss)):
             raise Diverged(f"loss became NaN/inf in epoch {epoch + 1}")
         sched.step()
@@ -122,17 +128,18 @@ def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, check
         if eval_every and ((epoch + 1) % eval_every == 0 or epoch + 1 == recipe.epochs):
             acc1 = evaluate(model, data, eval_batch_size)["acc1"]
         history.append({"epoch": epoch + 1, "lr": lr_epoch, "loss": last_loss, "acc1": acc1})
-        tmp = checkpoint.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "epoch": epoch + 1, "seconds": seconds, "loss": last_loss, "history": history}, tmp)
-        os.replace(tmp, checkpoint)
-        write_history(history, history_csv)
+        if distributed.is_main():
+            tmp = checkpoint.with_suffix(".tmp")
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                        "epoch": epoch + 1, "seconds": seconds, "loss": last_loss, "history": history}, tmp)
+            os.replace(tmp, checkpoint)
+            write_history(history, history_csv)
         if on_epoch is not None:
             on_epoch(history[-1])
         bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{opt.param_groups[0]['lr']:.2g}",
                         **({"acc1": f"{acc1:.2f}"} if acc1 is not None else {}))
         bar.update(1)
     bar.close()
-    if recipe.epochs in snapshots and not Path(snapshots[recipe.epochs]).exists():
+    if recipe.epochs in snapshots and not Path(snapshots[recipe.epochs]).exists() and distributed.is_main():
         torch.save(model.state_dict(), snapshots[recipe.epochs])
     return {"epochs": recipe.epochs, "seconds": seconds, "loss": last_loss, "history": history}
