@@ -1,5 +1,7 @@
 """Physical channel removal: build the narrower model from its spec and copy the
-kept slices of every tensor, along the axes the model's channel groups name."""
+kept slices of every tensor, along the axes the model's channel groups name. A
+selection group (PreResNet, DenseNet) keeps its BatchNorm whole: its new index,
+the old one at the kept positions, goes into the spec."""
 from typing import Dict
 
 import torch
@@ -9,8 +11,8 @@ from prunebench import models
 
 
 def widths(model: nn.Module) -> Dict[str, int]:
-    """Width of every prunable layer, by group name."""
-    return {g.name: model.get_submodule(g.conv).out_channels for g in model.channel_groups()}
+    """Width of every prunable group (channels a selection passes on, for selection groups), by name."""
+    return {g.name: models.group_width(model, g) for g in model.channel_groups()}
 
 
 def prunable_weights(model: nn.Module) -> Dict[str, torch.Tensor]:
@@ -21,7 +23,9 @@ def prunable_weights(model: nn.Module) -> Dict[str, torch.Tensor]:
 def prune(model: nn.Module, keep: Dict[str, torch.Tensor]) -> nn.Module:
     """A new, smaller model holding the channels ``keep`` lists (by group) and their weights."""
     groups = model.channel_groups()
-    spec = model.spec_with_widths({g: len(idx) for g, idx in keep.items()})
+    selections = {g.name: models.bn_channels(model, g).cpu()[keep[g.name].cpu()].tolist()
+                  for g in groups if g.kind == "select" and g.name in keep}
+    spec = model.spec_with_widths({g: len(idx) for g, idx in keep.items()}, selections)
     axes = models.parameter_axes(groups)
     state = {}
     for name, tensor in model.state_dict().items():
