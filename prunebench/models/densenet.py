@@ -126,7 +126,7 @@ class DenseNet(nn.Module):
         self.bn = nn.BatchNorm2d(c)
         self.select = ChannelSelection(c, selections.get("bn"))
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(self.select.index.numel(), num_classes)
+        self.classifier = nn.Linear(self.select.index.numel(), num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -138,7 +138,7 @@ class DenseNet(nn.Module):
         x = self.trans1(self.dense1(self.conv1(x)))
         x = self.trans2(self.dense2(x))
         x = self.dense3(x)
-        return self.fc(self.pool(F.relu(self.select(self.bn(x)))).flatten(1))
+        return self.classifier(self.pool(F.relu(self.select(self.bn(x)))).flatten(1))
 
     def channel_groups(self) -> List[ChannelGroup]:
         groups, n = [], self.layers_per_block
@@ -151,7 +151,7 @@ class DenseNet(nn.Module):
             if b < 2:
                 p = f"trans{b + 1}"
                 groups.append(ChannelGroup(f"{p}_bn1", None, f"{p}.bn1", (f"{p}.conv1",), select=f"{p}.select"))
-        groups.append(ChannelGroup("bn", None, "bn", ("fc",), select="select"))
+        groups.append(ChannelGroup("bn", None, "bn", ("classifier",), select="select"))
         return groups
 
     def spec_with_widths(self, widths: Dict[str, int], selections: Optional[Dict[str, List[int]]] = None

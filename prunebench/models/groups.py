@@ -69,8 +69,14 @@ class ChannelSelection(nn.Module):
         index = list(range(channels)) if index is None else [int(i) for i in index]
         if any(not 0 <= i < channels for i in index) or any(a >= b for a, b in zip(index, index[1:])):
             raise ValueError(f"a selection of {channels} channels needs increasing indices below {channels}")
+        self.kept = index
         self.register_buffer("index", torch.tensor(index, dtype=torch.long), persistent=False)
         self.whole = len(index) == channels
+
+    def reset_parameters(self) -> None:
+        """Refill the index (after ``to_empty``, which leaves buffers uninitialised)."""
+        with torch.no_grad():
+            self.index.copy_(torch.tensor(self.kept, dtype=torch.long))
 
     def forward(self, x):
         return x if self.whole else x.index_select(1, self.index)

@@ -114,7 +114,7 @@ class PreResNet(nn.Module):
         self.bn = nn.BatchNorm2d(c)
         self.select = ChannelSelection(c, selections.get("bn"))
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(self.select.index.numel(), num_classes)
+        self.classifier = nn.Linear(self.select.index.numel(), num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -124,7 +124,7 @@ class PreResNet(nn.Module):
 
     def forward(self, x):
         x = self.blocks(self.conv1(x))
-        return self.fc(self.pool(F.relu(self.select(self.bn(x)))).flatten(1))
+        return self.classifier(self.pool(F.relu(self.select(self.bn(x)))).flatten(1))
 
     def channel_groups(self) -> List[ChannelGroup]:
         groups = []
@@ -134,7 +134,7 @@ class PreResNet(nn.Module):
             for j in range(1, block.depth):
                 groups.append(ChannelGroup(f"block{k + 1}_conv{j}", f"{p}.conv{j}", f"{p}.bn{j + 1}",
                                            (f"{p}.conv{j + 1}",)))
-        groups.append(ChannelGroup("bn", None, "bn", ("fc",), select="select"))
+        groups.append(ChannelGroup("bn", None, "bn", ("classifier",), select="select"))
         return groups
 
     def residuals(self) -> List[Residual]:
