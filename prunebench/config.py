@@ -10,9 +10,16 @@ from omegaconf import MISSING
 @dataclass
 class ModelConfig:
     name: str = MISSING  # vgg19, resnet56: the registry name, also the table label
-    arch: str = MISSING  # vgg | resnet
+    arch: str = MISSING  # vgg | resnet | preresnet | densenet
     depth: int = MISSING
     width: float = 1.0  # multiplier on the paper's channel widths
+    # the options below have defaults that keep today's models; each arch takes only some (models.ARCHS)
+    bn_init: float = 1.0  # initial BatchNorm2d scale (gamma); network slimming's models use 0.5
+    classifier: str = "linear"  # vgg: linear (one layer) | li (Li et al.: Linear 512, BN1d, ReLU, Linear)
+    shortcut: str = "subsample_pad"  # resnet: subsample_pad (every other pixel) | avgpool_pad (Li et al.'s code)
+    block: str = "basic"  # preresnet, densenet: basic | bottleneck
+    growth: int = 12  # densenet: channels each layer adds
+    compression: float = 1.0  # densenet: fraction of channels a transition keeps (BC: 0.5)
 
 
 @dataclass

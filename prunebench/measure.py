@@ -11,7 +11,7 @@ at load 6, two wall-clock medians of one model differed by up to 2.5x; thread ti
 kept them within 7%)."""
 import math
 import time
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -27,31 +27,64 @@ def count_params(model: nn.Module, masks: Optional[Dict[str, torch.Tensor]] = No
     return sum(int(masks[n].sum()) if n in masks else p.numel() for n, p in model.named_parameters())
 
 
-def count_flops(model: nn.Module, input_shape: Sequence[int],
-                masks: Optional[Dict[str, torch.Tensor]] = None) -> int:
-    """FLOPs of one forward pass of one image of shape (C, H, W). With weight-level
-    ``masks``, each layer's FLOPs are scaled by the fraction of its weights kept."""
+def _counter(model: nn.Module, input_shape: Sequence[int]) -> FlopCounterMode:
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(torch.zeros(1, *input_shape, device=device))
     model.train(was_training)
+    return counter
+
+
+def _layer_flops(model: nn.Module, counter: FlopCounterMode, names) -> Dict[str, int]:
+    per_module, prefix = counter.get_flop_counts(), type(model).__name__
+    return {n: int(sum(per_module.get(f"{prefix}.{n}", {}).values())) for n in names}
+
+
+def count_flops(model: nn.Module, input_shape: Sequence[int],
+                masks: Optional[Dict[str, torch.Tensor]] = None) -> int:
+    """FLOPs of one forward pass of one image of shape (C, H, W). With weight-level
+    ``masks``, each layer's FLOPs are scaled by the fraction of its weights kept."""
+    counter = _counter(model, input_shape)
     total = counter.get_total_flops()
     if masks:
-        per_module = counter.get_flop_counts()
-        prefix = type(model).__name__
+        layers = _layer_flops(model, counter, {name.rsplit(".", 1)[0] for name in masks})
         for name, mask in masks.items():
-            layer_flops = sum(per_module.get(f"{prefix}.{name.rsplit('.', 1)[0]}", {}).values())
-            total -= layer_flops * (1 - mask.float().mean().item())
+            total -= layers[name.rsplit(".", 1)[0]] * (1 - mask.float().mean().item())
     return int(round(total))
 
 
-def spec_flops(spec: Dict, input_shape: Sequence[int]) -> int:
-    """FLOPs of the architecture ``spec`` without allocating its weights."""
+def _shell(spec: Dict) -> nn.Module:
+    """The model of ``spec`` with uninitialised weights on the CPU: FLOPs do not read weights,
+    and a CPU forward is far faster than one on the meta device for deep models."""
     with torch.device("meta"):
         model = models.build(spec)
-    return count_flops(model, input_shape)
+    model = model.to_empty(device="cpu")
+    for m in model.modules():
+        if isinstance(m, models.ChannelSelection):
+            m.reset_parameters()  # its index is architecture, not a weight
+    return model
+
+
+def spec_flops(spec: Dict, input_shape: Sequence[int]) -> int:
+    """FLOPs of the architecture ``spec`` without initialising its weights."""
+    return count_flops(_shell(spec), input_shape)
+
+
+def spec_layer_flops(spec: Dict, input_shape: Sequence[int], layers) -> Tuple[int, Dict[str, int]]:
+    """FLOPs of ``spec`` and of each module path in ``layers`` (one forward)."""
+    model = _shell(spec)
+    counter = _counter(model, input_shape)
+    return int(round(counter.get_total_flops())), _layer_flops(model, counter, layers)
+
+
+def spec_layer_params(spec: Dict, layers) -> Tuple[int, Dict[str, int]]:
+    """Parameters of ``spec`` and of each module path in ``layers`` (its own, not its children's)."""
+    with torch.device("meta"):
+        model = models.build(spec)
+    own = {p: sum(t.numel() for t in model.get_submodule(p).parameters(recurse=False)) for p in layers}
+    return count_params(model), own
 
 
 def spec_params(spec: Dict) -> int:

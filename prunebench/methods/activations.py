@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prunebench.errors import PrunebenchError
-from prunebench.models.resnet import BasicBlock
+from prunebench.models.groups import Residual
 
 
 @dataclass
@@ -76,14 +76,12 @@ def at_positions(y: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
     return taken.transpose(1, 2).reshape(-1, c)
 
 
-def residual_block(model: nn.Module, layer: str) -> Optional[str]:
-    """The path of the residual block whose last convolution ``layer`` is, if it is one."""
-    if "." not in layer:
-        return None
-    parent = layer.rsplit(".", 1)[0]
-    block = model.get_submodule(parent)
-    if isinstance(block, BasicBlock) and not block.removed and block.conv2 is model.get_submodule(layer):
-        return parent
+def residual_block(model: nn.Module, layer: str) -> Optional[Residual]:
+    """The residual block whose branch ends with convolution ``layer``, if the model declares one
+    (``model.residuals()``)."""
+    for r in getattr(model, "residuals", lambda: [])():
+        if r.conv == layer:
+            return r
     return None
 
 
@@ -127,12 +125,14 @@ def sample(data, layers: Sequence[str], inputs_from: nn.Module, targets_from: Op
 
     ``x``: the input of ``layer`` in ``inputs_from``. ``y``: the output of ``layer``
     in ``targets_from`` (default: the same model), less its bias. With ``residual``,
-    where ``layer`` is the last convolution of a residual block (ResNet's conv2, read
-    by bn2 and then added to the shortcut), ``y`` is instead what that convolution
-    must output in ``inputs_from`` for the block's output (before its final ReLU) to
-    equal the block's output in ``targets_from``: the original conv2 output plus the
-    difference of the two models' shortcuts mapped back through bn2's eval-mode scale
-    (a / (a^2 + eps^2), which stays bounded where bn2's scale is near zero)."""
+    where ``layer`` is the last convolution of a residual block (``model.residuals()``:
+    ResNet's conv2, read by bn2 and then added to the shortcut; PreResNet's last
+    convolution, added directly), ``y`` is instead what that convolution must output
+    in ``inputs_from`` for the block's output (before any final ReLU) to equal the
+    block's output in ``targets_from``: the original convolution's output plus the
+    difference of the two models' shortcuts, mapped back through the BatchNorm's
+    eval-mode scale where one follows (a / (a^2 + eps^2), which stays bounded where
+    the scale is near zero)."""
     if batch_size < 1 or positions_per_image < 1:
         raise PrunebenchError(f"batch_size and positions_per_image must be >= 1, got {batch_size}, "
                               f"{positions_per_image}")
@@ -178,17 +178,20 @@ def sample(data, layers: Sequence[str], inputs_from: nn.Module, targets_from: Op
                 return hook
 
             hooks = [(targets_from.get_submodule(n), False, layer_hook(n, same, True)) for n in layers]
-            hooks += [(targets_from.get_submodule(b), True, block_hook(n, True)) for n, b in blocks.items()]
+            hooks += [(targets_from.get_submodule(b.block), True, block_hook(n, True)) for n, b in blocks.items()]
             _forward(targets_from, images, hooks, last_target)
             if not same:
                 hooks = [(inputs_from.get_submodule(n), False, layer_hook(n, True, False)) for n in layers]
-                hooks += [(inputs_from.get_submodule(b), True, block_hook(n, False)) for n, b in blocks.items()]
+                hooks += [(inputs_from.get_submodule(b.block), True, block_hook(n, False)) for n, b in blocks.items()]
                 _forward(inputs_from, images, hooks, last_input)
-            for name, path in blocks.items():
-                block = inputs_from.get_submodule(path)
-                gap = block.shortcut(block_inputs[(name, True)] - block_inputs[(name, False)])
-                bn = block.bn2
-                a = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-                eps = 1e-2 * a.square().mean().sqrt()
-                ys[name] = ys[name] + at_positions(gap, positions[name]) * (a / (a.square() + eps.square()))
+            for name, r in blocks.items():
+                block = inputs_from.get_submodule(r.block)
+                gap = at_positions(block.shortcut(block_inputs[(name, True)] - block_inputs[(name, False)]),
+                                   positions[name])
+                if r.bn is not None:
+                    bn = inputs_from.get_submodule(r.bn)
+                    a = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                    eps = 1e-2 * a.square().mean().sqrt()
+                    gap = gap * (a / (a.square() + eps.square()))
+                ys[name] = ys[name] + gap
             yield {n: Samples(xs[n], ys[n]) for n in layers}

@@ -23,6 +23,7 @@ from torch import nn
 
 from prunebench.errors import PrunebenchError
 from prunebench.methods.base import Method
+from prunebench.models import conv_groups
 from prunebench.pruning.selection import check_layer_names, keep_count
 
 CRITERIA = ("ratio", "std")
@@ -39,7 +40,7 @@ class APoZ(Method):
     def apoz(self, model: nn.Module, data) -> Dict[str, torch.Tensor]:
         """APoZ of every channel of every group: the fraction of its BN outputs that are <= 0
         (zero after the ReLU that follows), over ``num_images`` training images and all positions."""
-        groups = model.channel_groups()
+        groups = conv_groups(model)
         zeros: Dict[str, torch.Tensor] = {}
         positions = {g.name: 0 for g in groups}
 

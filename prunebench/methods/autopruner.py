@@ -33,6 +33,7 @@ from torch import nn
 
 from prunebench.errors import PrunebenchError
 from prunebench.methods.base import Method
+from prunebench.models import conv_groups
 from prunebench.pruning.selection import check_layer_names, check_ratio
 
 ATTR = "autopruner_gates"  # the submodule attach() adds to the model
@@ -100,7 +101,7 @@ class AutoPruner(Method):
 
     def attach(self, model: nn.Module, input_shape) -> None:
         c = self.cfg
-        groups = model.channel_groups()
+        groups = conv_groups(model)
         names = [g.name for g in groups]
         check_layer_names(c.skip, names, "method.skip")
         check_layer_names(c.layer_ratios, names, "method.layer_ratios")
@@ -193,7 +194,7 @@ class AutoPruner(Method):
         under the threshold selection as under skip)."""
         container = self.gates(model)
         out = {}
-        for g in model.channel_groups():
+        for g in conv_groups(model):
             if g.name in container.gates:
                 out[g.name] = container.gates[g.name].running_code.detach().clone()
             else:

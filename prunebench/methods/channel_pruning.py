@@ -43,6 +43,7 @@ from torch import nn
 
 from prunebench.methods.activations import Samples
 from prunebench.methods.regression import RegressionMethod
+from prunebench.models import conv_groups
 from prunebench.pruning.reconstruct import NormalEquations, set_layer_weight
 from prunebench.pruning.selection import iteration_config
 
@@ -111,7 +112,7 @@ class ChannelPruning(RegressionMethod):
         pruning iterates)."""
         cfg = iteration_config(self.cfg).copy()
         cfg.selection = "layer"
-        sizes = {g.name: model.get_submodule(g.conv).out_channels for g in model.channel_groups()}
+        sizes = {g.name: model.get_submodule(g.conv).out_channels for g in conv_groups(model)}
         keep = self.select(model, {g: torch.arange(n, dtype=torch.float32) for g, n in sizes.items()}, cfg)
         return {g: idx.numel() for g, idx in keep.items()}
 

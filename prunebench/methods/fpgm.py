@@ -17,6 +17,7 @@ from typing import Dict
 import torch
 
 from prunebench.methods.base import Method
+from prunebench.models import conv_groups
 
 
 def distance_sums(weight: torch.Tensor) -> torch.Tensor:
@@ -30,4 +31,4 @@ class FPGM(Method):
 
     def scores(self, model, data) -> Dict[str, torch.Tensor]:
         return {g.name: distance_sums(model.get_submodule(g.conv).weight).float().cpu()
-                for g in model.channel_groups()}
+                for g in conv_groups(model)}

@@ -7,6 +7,7 @@ from typing import Dict
 import torch
 
 from prunebench.methods.base import Method
+from prunebench.models import conv_groups
 
 
 class L1Norm(Method):
@@ -14,4 +15,4 @@ class L1Norm(Method):
 
     def scores(self, model, data) -> Dict[str, torch.Tensor]:
         return {g.name: model.get_submodule(g.conv).weight.detach().abs().sum(dim=(1, 2, 3))
-                for g in model.channel_groups()}
+                for g in conv_groups(model)}

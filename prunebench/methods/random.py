@@ -5,6 +5,7 @@ from typing import Dict
 import torch
 
 from prunebench.methods.base import Method
+from prunebench.models import conv_groups
 
 
 class RandomPruning(Method):
@@ -13,4 +14,4 @@ class RandomPruning(Method):
     def scores(self, model, data) -> Dict[str, torch.Tensor]:
         gen = torch.Generator().manual_seed(self.seed)
         return {g.name: torch.rand(model.get_submodule(g.conv).out_channels, generator=gen)
-                for g in model.channel_groups()}
+                for g in conv_groups(model)}

@@ -25,6 +25,7 @@ from torch import nn
 
 from prunebench.methods.activations import Samples, sample
 from prunebench.methods.base import Method
+from prunebench.models import conv_groups
 from prunebench.pruning.reconstruct import ContributionGram, layer_weight
 
 
@@ -38,7 +39,7 @@ class RegressionMethod(Method):
 
     def contribution_stats(self, model: nn.Module, data) -> Dict[str, Tuple[torch.Tensor, torch.Tensor]]:
         """{group: (G, g)} of the channels' contributions to their consumers' outputs, on ``model``."""
-        groups = model.channel_groups()
+        groups = conv_groups(model)
         layers = sorted({c for g in groups for c in g.consumers})
         stats = {c: ContributionGram(layer_weight(model.get_submodule(c))) for c in layers}
         for batch in sample(data, layers, model, **self.sampling()):
@@ -59,7 +60,7 @@ class RegressionMethod(Method):
     def reconstruct(self, original: nn.Module, pruned: nn.Module, keep: Dict[str, torch.Tensor], data) -> None:
         if not self.cfg.reconstruct:
             return
-        groups = original.channel_groups()
+        groups = conv_groups(original)
         produced_by = {g.conv: g.name for g in groups}
         for g in groups:  # forward order
             if g.name in keep and keep[g.name].numel() == 0:

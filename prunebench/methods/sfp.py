@@ -21,6 +21,7 @@ from torch import nn
 
 from prunebench.errors import PrunebenchError
 from prunebench.methods.base import Method
+from prunebench.models import conv_groups
 
 
 class SFP(Method):
@@ -40,13 +41,13 @@ class SFP(Method):
 
     def scores(self, model, data) -> Dict[str, torch.Tensor]:
         return {g.name: model.get_submodule(g.conv).weight.detach().flatten(1).norm(p=self.cfg.norm, dim=1)
-                for g in model.channel_groups()}
+                for g in conv_groups(model)}
 
     @torch.no_grad()
     def soft_prune(self, model: nn.Module) -> Dict[str, torch.Tensor]:
         """Zero, in every layer, the filters the selection would remove now; return the kept indices."""
         keep = self.select(model, self.scores(model, None), self.cfg)
-        for g in model.channel_groups():
+        for g in conv_groups(model):
             weight = model.get_submodule(g.conv).weight
             zero = torch.ones(weight.shape[0], dtype=torch.bool, device=weight.device)
             zero[keep[g.name].to(weight.device)] = False

@@ -1,12 +1,20 @@
 """Network slimming (Liu et al., "Learning Efficient Convolutional Networks through
 Network Slimming", ICCV 2017): train with an L1 penalty on the BatchNorm scaling
-factors, then remove the channels whose |gamma| falls under one global threshold."""
+factors, then remove the channels whose |gamma| falls under one global threshold.
+
+Every channel group is scored through its BatchNorm: on PreResNet and DenseNet that
+is every BatchNorm of the network, as the authors' resprune.py / denseprune.py
+prune them (Eric-mingjie/rethinking-network-pruning cifar/network-slimming): the
+channels a selection layer passes on are scored by their BatchNorm's gammas at the
+selected positions. The penalty covers every BatchNorm of a group whole, as the
+authors' ``updateBN`` (main.py line 122) covers every BatchNorm2d."""
 from typing import Dict
 
 import torch
 from torch import nn
 
 from prunebench.methods.base import Method
+from prunebench.models import bn_weight
 
 
 class Slimming(Method):
@@ -24,4 +32,4 @@ class Slimming(Method):
                 gamma.grad.add_(torch.sign(gamma.detach()), alpha=self.cfg.sparsity)
 
     def scores(self, model, data) -> Dict[str, torch.Tensor]:
-        return {g.name: model.get_submodule(g.bn).weight.detach().abs() for g in model.channel_groups()}
+        return {g.name: bn_weight(model, g).detach().abs() for g in model.channel_groups()}

@@ -23,6 +23,7 @@ from torch import nn
 
 from prunebench.errors import PrunebenchError
 from prunebench.methods.base import Method
+from prunebench.models import conv_groups
 from prunebench.pruning.selection import check_layer_names, select
 
 ATTR = "sss_factors"  # the submodule attach() adds to the model
@@ -67,15 +68,16 @@ class SSS(Method):
 
     def structures(self, model: nn.Module) -> Tuple[Dict[str, int], Dict[str, str]]:
         """Factor sizes and the BatchNorm each factor scales, by group name."""
-        groups = model.channel_groups()
         if self.cfg.level == "channel":
+            groups = conv_groups(model)
             return ({g.name: model.get_submodule(g.bn).num_features for g in groups}, {g.name: g.bn for g in groups})
-        if getattr(model, "spec", {}).get("arch") != "resnet":
-            raise PrunebenchError(f"method.level=block needs a ResNet (a factor per residual block); "
-                                  f"{type(model).__name__} has no residual blocks: use method.level=channel")
-        # a ResNet group is the first conv of a block (blocks.k.conv1): its block's bn2 ends the residual branch
-        bn2 = {g.name: g.conv.rsplit(".", 1)[0] + ".bn2" for g in groups}
-        return {g.name: 1 for g in groups}, bn2
+        # a factor per residual block that the model can remove whole (its group cut to width 0), on the
+        # BatchNorm that ends the residual branch (a ResNet block's bn2)
+        blocks = [r for r in getattr(model, "residuals", lambda: [])() if r.group is not None and r.bn is not None]
+        if not blocks:
+            raise PrunebenchError(f"method.level=block needs a ResNet (residual blocks that can be removed whole); "
+                                  f"{type(model).__name__} has none: use method.level=channel")
+        return {r.group: 1 for r in blocks}, {r.group: r.bn for r in blocks}
 
     def attach(self, model: nn.Module, input_shape=None) -> None:
         sizes, targets = self.structures(model)
@@ -135,7 +137,9 @@ class SSS(Method):
     def scores(self, model, data) -> Dict[str, torch.Tensor]:
         f = self.factors(model)
         out = {}
-        for g in model.channel_groups():
+        for g in conv_groups(model):
+            if g.name not in f.factors:
+                continue
             s = f.factors[g.name].detach().abs()
             if self.cfg.level == "block":  # the block's factor stands for every channel of its inner width
                 s = s.expand(model.get_submodule(g.conv).out_channels).clone()

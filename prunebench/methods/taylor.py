@@ -29,6 +29,7 @@ from torch import nn
 
 from prunebench.errors import PrunebenchError
 from prunebench.methods.base import Method
+from prunebench.models import conv_groups
 
 TARGETS = ("bn", "weight")
 
@@ -49,7 +50,7 @@ class Taylor(Method):
         return [model.get_submodule(group.conv).weight]
 
     def scores(self, model, data) -> Dict[str, torch.Tensor]:
-        groups = model.channel_groups()
+        groups = conv_groups(model)
         params = {g.name: self.parameters_of(model, g) for g in groups}
         flat = [p for g in groups for p in params[g.name]]
         totals = {g.name: torch.zeros(params[g.name][0].shape[0], dtype=torch.float64, device=flat[0].device)

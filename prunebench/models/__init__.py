@@ -1,33 +1,56 @@
 """Model registry. A model is rebuilt from its spec, a JSON-able dict of its
 architecture (widths included), so a pruned model needs no code of its own."""
 import json
+from dataclasses import fields
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Dict, NamedTuple, Tuple
 
 import torch
 from torch import nn
 
-from prunebench.models import resnet, vgg
-from prunebench.models.groups import ChannelGroup, parameter_axes
+from prunebench.errors import PrunebenchError
+from prunebench.models import densenet, preresnet, resnet, vgg
+from prunebench.models.groups import (ChannelGroup, ChannelSelection, Residual, bn_channels, bn_weight, conv_groups,
+                                      group_width, parameter_axes)
 
-# arch name -> (spec from depth/width, class built from a spec)
-ARCHS: Dict[str, Any] = {
-    "vgg": (vgg.spec_for, vgg.VGG),
-    "resnet": (resnet.spec_for, resnet.ResNet),
+
+class Arch(NamedTuple):
+    spec_for: Any  # (depth, width, in_channels, num_classes, **options) -> spec
+    cls: Any  # the module class, built from a spec
+    options: Tuple[str, ...]  # the ModelConfig fields it takes besides depth and width
+
+
+ARCHS: Dict[str, Arch] = {
+    "vgg": Arch(vgg.spec_for, vgg.VGG, ("bn_init", "classifier")),
+    "resnet": Arch(resnet.spec_for, resnet.ResNet, ("bn_init", "shortcut")),
+    "preresnet": Arch(preresnet.spec_for, preresnet.PreResNet, ("bn_init", "block")),
+    "densenet": Arch(densenet.spec_for, densenet.DenseNet, ("bn_init", "block", "growth", "compression")),
 }
 
-__all__ = ["ARCHS", "ChannelGroup", "parameter_axes", "spec_from_config", "build", "save", "load", "load_spec"]
+__all__ = ["ARCHS", "ChannelGroup", "ChannelSelection", "Residual", "bn_channels", "bn_weight", "conv_groups",
+           "group_width", "parameter_axes", "spec_from_config", "build", "save", "load", "load_spec"]
 
 
 def spec_from_config(model_cfg, in_channels: int, num_classes: int) -> Dict[str, Any]:
+    from prunebench.config import ModelConfig  # the config module imports nothing of ours
+
     if model_cfg.arch not in ARCHS:
-        raise ValueError(f"unknown model arch {model_cfg.arch!r}; known: {', '.join(sorted(ARCHS))}")
-    spec_for: Callable = ARCHS[model_cfg.arch][0]
-    return spec_for(model_cfg.depth, model_cfg.width, in_channels, num_classes)
+        raise PrunebenchError(f"unknown model arch {model_cfg.arch!r}; known: {', '.join(sorted(ARCHS))}")
+    arch = ARCHS[model_cfg.arch]
+    defaults = {f.name: f.default for f in fields(ModelConfig) if f.name not in ("name", "arch", "depth", "width")}
+    foreign = [k for k, v in defaults.items() if k not in arch.options and model_cfg.get(k, v) != v]
+    if foreign:
+        raise PrunebenchError(f"model.{', model.'.join(foreign)} does not apply to arch {model_cfg.arch!r} (it takes "
+                              f"{', '.join(arch.options)}); remove the override")
+    options = {k: model_cfg.get(k, defaults[k]) for k in arch.options}
+    try:
+        return arch.spec_for(model_cfg.depth, model_cfg.width, in_channels, num_classes, **options)
+    except ValueError as e:
+        raise PrunebenchError(f"model {model_cfg.get('name', model_cfg.arch)}: {e}") from e
 
 
 def build(spec: Dict[str, Any]) -> nn.Module:
-    cls = ARCHS[spec["arch"]][1]
+    cls = ARCHS[spec["arch"]].cls
     return cls(**{k: v for k, v in spec.items() if k != "arch"})
 
 

@@ -2,8 +2,9 @@
 
 The architecture stays whole; pruned weights are zero and stay zero through
 retraining (:class:`prunebench.train.MaskHook`). Masks are keyed by parameter
-name (``features.0.weight``); ``skip`` and ``layer_ratios`` name the module
-(``features.0``). Weight-level pruning is one-shot: ``iterations`` must be 1."""
+name (``features.0.weight``); ``layer_ratios`` name the module (``features.0``);
+``skip`` names modules too, each covering every prunable layer in it
+(``classifier`` is a one-layer classifier or all of Li et al.'s two). Weight-level pruning is one-shot: ``iterations`` must be 1."""
 import logging
 import math
 from typing import Dict
@@ -20,6 +21,11 @@ log = logging.getLogger(__name__)
 
 def _layer(param_name: str) -> str:
     return param_name.rsplit(".", 1)[0]
+
+
+def _within(layer: str, modules) -> bool:
+    """Whether ``layer`` is one of ``modules`` or inside one of them."""
+    return any(layer == m or layer.startswith(m + ".") for m in modules)
 
 
 def _count(ratio: float, n: int) -> int:
@@ -45,11 +51,11 @@ def select_weights(scores: Dict[str, torch.Tensor], cfg) -> Dict[str, torch.Tens
     if iterations != 1:
         raise PrunebenchError(f"weight-level pruning is one-shot: method.iterations must be 1, got {iterations}")
     layers = [_layer(n) for n in scores]
-    check_layer_names(cfg.skip, layers, "method.skip")
+    check_layer_names([s for s in cfg.skip if not any(_within(l, [s]) for l in layers)], layers, "method.skip")
     check_layer_names(cfg.layer_ratios, layers, "method.layer_ratios")
     for name, r in cfg.layer_ratios.items():
         check_ratio(f"method.layer_ratios.{name}", r)
-    active = [n for n in scores if _layer(n) not in cfg.skip]
+    active = [n for n in scores if not _within(_layer(n), cfg.skip)]
     masks = {n: torch.ones_like(s, dtype=torch.bool) for n, s in scores.items()}
     if cfg.selection == "global":
         if cfg.layer_ratios:

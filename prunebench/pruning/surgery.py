@@ -1,7 +1,9 @@
 """Physical channel removal: build the narrower model from its spec and copy the
-kept slices of every tensor, along the axes the model's channel groups name.
-Removed channels that output a constant (zero filters) first have their
-contribution folded into their consumers (:mod:`prunebench.pruning.constants`)."""
+kept slices of every tensor, along the axes the model's channel groups name. A
+selection group (PreResNet, DenseNet) keeps its BatchNorm whole: its new index,
+the old one at the kept positions, goes into the spec. Removed channels that
+output a constant (zero filters) first have their contribution folded into their
+consumers (:mod:`prunebench.pruning.constants`)."""
 from typing import Dict
 
 import torch
@@ -12,8 +14,8 @@ from prunebench.pruning.constants import carried
 
 
 def widths(model: nn.Module) -> Dict[str, int]:
-    """Width of every prunable layer, by group name."""
-    return {g.name: model.get_submodule(g.conv).out_channels for g in model.channel_groups()}
+    """Width of every prunable group (channels a selection passes on, for selection groups), by name."""
+    return {g.name: models.group_width(model, g) for g in model.channel_groups()}
 
 
 def prunable_weights(model: nn.Module) -> Dict[str, torch.Tensor]:
@@ -25,7 +27,9 @@ def prune(model: nn.Module, keep: Dict[str, torch.Tensor]) -> nn.Module:
     """A new, smaller model holding the channels ``keep`` lists (by group) and their weights;
     what removed constant channels fed their consumers is carried over."""
     groups = model.channel_groups()
-    spec = model.spec_with_widths({g: len(idx) for g, idx in keep.items()})
+    selections = {g.name: models.bn_channels(model, g).cpu()[keep[g.name].cpu()].tolist()
+                  for g in groups if g.kind == "select" and g.name in keep}
+    spec = model.spec_with_widths({g: len(idx) for g, idx in keep.items()}, selections)
     axes = models.parameter_axes(groups)
     delta = carried(model, keep)
     state = {}

@@ -5,15 +5,19 @@ the pruned model.
 Widths are whole channels, so the count moves in steps as the factor moves; on
 small models the best factor can still miss the target by more than the tolerance.
 Then single layers are widened or narrowed by one channel at a time, always the
-change that closes the gap most, until the gap is within the tolerance."""
+change that closes the gap most, until the gap is within the tolerance. A
+layer's FLOPs are proportional to its input and to its output channels, so the
+change one channel of a group makes is read off one count of per-layer FLOPs:
+each nudge costs one count, however many groups the model has."""
+
 from typing import Dict, Sequence, Tuple
 
 from torch import nn
 
-from prunebench.measure import spec_flops, spec_params
+from prunebench.measure import spec_layer_flops, spec_layer_params
 from prunebench.pruning.surgery import widths as layer_widths
 
-MAX_NUDGES = 20  # one-channel changes at most; each costs one FLOPs count per layer
+MAX_NUDGES = 20  # one-channel changes at most
 
 
 def uniform_spec(model: nn.Module, target_flops: int, input_shape: Sequence[int], min_channels: int = 1,
@@ -23,10 +27,27 @@ def uniform_spec(model: nn.Module, target_flops: int, input_shape: Sequence[int]
     ``adjusted`` counts one-channel nudges."""
     full = layer_widths(model)
     floor = {g: min(min_channels, c) for g, c in full.items()}
+    groups = model.channel_groups()
+    layers = {p for g in groups for p in ((g.conv,) if g.conv else ()) + g.consumers}
+    counted: Dict[tuple, Tuple[int, Dict[str, int]]] = {}
+
+    def count(w: Dict[str, int]) -> Tuple[int, Dict[str, int]]:
+        key = tuple(sorted(w.items()))
+        if key not in counted:
+            spec = model.spec_with_widths(w)
+            counted[key] = (spec_layer_params(spec, layers) if measure == "params"
+                            else spec_layer_flops(spec, input_shape, layers))
+        return counted[key]
 
     def flops_of(w: Dict[str, int]) -> int:
-        spec = model.spec_with_widths(w)
-        return spec_params(spec) if measure == "params" else spec_flops(spec, input_shape)
+        return count(w)[0]
+
+    def per_channel(w: Dict[str, int]) -> Dict[str, float]:
+        """What one more (or one fewer) channel of each group adds (removes) at widths ``w``: a
+        layer's FLOPs and weights are proportional to its input and output channels."""
+        per_layer = count(w)[1]
+        return {g.name: sum(per_layer[p] / w[g.name] for p in ((g.conv,) if g.conv else ()) + g.consumers)
+                for g in groups if w[g.name] > 0}
 
     def scaled(factor: float) -> Dict[str, int]:
         return {g: max(floor[g], round(factor * c)) for g, c in full.items()}
@@ -45,17 +66,19 @@ def uniform_spec(model: nn.Module, target_flops: int, input_shape: Sequence[int]
     adjusted = 0
     while abs(best_flops - target_flops) > tolerance * target_flops and adjusted < MAX_NUDGES:
         step = 1 if best_flops < target_flops else -1
+        cost = per_channel(best_w)
         candidates = []
         for g in full:
             c = best_w[g] + step
-            if floor[g] <= c <= full[g]:
-                w = {**best_w, g: c}
-                candidates.append((abs(flops_of(w) - target_flops), g, w))
+            if g in cost and floor[g] <= c <= full[g]:
+                candidates.append((abs(best_flops + step * cost[g] - target_flops), g))
         if not candidates:
             break
-        gap, g, w = min(candidates, key=lambda t: t[0])
-        if gap >= abs(best_flops - target_flops):
+        _, g = min(candidates, key=lambda t: t[0])
+        w = {**best_w, g: best_w[g] + step}
+        flops = flops_of(w)
+        if abs(flops - target_flops) >= abs(best_flops - target_flops):
             break
-        best_w, best_flops = w, flops_of(w)
+        best_w, best_flops = w, flops
         adjusted += 1
     return model.spec_with_widths(best_w), best_f, best_flops, adjusted

@@ -1,0 +1,163 @@
+"""DenseNet for CIFAR (Huang, Liu, van der Maaten, Weinberger, "Densely Connected
+Convolutional Networks", CVPR 2017), with network slimming's channel selection
+(Liu et al., ICCV 2017), as the authors built it: DenseNet-40 after
+Eric-mingjie/rethinking-network-pruning cifar/network-slimming/models/densenet.py,
+DenseNet-BC-100 after cifar/weight-level/models/cifar/densenet.py (its Bottleneck,
+lines 10-34) with the same channel selections.
+
+A 3x3 stem of 2 x growth channels, three dense blocks joined by transitions, then
+BN-ReLU, global average pooling and a linear layer. Each dense layer reads the
+concatenation of everything before it in its block and appends ``growth``
+channels: BN-ReLU-conv3x3 (``block: basic``, depth 3n+4: DenseNet-40), or
+BN-ReLU-conv1x1 to 4 x growth, BN-ReLU-conv3x3 (``block: bottleneck``, depth 6n+4:
+DenseNet-BC-100). A transition is BN-ReLU-conv1x1 to ``compression`` x its input
+channels (BC: 0.5), then 2x2 average pooling.
+
+Every BatchNorm that reads a concatenation stays whole and a ChannelSelection
+after it picks the channels the next convolution reads (``select`` groups, as the
+authors' denseprune.py: lines 154-170 set the selection, lines 178-191 slice the
+next convolution's input; no convolution loses an output channel there). The
+bottleneck's 1x1 convolution is an ordinary ``conv`` group (its output, bn2 and
+the 3x3 convolution's input), so filter criteria can prune DenseNet-BC but find
+nothing to prune on DenseNet-40. Initialisation: convolutions Kaiming normal
+(fan-out), BatchNorm scale ``bn_init`` (the authors' slimming model: 0.5, line
+106) and zero shift, the linear layer at PyTorch's default."""
+import math
+from typing import Any, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prunebench.models.groups import ChannelGroup, ChannelSelection, selection_index
+
+GROWTH = 12
+PER_LAYER = {"basic": 3, "bottleneck": 6}  # depth = PER_LAYER x layers a block + 4
+EXPANSION = 4  # bottleneck width = 4 x growth
+
+
+def spec_for(depth: int, width: float, in_channels: int, num_classes: int, bn_init: float = 1.0,
+             block: str = "basic", growth: int = GROWTH, compression: float = 1.0) -> Dict[str, Any]:
+    if block not in PER_LAYER:
+        raise ValueError(f"model.block must be one of {', '.join(PER_LAYER)}, got {block!r}")
+    k = PER_LAYER[block]
+    if (depth - 4) % k or depth < k + 4:
+        raise ValueError(f"DenseNet with {block} layers needs depth {k}n+4 (basic: 40; bottleneck: 100), got {depth}")
+    if not 0 < compression <= 1:
+        raise ValueError(f"model.compression is the fraction of channels a transition keeps, in (0, 1]; "
+                         f"got {compression}")
+    n = (depth - 4) // k
+    g = max(1, round(growth * width))
+    spec = {"arch": "densenet", "depth": depth, "block": block, "growth": g, "compression": compression,
+            "stem": 2 * g, "bottleneck_widths": [EXPANSION * g] * (3 * n) if block == "bottleneck" else [],
+            "selections": {name: None for name in selection_names(3 * n)},
+            "in_channels": in_channels, "num_classes": num_classes}
+    if bn_init != 1.0:
+        spec["bn_init"] = bn_init
+    return spec
+
+
+def selection_names(layers: int) -> List[str]:
+    return [f"layer{k + 1}_bn1" for k in range(layers)] + ["trans1_bn1", "trans2_bn1", "bn"]
+
+
+class DenseLayer(nn.Module):
+    """bn1 -> select -> ReLU -> conv [-> bn2 -> ReLU -> conv2]; output: input and new channels concatenated."""
+
+    def __init__(self, in_c: int, growth: int, bottleneck: Optional[int], index: Optional[List[int]]):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_c)
+        self.select = ChannelSelection(in_c, index)
+        c = self.select.index.numel()
+        if bottleneck is None:
+            self.conv1 = nn.Conv2d(c, growth, 3, 1, 1, bias=False)
+        else:
+            self.conv1 = nn.Conv2d(c, bottleneck, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(bottleneck)
+            self.conv2 = nn.Conv2d(bottleneck, growth, 3, 1, 1, bias=False)
+        self.bottleneck = bottleneck is not None
+
+    def forward(self, x):
+        out = self.conv1(F.relu(self.select(self.bn1(x))))
+        if self.bottleneck:
+            out = self.conv2(F.relu(self.bn2(out)))
+        return torch.cat((x, out), 1)
+
+
+class Transition(nn.Module):
+    def __init__(self, in_c: int, out_c: int, index: Optional[List[int]]):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_c)
+        self.select = ChannelSelection(in_c, index)
+        self.conv1 = nn.Conv2d(self.select.index.numel(), out_c, 1, bias=False)
+
+    def forward(self, x):
+        return F.avg_pool2d(self.conv1(F.relu(self.select(self.bn1(x)))), 2)
+
+
+class DenseNet(nn.Module):
+    def __init__(self, depth: int, block: str, growth: int, compression: float, stem: int,
+                 bottleneck_widths: List[int], selections: Dict[str, Optional[List[int]]], in_channels: int,
+                 num_classes: int, bn_init: float = 1.0):
+        super().__init__()
+        n = (depth - 4) // PER_LAYER[block]
+        if block == "bottleneck" and len(bottleneck_widths) != 3 * n:
+            raise ValueError(f"DenseNet-BC-{depth} has {3 * n} bottlenecks, got {len(bottleneck_widths)} widths")
+        self.spec = {"arch": "densenet", "depth": depth, "block": block, "growth": growth, "compression": compression,
+                     "stem": stem, "bottleneck_widths": list(bottleneck_widths), "selections": dict(selections),
+                     "in_channels": in_channels, "num_classes": num_classes}
+        if bn_init != 1.0:
+            self.spec["bn_init"] = bn_init
+        self.layers_per_block = n
+        self.conv1 = nn.Conv2d(in_channels, stem, 3, 1, 1, bias=False)
+        c = stem
+        for b in range(3):
+            layers = []
+            for i in range(n):
+                k = b * n + i
+                width = bottleneck_widths[k] if block == "bottleneck" else None
+                layers.append(DenseLayer(c, growth, width, selections.get(f"layer{k + 1}_bn1")))
+                c += growth
+            self.add_module(f"dense{b + 1}", nn.Sequential(*layers))
+            if b < 2:
+                out = int(math.floor(c * compression))
+                self.add_module(f"trans{b + 1}", Transition(c, out, selections.get(f"trans{b + 1}_bn1")))
+                c = out
+        self.bn = nn.BatchNorm2d(c)
+        self.select = ChannelSelection(c, selections.get("bn"))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(self.select.index.numel(), num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, bn_init)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        x = self.trans1(self.dense1(self.conv1(x)))
+        x = self.trans2(self.dense2(x))
+        x = self.dense3(x)
+        return self.classifier(self.pool(F.relu(self.select(self.bn(x)))).flatten(1))
+
+    def channel_groups(self) -> List[ChannelGroup]:
+        groups, n = [], self.layers_per_block
+        for b in range(3):
+            for i, layer in enumerate(getattr(self, f"dense{b + 1}")):
+                p, k = f"dense{b + 1}.{i}", b * n + i + 1
+                groups.append(ChannelGroup(f"layer{k}_bn1", None, f"{p}.bn1", (f"{p}.conv1",), select=f"{p}.select"))
+                if layer.bottleneck:
+                    groups.append(ChannelGroup(f"layer{k}_conv1", f"{p}.conv1", f"{p}.bn2", (f"{p}.conv2",)))
+            if b < 2:
+                p = f"trans{b + 1}"
+                groups.append(ChannelGroup(f"{p}_bn1", None, f"{p}.bn1", (f"{p}.conv1",), select=f"{p}.select"))
+        groups.append(ChannelGroup("bn", None, "bn", ("classifier",), select="select"))
+        return groups
+
+    def spec_with_widths(self, widths: Dict[str, int], selections: Optional[Dict[str, List[int]]] = None
+                         ) -> Dict[str, Any]:
+        bottlenecks = [int(widths.get(f"layer{k + 1}_conv1", w)) for k, w in enumerate(self.spec["bottleneck_widths"])]
+        chosen = {g.name: selection_index(self.spec["selections"].get(g.name), self.get_submodule(g.select).channels,
+                                          widths.get(g.name), (selections or {}).get(g.name))
+                  for g in self.channel_groups() if g.kind == "select"}
+        return {**self.spec, "bottleneck_widths": bottlenecks, "selections": chosen}
