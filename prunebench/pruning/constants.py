@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunebench.models.groups import ChannelGroup
+from prunebench.models.groups import ChannelGroup, bn_channels
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,19 @@ TRACE_SIZE = 32  # pixels of the zero image traced to find the BatchNorm behind 
 
 def constant_outputs(model: nn.Module, group: ChannelGroup) -> Tuple[torch.Tensor, torch.Tensor]:
     """(is_constant, value): which channels of ``group`` output an input-independent value in
-    eval mode (zero filter, or BN gamma exactly 0) and that value after BN and ReLU."""
-    conv, bn = model.get_submodule(group.conv), model.get_submodule(group.bn)
-    w = conv.weight.detach()
-    zero_filter = (w.flatten(1) == 0).all(dim=1)
+    eval mode (zero filter, or BN gamma exactly 0) and that value after BN and ReLU. A selection
+    group (no producing conv) has constant channels where gamma is 0; its channels are the
+    selected BatchNorm channels, in the selection's order."""
+    bn = model.get_submodule(group.bn)
     gamma = bn.weight.detach() if bn.weight is not None else torch.ones_like(bn.running_mean)
     beta = bn.bias.detach() if bn.bias is not None else torch.zeros_like(bn.running_mean)
+    if group.conv is None:
+        index = bn_channels(model, group)
+        index = torch.arange(gamma.numel(), device=gamma.device) if index is None else index.to(gamma.device)
+        return gamma[index] == 0, F.relu(beta[index])
+    conv = model.get_submodule(group.conv)
+    w = conv.weight.detach()
+    zero_filter = (w.flatten(1) == 0).all(dim=1)
     b = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
     value = F.relu(gamma * (b - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) + beta)
     return zero_filter | (gamma == 0), value
