@@ -193,7 +193,9 @@ class Config:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     cache_dir: str = "outputs/stages"  # stage folders, shared by every run and sweep
-    retry_failed: bool = False  # rerun stages that diverged before
+    retry_failed: bool = False  # rerun stages that diverged before, and retrain unreadable finished ones
+    lock_timeout: float = 21600.0  # seconds to wait for a stage another job is writing (0: fail at once)
+    strict: bool = False  # exit non-zero when any row of the table failed
     progress: bool = True
     dry_run: bool = False  # print each stage's model, epochs and cache state; train nothing
     measure: MeasureConfig = field(default_factory=MeasureConfig)

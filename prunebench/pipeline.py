@@ -6,7 +6,6 @@ Nothing here is specific to a method, a model or a strategy: methods score
 channels, the pruning package selects and cuts, strategies (``prunebench.strategies``)
 retrain the pruned model, the training loop trains every stage."""
 import dataclasses
-import json
 import logging
 import time
 from functools import cached_property
@@ -17,12 +16,12 @@ import torch
 from omegaconf import DictConfig
 
 from prunebench import data as datasets
-from prunebench import measure, methods, models, strategies
+from prunebench import atomic, measure, methods, models, strategies
 from prunebench.errors import Diverged, PrunebenchError
 from prunebench.pruning import prune, widths
 from prunebench.pruning.masks import apply_masks, density, select_weights, sparse_init
 from prunebench.pruning.selection import check_ratio, iteration_config
-from prunebench.stages import Stage, settings
+from prunebench.stages import Stage, StageBusy, UnreadableStage, settings
 from prunebench.strategies import scratch_b_epochs
 from prunebench.train import HookList, MaskHook, Recipe, TrainHooks, evaluate, train
 from prunebench.train.loop import write_history
@@ -30,6 +29,7 @@ from prunebench.train.loop import write_history
 log = logging.getLogger(__name__)
 
 REINIT_SEED_OFFSET = 1_000_003  # strategies re-initialise from seed + this
+LOCK_POLL_S = 5.0  # seconds between looks at a stage another job is writing
 
 
 def resolve_device(name: str) -> torch.device:
@@ -93,24 +93,40 @@ class Run:
         failed = [n for n in needs if self.results[n]["status"] != "ok"]
         if failed:
             result = {"status": "failed", "note": f"not run: {', '.join(failed)} failed"}
+        elif (result := self.cached(stage)) is not None:
+            log.info("%s: cached %s", row, stage.dir)
         else:
-            result = stage.result()
-            if result is not None and result["status"] == "failed" and self.cfg.retry_failed:
-                stage.reset()
-                result = None
-            if result is None:
-                with stage.lock():
-                    log.info("%s: %s", row, stage.dir)
-                    try:
-                        result = {"status": "ok", **work(stage)}
-                    except Diverged as e:
-                        result = {"status": "failed", "note": str(e)}
-                    stage.finish(result)
-                    stage.checkpoint.unlink(missing_ok=True)
-            else:
-                log.info("%s: cached %s", row, stage.dir)
+            try:
+                with stage.lock(self.cfg.lock_timeout, LOCK_POLL_S):
+                    result = self.cached(stage)  # another job may have finished it while we waited
+                    if result is None:
+                        if (stage.dir / "metrics.json").exists():
+                            stage.reset()  # retry_failed: a failed or unreadable stage is trained again
+                        log.info("%s: %s", row, stage.dir)
+                        try:
+                            result = {"status": "ok", **work(stage)}
+                        except Diverged as e:
+                            result = {"status": "failed", "note": str(e)}
+                        stage.finish(result)
+                        stage.checkpoint.unlink(missing_ok=True)
+            except StageBusy as e:  # this job's row fails; the sweep goes on
+                result = {"status": "failed", "note": str(e)}
         result["stage"] = str(stage.dir)
         self.results[row] = result
+        return result
+
+    def cached(self, stage: Stage) -> Optional[Dict]:
+        """The stage's finished result, or None when it must be trained: not there, or (with
+        ``retry_failed``) failed or unreadable."""
+        try:
+            result = stage.result()
+        except UnreadableStage as e:
+            if not self.cfg.retry_failed:
+                raise
+            log.warning("%s; retrained (retry_failed=true)", e)
+            return None
+        if result is not None and result["status"] == "failed" and self.cfg.retry_failed:
+            return None
         return result
 
     def describe(self, model, stage: Stage, masks: Optional[Dict] = None) -> Dict:
@@ -118,12 +134,12 @@ class Run:
         With weight-level ``masks``, params and FLOPs are non-zero counts."""
         models.save(model, stage.dir)
         w = widths(model)
-        (stage.dir / "widths.json").write_text(json.dumps(w, indent=1))
+        atomic.write_json(stage.dir / "widths.json", w)
         extra = {}
         if masks:
-            torch.save(masks, stage.dir / "mask.pt")
+            atomic.save(masks, stage.dir / "mask.pt")
             extra = {"density": density(masks), "note": "params and FLOPs: non-zero weights only"}
-            (stage.dir / "density.json").write_text(json.dumps(extra["density"], indent=1))
+            atomic.write_json(stage.dir / "density.json", extra["density"])
         m = self.cfg.measure
         return {**evaluate(model, self.data, self.cfg.schedule.eval_batch_size),
                 "params": measure.count_params(model, masks),
@@ -172,12 +188,20 @@ class Run:
         model = models.build(models.load_spec(folder))
         if attach:
             self.method.attach(model, self.input_shape)
-        model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
+        model.load_state_dict(models.load_state(folder))
         return model.to(self.device)
 
     def masks(self) -> Optional[Dict]:
-        path = Path(self.results["pruned"]["stage"]) / "mask.pt"
-        return torch.load(path, map_location=self.device, weights_only=True) if path.exists() else None
+        """The pruned stage's weight-level masks; None for structured methods. A weight-level
+        method whose mask.pt is missing is an error, never a dense model reported as pruned."""
+        folder = Path(self.results["pruned"]["stage"])
+        path = folder / "mask.pt"
+        if not path.exists():
+            if self.method.kind == "weight":
+                raise PrunebenchError(f"{folder} holds no mask.pt, which the weight-level method "
+                                      f"{self.cfg.method.name} needs; delete {folder} to prune again")
+            return None
+        return atomic.load(path, map_location=self.device)
 
     def with_recipe(self, **changes) -> Recipe:
         """The run's recipe with some fields changed (epochs, lr, milestones)."""

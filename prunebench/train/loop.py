@@ -4,8 +4,8 @@ epochs kept as a per-epoch history (``history.csv`` beside the checkpoint), a
 checkpoint after every epoch (an interrupted stage resumes from it, history
 included) and progress bars over epochs and over the steps of an epoch."""
 import csv
+import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +16,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from prunebench import atomic
 from prunebench.data import ImageData
 from prunebench.errors import Diverged
 from prunebench.train.evaluate import evaluate
 from prunebench.train.hooks import TrainHooks
+
+log = logging.getLogger(__name__)
 
 CHECK_EVERY = 50  # steps between reads of the device-side loss sum (one host sync each)
 
@@ -42,12 +45,25 @@ HISTORY_FIELDS = ("epoch", "lr", "loss", "acc1")
 
 def write_history(history: List[Dict], path: Path) -> None:
     """The per-epoch history as CSV (epoch, lr, train loss, test top-1; top-1 empty when not evaluated)."""
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic.replacing(path) as f:
         w = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
         w.writeheader()
         w.writerows({k: ("" if h.get(k) is None else h[k]) for k in HISTORY_FIELDS} for h in history)
-    os.replace(tmp, path)
+
+
+def read_checkpoint(checkpoint: Path, device) -> Optional[Dict]:
+    """The state in ``checkpoint`` (plain tensors, dicts, lists and numbers: read with
+    weights_only=True), or None when there is none. An unreadable one is set aside as
+    ``checkpoint.pt.corrupt`` with a warning, and the stage starts over."""
+    if not checkpoint.exists():
+        return None
+    try:
+        return atomic.load(checkpoint, map_location=device)
+    except atomic.UnreadableFile as e:
+        aside = checkpoint.with_name(checkpoint.name + ".corrupt")
+        checkpoint.replace(aside)
+        log.warning("%s; moved to %s, the stage starts over", e, aside)
+        return None
 
 
 def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, checkpoint: Path,
@@ -70,8 +86,8 @@ def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, check
     start, seconds, last_loss, history = 0, 0.0, float("nan"), []
     checkpoint = Path(checkpoint)
     history_csv = checkpoint.parent / "history.csv"
-    if checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+    state = read_checkpoint(checkpoint, device)
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -82,7 +98,7 @@ def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, check
     snapshots = snapshots or {}
     for epoch in range(start, recipe.epochs):
         if epoch in snapshots and not Path(snapshots[epoch]).exists():
-            torch.save(model.state_dict(), snapshots[epoch])
+            atomic.save(model.state_dict(), snapshots[epoch])
         t0 = time.perf_counter()
         model.train()
         gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
@@ -120,15 +136,13 @@ def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, check
         if eval_every and ((epoch + 1) % eval_every == 0 or epoch + 1 == recipe.epochs):
             acc1 = evaluate(model, data, eval_batch_size)["acc1"]
         history.append({"epoch": epoch + 1, "lr": lr_epoch, "loss": last_loss, "acc1": acc1})
-        tmp = checkpoint.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "epoch": epoch + 1, "seconds": seconds, "loss": last_loss, "history": history}, tmp)
-        os.replace(tmp, checkpoint)
+        atomic.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                     "epoch": epoch + 1, "seconds": seconds, "loss": last_loss, "history": history}, checkpoint)
         write_history(history, history_csv)
         bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{opt.param_groups[0]['lr']:.2g}",
                         **({"acc1": f"{acc1:.2f}"} if acc1 is not None else {}))
         bar.update(1)
     bar.close()
     if recipe.epochs in snapshots and not Path(snapshots[recipe.epochs]).exists():
-        torch.save(model.state_dict(), snapshots[recipe.epochs])
+        atomic.save(model.state_dict(), snapshots[recipe.epochs])
     return {"epochs": recipe.epochs, "seconds": seconds, "loss": last_loss, "history": history}
