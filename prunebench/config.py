@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 
 @dataclass
@@ -22,10 +22,13 @@ class DatasetConfig:
     download: bool = True  # try torchvision's download when the files are absent
     pad: int = 4  # random-crop padding, pixels
     flip: bool = True  # random horizontal flip
-    # synthetic only
-    train_size: int = 256
+
+
+@dataclass
+class SyntheticDatasetConfig(DatasetConfig):
+    train_size: int = 256  # images
     test_size: int = 128
-    image_size: int = 16
+    image_size: int = 16  # pixels a side
     num_classes: int = 10
 
 
@@ -210,14 +213,28 @@ METHOD_SCHEMAS = {
 }
 
 
+DATASET_SCHEMAS = {"dataset": DatasetConfig, "synthetic": SyntheticDatasetConfig}
+
+
+def open_dicts(schema, keys=("layer_ratios",)):
+    """``schema`` as a config node whose free-form dicts accept new keys, so that
+    ``method.layer_ratios={conv1:0.5}`` works on the command line without a ``+``."""
+    node = OmegaConf.structured(schema)
+    for key in keys:
+        if key in node:
+            OmegaConf.set_struct(node[key], False)
+    return node
+
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     # kept out of the option groups, so `method=...` lists only real choices;
     # each YAML option starts with `defaults: [/schema/<group>/<name>@_here_]`
     cs.store(group="schema/model", name="model", node=ModelConfig)
-    cs.store(group="schema/dataset", name="dataset", node=DatasetConfig)
+    for name, schema in DATASET_SCHEMAS.items():
+        cs.store(group="schema/dataset", name=name, node=schema)
     cs.store(group="schema/schedule", name="schedule", node=ScheduleConfig)
     cs.store(group="schema/strategy", name="strategy", node=StrategyConfig)
     for name, schema in METHOD_SCHEMAS.items():
-        cs.store(group="schema/method", name=name, node=schema)
+        cs.store(group="schema/method", name=name, node=open_dicts(schema))

@@ -16,11 +16,11 @@ import torch
 from omegaconf import DictConfig
 
 from prunebench import data as datasets
-from prunebench import atomic, measure, methods, models, strategies
+from prunebench import atomic, measure, methods, models, strategies, validate
 from prunebench.errors import Diverged, PrunebenchError
 from prunebench.pruning import prune, widths
 from prunebench.pruning.masks import apply_masks, density, select_weights, sparse_init
-from prunebench.pruning.selection import check_ratio, iteration_config
+from prunebench.pruning.selection import iteration_config
 from prunebench.stages import Stage, StageBusy, UnreadableStage, settings
 from prunebench.strategies import scratch_b_epochs
 from prunebench.train import HookList, MaskHook, Recipe, TrainHooks, evaluate, train
@@ -41,17 +41,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def validate(cfg: DictConfig) -> None:
-    check_ratio("method.pruning_ratio", cfg.method.pruning_ratio)
-    unknown = [s for s in cfg.strategies if s not in strategies.STRATEGIES]
-    if unknown:
-        raise PrunebenchError(f"unknown strategies {unknown}; known: {', '.join(strategies.STRATEGIES)}")
-    if cfg.method.name not in methods.METHODS:
-        raise PrunebenchError(f"unknown method {cfg.method.name!r}; known: {', '.join(sorted(methods.METHODS))}")
-    for name in cfg.strategies:
-        strategies.create(name).check(cfg)
-
-
 def base_settings(cfg: DictConfig) -> Dict:
     """What every stage's result depends on: the unpruned stage's cache key."""
     return {"model": settings(cfg.model), "seed": cfg.seed,
@@ -64,7 +53,7 @@ class Run:
     ``plan()`` (``dry_run=true``) says what it would train without training anything."""
 
     def __init__(self, cfg: DictConfig):
-        validate(cfg)
+        validate.check(cfg)  # every bad input a one-line error, before anything trains
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.cache = Path(cfg.cache_dir).expanduser().resolve()
@@ -284,11 +273,13 @@ class Run:
                 model = self.fresh(self.base_spec)  # the unpruned model's own init
             else:
                 model = self.load(source, attach=source == "sparse")
+            before = measure.spec_params(self.base_spec)  # the unpruned architecture, no training-time modules
             if method.kind == "weight":
                 masks = select_weights(method.scores(model, self.data), mcfg)
                 apply_masks(model, masks)
-                return {**self.describe(model, stage, masks), "epochs": 0,
-                        "seconds": round(time.perf_counter() - t0, 2)}
+                out = self.describe(model, stage, masks)
+                validate.warn_if_unpruned(before, out["params"], self.cfg)
+                return {**out, "epochs": 0, "seconds": round(time.perf_counter() - t0, 2)}
             if mcfg.iterations < 1:
                 raise PrunebenchError(f"method.iterations must be >= 1, got {mcfg.iterations}")
             step_cfg = iteration_config(mcfg)
@@ -308,7 +299,9 @@ class Run:
                           desc=f"prune {i + 1}/{mcfg.iterations}", progress=self.cfg.progress)
                     tuned += mcfg.iteration_epochs
             (stage.dir / "history.csv").unlink(missing_ok=True)  # of the fine-tuning between iterations
-            return {**self.describe(model, stage), "epochs": tuned, "seconds": round(time.perf_counter() - t0, 2)}
+            out = self.describe(model, stage)
+            validate.warn_if_unpruned(before, out["params"], self.cfg)
+            return {**out, "epochs": tuned, "seconds": round(time.perf_counter() - t0, 2)}
         return work
 
     # -- dry run ---------------------------------------------------------

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from prunebench import atomic
 from prunebench.data import ImageData
-from prunebench.errors import Diverged
+from prunebench.errors import Diverged, PrunebenchError
 from prunebench.train.evaluate import evaluate
 from prunebench.train.hooks import TrainHooks
 
@@ -77,6 +77,8 @@ def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, check
     per epoch: {"epoch" (1-based), "lr" (of that epoch), "loss" (mean train loss), "acc1"}."""
     if eval_every < 0:
         raise ValueError(f"eval_every must be >= 0, got {eval_every}")
+    if data.train_x.shape[0] == 0:  # not a divergence: there is nothing to learn from
+        raise PrunebenchError("the training set is empty; check the data set's settings (dataset.root, sizes)")
     device = data.device
     model.to(device)
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
