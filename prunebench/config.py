@@ -1,10 +1,16 @@
 """Configuration schemas: every YAML file in ``conf/`` is checked against these
 dataclasses, so a misspelt key or a wrong type is an error, not a silent default."""
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
+
+# The YAML files: the top-level conf/ of the source tree (and of editable installs), shipped
+# inside the wheel as prunebench/conf (setup.py copies it at build time).
+PACKAGED_CONF = Path(__file__).resolve().parent / "conf"
+CONF_DIR = PACKAGED_CONF if PACKAGED_CONF.is_dir() else Path(__file__).resolve().parent.parent / "conf"
 
 
 @dataclass
@@ -226,8 +232,40 @@ def open_dicts(schema, keys=("layer_ratios",)):
     return node
 
 
+def group_options(conf_dir: Path = CONF_DIR) -> Dict[str, List[str]]:
+    """Each config group a user chooses from (``conf/<group>/``) -> its options, nested ones as
+    ``rethinking/slimming_vgg19_cifar10``."""
+    return {d.name: sorted(str(p.relative_to(d).with_suffix("")) for p in d.rglob("*.yaml"))
+            for d in sorted(conf_dir.iterdir()) if d.is_dir()}
+
+
+HELP = """prunebench: the comparison of "Rethinking the Value of Network Pruning" (Liu et al., ICLR 2019)
+for any model, data set and pruning method.
+
+Usage: prunebench [GROUP=OPTION ...] [KEY=VALUE ...]
+  prunebench experiment=quickstart                   a few minutes on a CPU, offline
+  prunebench method=l1_norm model=resnet56 method.pruning_ratio=0.5
+  prunebench -m method=l1_norm,slimming seed=0,1     a sweep; stages are shared through the cache
+  prunebench experiment=smoke dry_run=true           what would train, and what is cached
+
+== Configuration groups (GROUP=OPTION) ==
+GROUPS
+== Config (any KEY=VALUE overrides it) ==
+$CONFIG
+Hydra's own options: prunebench --hydra-help
+Tab completion (bash): eval "$$(prunebench -sc install=bash)"
+"""
+
+
+def help_template(conf_dir: Path = CONF_DIR) -> str:
+    groups = "".join(f"{g}: {', '.join(opts)}\n" for g, opts in group_options(conf_dir).items())
+    return HELP.replace("GROUPS", groups)
+
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
+    cs.store(group="hydra/help", name="prunebench", node={"app_name": "prunebench", "header": "", "footer": "",
+                                                          "template": help_template()})
     cs.store(name="config_schema", node=Config)
     # kept out of the option groups, so `method=...` lists only real choices;
     # each YAML option starts with `defaults: [/schema/<group>/<name>@_here_]`
