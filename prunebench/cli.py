@@ -1,7 +1,9 @@
 """``prunebench``: the Hydra application. Composes ``conf/config.yaml`` with the
 command line, prints the config, runs the protocol and writes the result table.
 Under ``torchrun --nproc_per_node=N -m prunebench ...`` every rank runs the protocol
-(``prunebench.distributed``); rank 0 alone prints and writes the run folder."""
+(``prunebench.distributed``); rank 0 alone prints and writes the run folder.
+A bad input exits with status 2; ``strict=true`` makes a failed row exit with 1.
+In a sweep (``-m``) one job's error is that job's failed row and the other jobs go on."""
 import logging
 import os
 import shutil
@@ -9,19 +11,32 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
+from typing import List, Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.object_type import ObjectType
+from hydra.plugins.completion_plugin import CompletionPlugin
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.syntax import Syntax
 
-from prunebench.config import register_configs
+from prunebench.config import CONF_DIR, register_configs
 from prunebench.errors import PrunebenchError
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 log = logging.getLogger("prunebench")
+EXIT_BAD_INPUT, EXIT_FAILED_ROW = 2, 1
+_sweep_status = {"code": 0}  # with strict=true: the worst exit status of the jobs of a sweep
+
+
+def compose(overrides: Sequence[str] = ()) -> DictConfig:
+    """The config the command line ``prunebench OVERRIDES`` would run (without Hydra's own node)."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    register_configs()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return hydra_compose("config", overrides=list(overrides))
 
 
 def title(cfg: DictConfig) -> str:
@@ -73,7 +88,7 @@ def app(cfg: DictConfig) -> None:
         if not in_sweep:
             if isinstance(e, PrunebenchError):
                 console.print(f"[bold red]error:[/] {e}")
-                sys.exit(2)
+                sys.exit(EXIT_BAD_INPUT)
             raise
         log.exception("this sweep job failed; the sweep goes on")
         rows = [failed_row(cfg, f"{type(e).__name__}: {e}")]
@@ -92,10 +107,45 @@ def app(cfg: DictConfig) -> None:
             log.exception("the run's plots could not be drawn")
     if any(r["status"] != "ok" for r in rows):
         log.warning("some rows failed; see the note column")
+        if cfg.strict:
+            if not in_sweep:
+                sys.exit(EXIT_FAILED_ROW)
+            _sweep_status["code"] = max(_sweep_status["code"], EXIT_FAILED_ROW)
+
+
+def nested_options(loader, group: str) -> List[str]:
+    """Options in the subfolders of ``group`` (``rethinking/slimming_vgg19_cifar10``), which
+    Hydra's completion does not list under ``experiment=``."""
+    out = []
+    for sub in loader.get_group_options(group, results_filter=ObjectType.GROUP):
+        path = f"{group}/{sub}"
+        out += [f"{sub}/{o}" for o in loader.get_group_options(path, results_filter=ObjectType.CONFIG)]
+        out += [f"{sub}/{o}" for o in nested_options(loader, path)]
+    return out
+
+
+def complete_nested_options() -> None:
+    """Make ``prunebench experiment=<TAB>`` offer ``experiment=rethinking/...`` too."""
+    query = CompletionPlugin._query
+    if getattr(query, "nested", False):
+        return
+
+    def _query(self, config_name, line):
+        result = query(self, config_name, line)
+        word = "" if not line or line.endswith(" ") else line.split()[-1]
+        if "=" in word and not word.startswith(("~", "+")):
+            group = word.split("=", 1)[0]
+            extra = [f"{group}={o}" for o in nested_options(self.config_loader, group)]
+            result = sorted(set(result) | {e for e in extra if e.startswith(word)})
+        return result
+
+    _query.nested = True
+    CompletionPlugin._query = _query
 
 
 def main() -> None:
     register_configs()
+    complete_nested_options()
     scratch = None
     if int(os.environ.get("RANK", "0")) > 0:  # torchrun's other ranks: rank 0 keeps the run folder and its log
         scratch = tempfile.mkdtemp(prefix="prunebench-rank")
@@ -110,6 +160,8 @@ def main() -> None:
             from prunebench import distributed
 
             distributed.teardown()
+    if _sweep_status["code"]:
+        sys.exit(_sweep_status["code"])
 
 
 if __name__ == "__main__":

@@ -1,10 +1,16 @@
 """Configuration schemas: every YAML file in ``conf/`` is checked against these
 dataclasses, so a misspelt key or a wrong type is an error, not a silent default."""
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
+
+# The YAML files: the top-level conf/ of the source tree (and of editable installs), shipped
+# inside the wheel as prunebench/conf (setup.py copies it at build time).
+PACKAGED_CONF = Path(__file__).resolve().parent / "conf"
+CONF_DIR = PACKAGED_CONF if PACKAGED_CONF.is_dir() else Path(__file__).resolve().parent.parent / "conf"
 
 
 @dataclass
@@ -29,10 +35,13 @@ class DatasetConfig:
     download: bool = True  # try torchvision's download when the files are absent
     pad: int = 4  # random-crop padding, pixels
     flip: bool = True  # random horizontal flip
-    # synthetic only
-    train_size: int = 256
+
+
+@dataclass
+class SyntheticDatasetConfig(DatasetConfig):
+    train_size: int = 256  # images
     test_size: int = 128
-    image_size: int = 16
+    image_size: int = 16  # pixels a side
     num_classes: int = 10
 
 
@@ -221,7 +230,9 @@ class Config:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     cache_dir: str = "outputs/stages"  # stage folders, shared by every run and sweep
-    retry_failed: bool = False  # rerun stages that diverged before
+    retry_failed: bool = False  # rerun stages that diverged before, and retrain unreadable finished ones
+    lock_timeout: float = 21600.0  # seconds to wait for a stage another job is writing (0: fail at once)
+    strict: bool = False  # exit non-zero when any row of the table failed
     progress: bool = True
     dry_run: bool = False  # print each stage's model, epochs and cache state; train nothing
     measure: MeasureConfig = field(default_factory=MeasureConfig)
@@ -237,15 +248,61 @@ METHOD_SCHEMAS = {
 }
 
 
+DATASET_SCHEMAS = {"dataset": DatasetConfig, "synthetic": SyntheticDatasetConfig}
+
+
+def open_dicts(schema, keys=("layer_ratios",)):
+    """``schema`` as a config node whose free-form dicts accept new keys, so that
+    ``method.layer_ratios={conv1:0.5}`` works on the command line without a ``+``."""
+    node = OmegaConf.structured(schema)
+    for key in keys:
+        if key in node:
+            OmegaConf.set_struct(node[key], False)
+    return node
+
+
+def group_options(conf_dir: Path = CONF_DIR) -> Dict[str, List[str]]:
+    """Each config group a user chooses from (``conf/<group>/``) -> its options, nested ones as
+    ``rethinking/slimming_vgg19_cifar10``."""
+    return {d.name: sorted(str(p.relative_to(d).with_suffix("")) for p in d.rglob("*.yaml"))
+            for d in sorted(conf_dir.iterdir()) if d.is_dir()}
+
+
+HELP = """prunebench: the comparison of "Rethinking the Value of Network Pruning" (Liu et al., ICLR 2019)
+for any model, data set and pruning method.
+
+Usage: prunebench [GROUP=OPTION ...] [KEY=VALUE ...]
+  prunebench experiment=quickstart                   a few minutes on a CPU, offline
+  prunebench method=l1_norm model=resnet56 method.pruning_ratio=0.5
+  prunebench -m method=l1_norm,slimming seed=0,1     a sweep; stages are shared through the cache
+  prunebench experiment=smoke dry_run=true           what would train, and what is cached
+
+== Configuration groups (GROUP=OPTION) ==
+GROUPS
+== Config (any KEY=VALUE overrides it) ==
+$CONFIG
+Hydra's own options: prunebench --hydra-help
+Tab completion (bash): eval "$$(prunebench -sc install=bash)"
+"""
+
+
+def help_template(conf_dir: Path = CONF_DIR) -> str:
+    groups = "".join(f"{g}: {', '.join(opts)}\n" for g, opts in group_options(conf_dir).items())
+    return HELP.replace("GROUPS", groups)
+
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
+    cs.store(group="hydra/help", name="prunebench", node={"app_name": "prunebench", "header": "", "footer": "",
+                                                          "template": help_template()})
     cs.store(name="config_schema", node=Config)
     # kept out of the option groups, so `method=...` lists only real choices;
     # each YAML option starts with `defaults: [/schema/<group>/<name>@_here_]`
     cs.store(group="schema/model", name="model", node=ModelConfig)
-    cs.store(group="schema/dataset", name="dataset", node=DatasetConfig)
+    for name, schema in DATASET_SCHEMAS.items():
+        cs.store(group="schema/dataset", name=name, node=schema)
     cs.store(group="schema/schedule", name="schedule", node=ScheduleConfig)
     cs.store(group="schema/strategy", name="strategy", node=StrategyConfig)
     cs.store(group="schema/logger", name="logger", node=LoggerConfig)
     for name, schema in METHOD_SCHEMAS.items():
-        cs.store(group="schema/method", name=name, node=schema)
+        cs.store(group="schema/method", name=name, node=open_dicts(schema))

@@ -6,7 +6,6 @@ Nothing here is specific to a method, a model or a strategy: methods score
 channels, the pruning package selects and cuts, strategies (``prunebench.strategies``)
 retrain the pruned model, the training loop trains every stage."""
 import dataclasses
-import json
 import logging
 import time
 from functools import cached_property
@@ -17,12 +16,12 @@ import torch
 from omegaconf import DictConfig
 
 from prunebench import data as datasets
-from prunebench import distributed, loggers, measure, methods, models, strategies
+from prunebench import atomic, distributed, loggers, measure, methods, models, strategies, validate
 from prunebench.errors import Diverged, PrunebenchError
 from prunebench.pruning import prune, widths
 from prunebench.pruning.masks import apply_masks, density, select_weights, sparse_init
-from prunebench.pruning.selection import check_ratio, iteration_config
-from prunebench.stages import Stage, settings
+from prunebench.pruning.selection import iteration_config
+from prunebench.stages import Stage, StageBusy, UnreadableStage, settings
 from prunebench.strategies import scratch_b_epochs
 from prunebench.train import HookList, MaskHook, Recipe, TrainHooks, evaluate, train
 from prunebench.train.loop import write_history
@@ -30,6 +29,7 @@ from prunebench.train.loop import write_history
 log = logging.getLogger(__name__)
 
 REINIT_SEED_OFFSET = 1_000_003  # strategies re-initialise from seed + this
+LOCK_POLL_S = 5.0  # seconds between looks at a stage another job is writing
 
 
 def resolve_device(name: str) -> torch.device:
@@ -41,17 +41,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise PrunebenchError(f"device={name} but no CUDA device is available; use device=cpu or device=auto")
     return device
-
-
-def validate(cfg: DictConfig) -> None:
-    check_ratio("method.pruning_ratio", cfg.method.pruning_ratio)
-    unknown = [s for s in cfg.strategies if s not in strategies.STRATEGIES]
-    if unknown:
-        raise PrunebenchError(f"unknown strategies {unknown}; known: {', '.join(strategies.STRATEGIES)}")
-    if cfg.method.name not in methods.METHODS:
-        raise PrunebenchError(f"unknown method {cfg.method.name!r}; known: {', '.join(sorted(methods.METHODS))}")
-    for name in cfg.strategies:
-        strategies.create(name).check(cfg)
 
 
 def base_settings(cfg: DictConfig) -> Dict:
@@ -71,7 +60,7 @@ class Run:
     ``plan()`` (``dry_run=true``) says what it would train without training anything."""
 
     def __init__(self, cfg: DictConfig):
-        validate(cfg)
+        validate.check(cfg)  # every bad input a one-line error, before anything trains
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.cache = Path(cfg.cache_dir).expanduser().resolve()
@@ -101,26 +90,46 @@ class Run:
         failed = [n for n in needs if self.results[n]["status"] != "ok"]
         if failed:
             result = {"status": "failed", "note": f"not run: {', '.join(failed)} failed"}
+        elif (result := self.main_cached(stage)) is not None:
+            log.info("%s: cached %s", row, stage.dir)
         else:
-            result = distributed.broadcast(stage.result())  # rank 0's reading of the cache decides for all
-            if result is not None and result["status"] == "failed" and self.cfg.retry_failed:
-                stage.reset()
-                result = None
-            if result is None:
-                with stage.lock():
-                    log.info("%s: %s", row, stage.dir)
-                    try:
-                        result = {"status": "ok", **work(stage)}
-                    except Diverged as e:
-                        result = {"status": "failed", "note": str(e)}
-                    stage.finish(result)
-                    if distributed.is_main():
-                        stage.checkpoint.unlink(missing_ok=True)
-                result = distributed.broadcast(result)  # every rank holds rank 0's metrics
-            else:
-                log.info("%s: cached %s", row, stage.dir)
+            try:
+                with stage.lock(self.cfg.lock_timeout, LOCK_POLL_S):
+                    result = self.main_cached(stage)  # another job may have finished it while we waited
+                    if result is None:
+                        if distributed.is_main() and (stage.dir / "metrics.json").exists():
+                            stage.reset()  # retry_failed: a failed or unreadable stage is trained again
+                        log.info("%s: %s", row, stage.dir)
+                        try:
+                            result = {"status": "ok", **work(stage)}
+                        except Diverged as e:
+                            result = {"status": "failed", "note": str(e)}
+                        stage.finish(result)
+                        if distributed.is_main():
+                            stage.checkpoint.unlink(missing_ok=True)
+                        result = distributed.broadcast(result)  # every rank holds rank 0's metrics
+            except StageBusy as e:  # this job's row fails; the sweep goes on
+                result = {"status": "failed", "note": str(e)}
         result["stage"] = str(stage.dir)
         self.results[row] = result
+        return result
+
+    def main_cached(self, stage: Stage) -> Optional[Dict]:
+        """:meth:`cached` as rank 0 reads it, on every rank (under torchrun rank 0's reading decides)."""
+        return distributed.broadcast(self.cached(stage) if distributed.is_main() else None)
+
+    def cached(self, stage: Stage) -> Optional[Dict]:
+        """The stage's finished result, or None when it must be trained: not there, or (with
+        ``retry_failed``) failed or unreadable."""
+        try:
+            result = stage.result()
+        except UnreadableStage as e:
+            if not self.cfg.retry_failed:
+                raise
+            log.warning("%s; retrained (retry_failed=true)", e)
+            return None
+        if result is not None and result["status"] == "failed" and self.cfg.retry_failed:
+            return None
         return result
 
     def describe(self, model, stage: Stage, masks: Optional[Dict] = None) -> Dict:
@@ -130,10 +139,10 @@ class Run:
         extra = {"density": density(masks), "note": "params and FLOPs: non-zero weights only"} if masks else {}
         if distributed.is_main():  # every rank holds the same model; rank 0 writes it
             models.save(model, stage.dir)
-            (stage.dir / "widths.json").write_text(json.dumps(w, indent=1))
+            atomic.write_json(stage.dir / "widths.json", w)
             if masks:
-                torch.save(masks, stage.dir / "mask.pt")
-                (stage.dir / "density.json").write_text(json.dumps(extra["density"], indent=1))
+                atomic.save(masks, stage.dir / "mask.pt")
+                atomic.write_json(stage.dir / "density.json", extra["density"])
         m = self.cfg.measure
         timing = measure.latency(model, self.data.input_shape, m.latency_batch,
                                  m.latency_repeats * measure.LATENCY_BLOCK)
@@ -188,12 +197,20 @@ class Run:
         model = models.build(models.load_spec(folder))
         if attach:
             self.method.attach(model, self.input_shape)
-        model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
+        model.load_state_dict(models.load_state(folder))
         return model.to(self.device)
 
     def masks(self) -> Optional[Dict]:
-        path = Path(self.results["pruned"]["stage"]) / "mask.pt"
-        return torch.load(path, map_location=self.device, weights_only=True) if path.exists() else None
+        """The pruned stage's weight-level masks; None for structured methods. A weight-level
+        method whose mask.pt is missing is an error, never a dense model reported as pruned."""
+        folder = Path(self.results["pruned"]["stage"])
+        path = folder / "mask.pt"
+        if not path.exists():
+            if self.method.kind == "weight":
+                raise PrunebenchError(f"{folder} holds no mask.pt, which the weight-level method "
+                                      f"{self.cfg.method.name} needs; delete {folder} to prune again")
+            return None
+        return atomic.load(path, map_location=self.device)
 
     def with_recipe(self, **changes) -> Recipe:
         """The run's recipe with some fields changed (epochs, lr, milestones)."""
@@ -276,11 +293,13 @@ class Run:
                 model = self.fresh(self.base_spec)  # the unpruned model's own init
             else:
                 model = self.load(source, attach=source == "sparse")
+            before = measure.spec_params(self.base_spec)  # the unpruned architecture, no training-time modules
             if method.kind == "weight":
                 masks = distributed.broadcast(select_weights(method.scores(model, self.data), mcfg))
                 apply_masks(model, masks)
-                return {**self.describe(model, stage, masks), "epochs": 0,
-                        "seconds": round(time.perf_counter() - t0, 2)}
+                out = self.describe(model, stage, masks)
+                validate.warn_if_unpruned(before, out["params"], self.cfg)
+                return {**out, "epochs": 0, "seconds": round(time.perf_counter() - t0, 2)}
             if mcfg.iterations < 1:
                 raise PrunebenchError(f"method.iterations must be >= 1, got {mcfg.iterations}")
             step_cfg = iteration_config(mcfg)
@@ -302,7 +321,9 @@ class Run:
                     tuned += mcfg.iteration_epochs
             if distributed.is_main():
                 (stage.dir / "history.csv").unlink(missing_ok=True)  # of the fine-tuning between iterations
-            return {**self.describe(model, stage), "epochs": tuned, "seconds": round(time.perf_counter() - t0, 2)}
+            out = self.describe(model, stage)
+            validate.warn_if_unpruned(before, out["params"], self.cfg)
+            return {**out, "epochs": tuned, "seconds": round(time.perf_counter() - t0, 2)}
         return work
 
     # -- dry run ---------------------------------------------------------

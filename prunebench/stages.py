@@ -2,21 +2,35 @@
 exactly the settings that change its result, with settings at their schema
 default left out, so adding a setting renames nothing. A finished stage holds
 ``metrics.json``; an unfinished one resumes from ``checkpoint.pt``; ``lock``
-keeps two jobs from writing one stage at once. Under torchrun only rank 0 writes
-(``prunebench.distributed``)."""
+keeps two jobs from writing one stage at once: a job that finds a stage locked
+waits for it (up to ``lock_timeout`` seconds) and then reuses what the other job
+wrote. Every file is written atomically (:mod:`prunebench.atomic`). Under torchrun
+only rank 0 writes (``prunebench.distributed``)."""
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import socket
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from prunebench import distributed
+from prunebench import atomic, distributed
 from prunebench.errors import PrunebenchError
+
+log = logging.getLogger(__name__)
+
+
+class StageBusy(PrunebenchError):
+    """Another job held the stage's lock for longer than the job would wait."""
+
+
+class UnreadableStage(PrunebenchError):
+    """A finished stage whose metrics, architecture or weights cannot be read."""
 
 
 def _defaults(node: DictConfig) -> Dict[str, Any]:
@@ -74,17 +88,29 @@ class Stage:
         return self.dir / "checkpoint.pt"
 
     def result(self) -> Optional[Dict[str, Any]]:
-        """The metrics of a finished stage, or None."""
+        """The metrics of a finished stage, or None. :class:`UnreadableStage` when its
+        ``metrics.json`` does not parse or, for a stage that finished ok, its
+        ``arch.json`` or ``model.pt`` is missing or cannot be read."""
         path = self.dir / "metrics.json"
-        return json.loads(path.read_text()) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            metrics = atomic.read_json(path)
+            if not isinstance(metrics, dict) or "status" not in metrics:
+                raise atomic.UnreadableFile(path, ValueError("no status"))
+            if metrics["status"] == "ok":
+                atomic.read_json(self.dir / "arch.json")
+                atomic.load(self.dir / "model.pt")
+        except (atomic.UnreadableFile, FileNotFoundError) as e:
+            what = str(e) if isinstance(e, atomic.UnreadableFile) else f"{e.filename} is missing"
+            raise UnreadableStage(f"the finished stage {self.dir} is unreadable: {what}. Retrain it with "
+                                  f"retry_failed=true, or delete {self.dir}") from e
+        return metrics
 
     def finish(self, metrics: Dict[str, Any]) -> Dict[str, Any]:
         if not distributed.is_main():  # under torchrun rank 0 writes the stage
             return metrics
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / "metrics.json.tmp"
-        tmp.write_text(json.dumps(metrics, indent=1, default=str))
-        os.replace(tmp, self.dir / "metrics.json")
+        atomic.write_json(self.dir / "metrics.json", metrics)
         return metrics
 
     def reset(self) -> None:
@@ -93,30 +119,55 @@ class Stage:
         for name in ("metrics.json", "checkpoint.pt"):
             (self.dir / name).unlink(missing_ok=True)
 
+    def _take(self, path: Path) -> bool:
+        """Create the lock file holding "host pid"; False when it exists already."""
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return False
+        os.write(fd, f"{socket.gethostname()} {os.getpid()}".encode())
+        os.close(fd)
+        return True
+
+    @staticmethod
+    def _owner(path: Path):
+        try:
+            host, _, pid = path.read_text().partition(" ")
+        except FileNotFoundError:
+            return None
+        return host, pid.strip()
+
     @contextmanager
-    def lock(self):
-        if not distributed.is_main():  # under torchrun rank 0 holds the lock for every rank
+    def lock(self, timeout: float = 0.0, poll: float = 5.0):
+        """Hold the stage's lock. A lock held by a live job is waited for, polling every ``poll``
+        seconds, up to ``timeout`` seconds (0: not at all), then :class:`StageBusy`; one left by a
+        dead process on this host is taken over. Under torchrun rank 0 holds it for every rank."""
+        if not distributed.is_main():
             yield self
             return
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "settings.json").write_text(json.dumps({"stage": self.kind, **self.values}, indent=1,
-                                                           default=str))
         path = self.dir / "lock"
-        me = f"{socket.gethostname()} {os.getpid()}"
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                host, _, pid = path.read_text().partition(" ")
-                if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
-                    path.unlink(missing_ok=True)  # left by a process that died: take over
-                    continue
-                raise PrunebenchError(f"{self.dir} is being written by {host} (pid {pid or '?'}); wait for it, "
-                                      f"or delete {path} if that job is gone")
-            os.write(fd, me.encode())
-            os.close(fd)
-            break
+        deadline = time.monotonic() + timeout
+        waiting = False
+        while not self._take(path):
+            owner = self._owner(path)
+            if owner is None:
+                continue  # released between our attempt and the read
+            host, pid = owner
+            if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+                path.unlink(missing_ok=True)  # left by a process that died: take over
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise StageBusy(f"{self.dir} is being written by {host} (pid {pid or '?'}); waited {timeout:g} s "
+                                f"(lock_timeout). Rerun when that job is done (its result is reused), raise "
+                                f"lock_timeout=SECONDS, or delete {path} if that job is gone")
+            if not waiting:
+                log.info("%s is being written by %s (pid %s); waiting up to %g s", self.dir, host, pid, timeout)
+                waiting = True
+            time.sleep(min(poll, left))
         try:
+            atomic.write_json(self.dir / "settings.json", {"stage": self.kind, **self.values})
             yield self
         finally:
             path.unlink(missing_ok=True)

@@ -2,7 +2,7 @@
 import torch
 from omegaconf import OmegaConf
 
-from prunebench.config import DatasetConfig
+from prunebench.config import SyntheticDatasetConfig
 from prunebench.data import synthetic
 from prunebench.methods import create
 from prunebench.methods.activations import sample
@@ -10,7 +10,7 @@ from prunebench.models import build, vgg
 from prunebench.pruning import prune
 from prunebench.pruning.reconstruct import layer_weight
 
-DATA = synthetic.load(OmegaConf.structured(DatasetConfig(name="synthetic")))  # 256 training images, 16x16
+DATA = synthetic.load(OmegaConf.structured(SyntheticDatasetConfig(name="synthetic")))  # 256 training images, 16x16
 SAMPLING = {"num_images": 256, "batch_size": 128, "positions_per_image": 16}
 
 

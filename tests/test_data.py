@@ -6,12 +6,13 @@ import torch
 from omegaconf import OmegaConf
 
 from prunebench import data
-from prunebench.config import DatasetConfig
+from prunebench.config import DatasetConfig, SyntheticDatasetConfig
 from prunebench.errors import PrunebenchError
 
 
 def dataset_cfg(**kw):
-    return OmegaConf.structured(DatasetConfig(**kw))
+    schema = SyntheticDatasetConfig if kw.get("name") == "synthetic" else DatasetConfig
+    return OmegaConf.structured(schema(**kw))
 
 
 def write_fake_cifar10(root, n=20):

@@ -92,12 +92,14 @@ def test_bad_input_is_a_clear_error(smoke_cfg, override, message):
         pipeline.run(smoke_cfg(override))
 
 
-def test_a_stage_locked_by_a_live_job_is_not_written(smoke_cfg):
-    cfg = smoke_cfg("method=l1_norm")
+def test_a_stage_locked_by_a_live_job_is_waited_for_then_its_row_fails(smoke_cfg):
+    cfg = smoke_cfg("method=l1_norm", "lock_timeout=0.2")
     stage = Stage(cfg.cache_dir, "unpruned", pipeline.base_settings(cfg))
     stage.dir.mkdir(parents=True)
     (stage.dir / "lock").write_text(f"{os.uname().nodename} {os.getppid()}")  # a live process
-    with pytest.raises(PrunebenchError, match="being written"):
-        pipeline.run(cfg)
+    rows = by_row(pipeline.run(cfg))
+    assert rows["unpruned"]["status"] == "failed" and "being written" in rows["unpruned"]["note"]
+    assert "lock_timeout" in rows["unpruned"]["note"] and not (stage.dir / "metrics.json").exists()
+    assert all("not run" in r["note"] for k, r in rows.items() if k != "unpruned")
     (stage.dir / "lock").write_text(f"{os.uname().nodename} 999999999")  # a dead one: taken over
     assert all(r["status"] == "ok" for r in pipeline.run(cfg))

@@ -3,7 +3,7 @@ import torch
 from omegaconf import OmegaConf
 
 from prunebench import data, models
-from prunebench.config import DatasetConfig
+from prunebench.config import SyntheticDatasetConfig
 from prunebench.errors import Diverged
 from prunebench.models import vgg
 from prunebench.train import Recipe, TrainHooks, evaluate, train
@@ -11,7 +11,7 @@ from prunebench.train import Recipe, TrainHooks, evaluate, train
 
 @pytest.fixture(scope="module")
 def synthetic():
-    return data.load(OmegaConf.structured(DatasetConfig(name="synthetic", pad=2, flip=False)))
+    return data.load(OmegaConf.structured(SyntheticDatasetConfig(name="synthetic", pad=2, flip=False)))
 
 
 def fresh():

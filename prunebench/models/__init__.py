@@ -8,6 +8,7 @@ from typing import Any, Dict, NamedTuple, Tuple
 import torch
 from torch import nn
 
+from prunebench import atomic
 from prunebench.errors import PrunebenchError
 from prunebench.models import densenet, preresnet, resnet, vgg
 from prunebench.models.groups import (ChannelGroup, ChannelSelection, Residual, bn_channels, bn_weight, conv_groups,
@@ -28,7 +29,7 @@ ARCHS: Dict[str, Arch] = {
 }
 
 __all__ = ["ARCHS", "ChannelGroup", "ChannelSelection", "Residual", "bn_channels", "bn_weight", "conv_groups",
-           "group_width", "parameter_axes", "spec_from_config", "build", "save", "load", "load_spec"]
+           "group_width", "parameter_axes", "spec_from_config", "build", "save", "load", "load_spec", "load_state"]
 
 
 def spec_from_config(model_cfg, in_channels: int, num_classes: int) -> Dict[str, Any]:
@@ -58,17 +59,22 @@ def save(model: nn.Module, folder: Path) -> None:
     """Write ``arch.json`` (the spec) and ``model.pt`` (the state dict)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "arch.json").write_text(json.dumps(model.spec, indent=1))
-    torch.save(model.state_dict(), folder / "model.pt")
+    atomic.write_text(folder / "arch.json", json.dumps(model.spec, indent=1))
+    atomic.save(model.state_dict(), folder / "model.pt")
 
 
 def load_spec(folder: Path) -> Dict[str, Any]:
-    return json.loads((Path(folder) / "arch.json").read_text())
+    return atomic.read_json(Path(folder) / "arch.json")
+
+
+def load_state(folder: Path, map_location="cpu") -> Dict[str, torch.Tensor]:
+    """The state dict in ``folder/model.pt``, read with weights_only=True."""
+    return atomic.load(Path(folder) / "model.pt", map_location=map_location)
 
 
 def load(folder: Path, map_location="cpu") -> nn.Module:
     """Rebuild a (pruned or not) model saved by :func:`save`."""
     folder = Path(folder)
     model = build(load_spec(folder))
-    model.load_state_dict(torch.load(folder / "model.pt", map_location=map_location, weights_only=True))
+    model.load_state_dict(load_state(folder, map_location))
     return model

@@ -2,9 +2,7 @@
 the weight-level pruned mask with the kept weights reset to the unpruned model's
 initialisation (or to its weights after epoch k, ``strategy.lottery.rewind_epoch``),
 trained with the unpruned model's recipe. Structured methods: not applicable."""
-import torch
-
-from prunebench import models
+from prunebench import atomic, models
 from prunebench.errors import PrunebenchError
 from prunebench.stages import Stage
 from prunebench.strategies.base import Strategy
@@ -37,7 +35,7 @@ class Lottery(Strategy):
                                   f"was not saved when that stage trained; delete {unpruned.dir} to retrain it "
                                   f"with strategy.lottery.rewind_epoch={k}")
         model = models.build(run.base_spec)
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        model.load_state_dict(atomic.load(path))
         out = run.trained(stage, model.to(run.device), run.recipe, masks=run.masks())
         return {**out, "note": f"kept weights reset to the unpruned model's {'init' if k == 0 else f'epoch {k}'}; "
                                "non-zero counts"}

@@ -5,10 +5,13 @@ import torch
 from torch import nn
 
 from prunebench.data import ImageData
+from prunebench.errors import PrunebenchError
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: ImageData, batch_size: int = 1000) -> Dict[str, float]:
+    if data.test_y.numel() == 0:
+        raise PrunebenchError("the test set is empty; check the data set's settings (dataset.root, sizes)")
     model.eval()
     k = min(5, data.num_classes)
     top1 = torch.zeros((), device=data.device)

@@ -5,8 +5,8 @@ checkpoint after every epoch (an interrupted stage resumes from it, history
 included) and progress bars over epochs and over the steps of an epoch. Under torchrun
 each rank steps on its shard of every batch (``prunebench.distributed``); rank 0 writes."""
 import csv
+import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +17,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from prunebench import distributed
+from prunebench import atomic, distributed
 from prunebench.data import ImageData
-from prunebench.errors import Diverged
+from prunebench.errors import Diverged, PrunebenchError
 from prunebench.train.evaluate import evaluate
 from prunebench.train.hooks import TrainHooks
+
+log = logging.getLogger(__name__)
 
 CHECK_EVERY = 50  # steps between reads of the device-side loss sum (one host sync each)
 
@@ -44,12 +46,25 @@ HISTORY_FIELDS = ("epoch", "lr", "loss", "acc1")
 
 def write_history(history: List[Dict], path: Path) -> None:
     """The per-epoch history as CSV (epoch, lr, train loss, test top-1; top-1 empty when not evaluated)."""
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic.replacing(path) as f:
         w = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
         w.writeheader()
         w.writerows({k: ("" if h.get(k) is None else h[k]) for k in HISTORY_FIELDS} for h in history)
-    os.replace(tmp, path)
+
+
+def read_checkpoint(checkpoint: Path, device) -> Optional[Dict]:
+    """The state in ``checkpoint`` (plain tensors, dicts, lists and numbers: read with
+    weights_only=True), or None when there is none. An unreadable one is set aside as
+    ``checkpoint.pt.corrupt`` with a warning, and the stage starts over."""
+    if not checkpoint.exists():
+        return None
+    try:
+        return atomic.load(checkpoint, map_location=device)
+    except atomic.UnreadableFile as e:
+        aside = checkpoint.with_name(checkpoint.name + ".corrupt")
+        checkpoint.replace(aside)
+        log.warning("%s; moved to %s, the stage starts over", e, aside)
+        return None
 
 
 def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, checkpoint: Path,
@@ -65,6 +80,8 @@ def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, check
     ``on_epoch`` receives each new entry (experiment loggers)."""
     if eval_every < 0:
         raise ValueError(f"eval_every must be >= 0, got {eval_every}")
+    if data.train_x.shape[0] == 0:  # not a divergence: there is nothing to learn from
+        raise PrunebenchError("the training set is empty; check the data set's settings (dataset.root, sizes)")
     device = data.device
     model.to(device)
     net = distributed.wrap(model)  # the steps call net (DDP under torchrun); hooks and files use model
@@ -76,8 +93,8 @@ def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, check
     checkpoint = Path(checkpoint)
     history_csv = checkpoint.parent / "history.csv"
     distributed.barrier()  # every rank past its last read of the folder before rank 0 writes to it
-    if checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+    state = read_checkpoint(checkpoint, device)
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -89,7 +106,7 @@ def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, check
     snapshots = snapshots or {}
     for epoch in range(start, recipe.epochs):
         if epoch in snapshots and not Path(snapshots[epoch]).exists() and distributed.is_main():
-            torch.save(model.state_dict(), snapshots[epoch])
+            atomic.save(model.state_dict(), snapshots[epoch])
         t0 = time.perf_counter()
         model.train()
         gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
@@ -129,10 +146,9 @@ def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, check
             acc1 = evaluate(model, data, eval_batch_size)["acc1"]
         history.append({"epoch": epoch + 1, "lr": lr_epoch, "loss": last_loss, "acc1": acc1})
         if distributed.is_main():
-            tmp = checkpoint.with_suffix(".tmp")
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                        "epoch": epoch + 1, "seconds": seconds, "loss": last_loss, "history": history}, tmp)
-            os.replace(tmp, checkpoint)
+            atomic.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                         "scheduler": sched.state_dict(), "epoch": epoch + 1, "seconds": seconds,
+                         "loss": last_loss, "history": history}, checkpoint)
             write_history(history, history_csv)
         if on_epoch is not None:
             on_epoch(history[-1])
@@ -141,5 +157,5 @@ def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, check
         bar.update(1)
     bar.close()
     if recipe.epochs in snapshots and not Path(snapshots[recipe.epochs]).exists() and distributed.is_main():
-        torch.save(model.state_dict(), snapshots[recipe.epochs])
+        atomic.save(model.state_dict(), snapshots[recipe.epochs])
     return {"epochs": recipe.epochs, "seconds": seconds, "loss": last_loss, "history": history}

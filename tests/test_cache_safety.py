@@ -1,0 +1,217 @@
+"""The stage cache never loses a result, never trains what it should not, and never
+runs code from a file: atomic writes, weights-only loads, unreadable files named,
+locks waited for, and cache keys that follow every setting a stage reads."""
+import copy
+import logging
+import os
+import pickle
+import shutil
+import threading
+import time
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from prunebench import atomic, pipeline
+from prunebench.errors import PrunebenchError
+from prunebench.stages import Stage
+from prunebench.train import Recipe, train
+from tests.cases import DATA
+from tests.conftest import compose_config
+
+
+def by_row(rows):
+    return {r["row"]: r for r in rows}
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_a_file_that_would_run_code_is_refused_naming_it(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save({"w": torch.zeros(2), "x": Exploit()}, path)
+    with pytest.raises(PrunebenchError, match=str(path)):
+        atomic.load(path)
+
+
+def test_the_checkpoint_loads_weights_only_and_a_corrupt_one_is_set_aside(tmp_path, caplog):
+    ckpt = tmp_path / "checkpoint.pt"
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 10))
+    recipe = Recipe(epochs=2, lr=0.01, batch_size=32, milestones=[0.5], steps_per_epoch=2)
+    train(model, DATA, recipe, seed=0, checkpoint=ckpt, progress=False)
+    state = torch.load(ckpt, weights_only=True)  # optimizer, scheduler and history included
+    assert state["epoch"] == 2 and len(state["history"]) == 2 and "momentum_buffer" in str(state["optimizer"])
+    ckpt.write_bytes(b"not a checkpoint")
+    with caplog.at_level(logging.WARNING):
+        out = train(model, DATA, recipe, seed=0, checkpoint=ckpt, progress=False)
+    assert (tmp_path / "checkpoint.pt.corrupt").exists() and "starts over" in caplog.text
+    assert [h["epoch"] for h in out["history"]] == [1, 2]  # trained again from epoch 0
+
+
+def test_every_stage_file_is_written_atomically(smoke_cfg, monkeypatch):
+    replaced = set()
+    real = os.replace
+
+    def spy(src, dst):
+        assert os.path.dirname(os.fspath(src)) == os.path.dirname(os.fspath(dst))  # same folder
+        replaced.add(os.fspath(dst))
+        real(src, dst)
+    monkeypatch.setattr(os, "replace", spy)
+    rows = pipeline.run(smoke_cfg("method=magnitude", "strategy.lottery.rewind_epoch=1"))
+    written = {os.path.join(r["stage"], f) for r in rows for f in os.listdir(r["stage"])}
+    assert written and written <= replaced, written - replaced
+    names = {os.path.basename(f) for f in written}
+    assert {"model.pt", "init.pt", "epoch1.pt", "mask.pt", "arch.json", "widths.json", "density.json",
+            "history.csv", "settings.json", "metrics.json"} <= names
+
+
+@pytest.mark.parametrize("name", ["metrics.json", "model.pt", "arch.json"])
+def test_an_unreadable_finished_stage_is_named_or_retrained(smoke_cfg, name):
+    cfg = ("method=l1_norm", "strategies=[scratch_e]")
+    first = by_row(pipeline.run(smoke_cfg(*cfg)))
+    folder = first["unpruned"]["stage"]
+    with open(os.path.join(folder, name), "wb") as f:
+        f.write(b"\x00garbage")
+    with pytest.raises(PrunebenchError, match="retry_failed=true") as e:
+        pipeline.run(smoke_cfg(*cfg))
+    assert folder in str(e.value) and name in str(e.value)
+    again = by_row(pipeline.run(smoke_cfg(*cfg, "retry_failed=true")))
+    assert again["unpruned"]["status"] == "ok" and again["unpruned"]["stage"] == folder
+
+
+def test_a_weight_level_stage_without_its_mask_is_an_error(smoke_cfg):
+    first = by_row(pipeline.run(smoke_cfg("method=magnitude", "strategies=[scratch_e]")))
+    os.remove(os.path.join(first["pruned"]["stage"], "mask.pt"))
+    with pytest.raises(PrunebenchError, match="mask.pt"):
+        pipeline.run(smoke_cfg("method=magnitude", "strategies=[finetune]"))
+
+
+def test_a_stage_finished_by_another_job_while_waiting_is_reused(smoke_cfg, tmp_path, monkeypatch):
+    args = ("method=l1_norm", "strategies=[scratch_e]")
+    other = compose_config("experiment=smoke", f"cache_dir={tmp_path / 'other'}", *args)
+    done = by_row(pipeline.run(other))  # what the other job wrote
+    cfg = smoke_cfg(*args, "lock_timeout=60")
+    stage = Stage(cfg.cache_dir, "unpruned", pipeline.base_settings(cfg))
+    stage.dir.mkdir(parents=True)
+    (stage.dir / "lock").write_text(f"{os.uname().nodename} {os.getppid()}")  # held by a live job
+    monkeypatch.setattr(pipeline, "LOCK_POLL_S", 0.05)
+
+    def other_job_finishes():
+        time.sleep(0.5)
+        for f in os.listdir(done["unpruned"]["stage"]):
+            shutil.copy(os.path.join(done["unpruned"]["stage"], f), stage.dir / f)
+        (stage.dir / "lock").unlink()
+    threading.Thread(target=other_job_finishes).start()
+    real_train = pipeline.train
+    trained = []
+    monkeypatch.setattr(pipeline, "train", lambda *a, **k: trained.append(k["desc"]) or real_train(*a, **k))
+    rows = by_row(pipeline.run(cfg))
+    assert rows["unpruned"]["acc1"] == done["unpruned"]["acc1"] and rows["unpruned"]["status"] == "ok"
+    assert "unpruned" not in trained and "scratch_e" in trained
+
+
+# -- cache keys ---------------------------------------------------------------
+
+STRUCTURED, SPARSE, AT_INIT = "l1_norm", "slimming", "snip"
+NOT_KEYED = {  # settings no stage's result depends on
+    "dataset.root", "dataset.download", "schedule.name", "schedule.eval_every", "schedule.eval_batch_size",
+    "strategy.name", "device", "cache_dir", "retry_failed", "progress", "dry_run", "lock_timeout", "strict",
+    "measure.latency_batch", "measure.latency_repeats", "paper",
+}
+SPARSE_COMMON = {"sparse_init", "sparse_epochs", "sparse_lr"}
+SPARSE_READS = {"slimming": {"sparsity"} | SPARSE_COMMON}  # method settings the sparse stage trains with
+STRATEGY_READS = {"finetune": {"finetune"}, "scratch_e": set(), "scratch_b": {"scratch_b"},
+                  "uniform": {"scratch_b", "uniform"}, "lottery": {"lottery"}}
+ALTERNATIVES = {  # values to change to where "another value" is not obvious
+    "model.arch": None, "model.depth": 13, "dataset.name": None, "method.name": None, "device": "auto", "method.selection": "threshold",
+    "method.sparse_init": "unpruned", "method.sparse_epochs": 2, "method.sparse_lr": 0.01,
+    "method.skip": ["conv2"], "method.layer_ratios": {"conv2": 0.25}, "schedule.milestones": [0.5],
+    "strategy.scratch_b.max_factor": 2.0, "strategy.uniform.match": "params", "strategy.lottery.rewind_epoch": 1,
+}
+WEIGHT_LAYERS = {"method.skip": ["features.4"], "method.layer_ratios": {"features.4": 0.25},
+                 "method.selection": "layer"}
+
+
+def leaves(node, prefix=""):
+    for key in node:
+        path = f"{prefix}{key}"
+        value = node._get_node(key)
+        if OmegaConf.is_dict(value) and OmegaConf.get_type(value) not in (dict, None):
+            yield from leaves(value, path + ".")
+        else:
+            yield path
+
+
+def changed(path, value, method):
+    if method == AT_INIT and path in WEIGHT_LAYERS:
+        return WEIGHT_LAYERS[path]
+    if path in ALTERNATIVES:
+        return ALTERNATIVES[path]
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value / 2 if value else 0.1
+    if isinstance(value, str):
+        return value + "x"
+    return None
+
+
+def keys(cfg, tmp_path):
+    return {row: Stage(tmp_path, kind, vals).key for row, (kind, vals) in pipeline.Run(cfg).stage_values().items()}
+
+
+def readers(path, rows, method, cfg):
+    """The rows whose stage reads ``path`` or follows one that does (its key holds its source's)."""
+    out = direct_readers(path, rows, method, cfg)
+    source = "sparse" if "sparse" in rows else "unpruned"
+    if source in out and method != AT_INIT or "sparse" in out:
+        out.add("pruned")
+    if "pruned" in out:
+        out |= {r for r in rows if r in STRATEGY_READS}
+    return out
+
+
+def direct_readers(path, rows, method, cfg):
+    """The rows whose stage reads ``path``, from the stages' code."""
+    top, _, rest = path.partition(".")
+    strategies = {r for r in rows if r in STRATEGY_READS}
+    if path in NOT_KEYED or top in NOT_KEYED:
+        return set()
+    if top in ("model", "dataset", "seed"):
+        return set(rows)
+    if top == "schedule":
+        return set(rows) - ({"pruned"} if method == AT_INIT else set())
+    if top == "method":
+        return {"pruned"} | strategies | ({"sparse"} if rest in SPARSE_READS.get(method, ()) else set())
+    if top == "strategy":
+        node = rest.split(".")[0]
+        out = {s for s in strategies if node in STRATEGY_READS[s]}
+        if path == "strategy.finetune.lr" and cfg.method.iterations > 1 and cfg.method.iteration_epochs > 0:
+            out.add("pruned")  # fine-tuning between pruning iterations
+        return out
+    raise AssertionError(f"no reader declared for {path}")
+
+
+@pytest.mark.parametrize("method,extra", [(STRUCTURED, ()), (SPARSE, ()), (AT_INIT, ()),
+                                          (STRUCTURED, ("method.iterations=2", "method.iteration_epochs=1"))])
+def test_a_stage_key_changes_exactly_with_what_the_stage_reads(tmp_path, method, extra):
+    base = compose_config("experiment=smoke", f"method={method}", f"cache_dir={tmp_path}", *extra)
+    before = keys(base, tmp_path)
+    checked = 0
+    for path in leaves(base):
+        value = OmegaConf.select(base, path)
+        new = changed(path, value, method)
+        if new is None or path == "strategies":
+            continue
+        cfg = copy.deepcopy(base)
+        OmegaConf.update(cfg, path, new, merge=False)
+        after = keys(cfg, tmp_path)
+        moved = {row for row in before if before[row] != after[row]}
+        assert moved == readers(path, before, method, base), (path, value, new)
+        checked += 1
+    assert checked > 30

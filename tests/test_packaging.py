@@ -1,0 +1,77 @@
+"""A built wheel, installed into a fresh environment, runs a preset from any folder;
+the command line's help, completion and the Python API."""
+import os
+import subprocess
+import sys
+import tarfile
+import venv
+
+import prunebench
+from tests.conftest import ROOT, run_cli
+
+
+def copy_sources(dest):
+    """The tracked and untracked (not ignored) files of the tree, so the build leaves no trace in it."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()
+    archive = dest.parent / "src.tar"
+    with tarfile.open(archive, "w") as tar:
+        for f in files:
+            if (ROOT / f).is_file():
+                tar.add(ROOT / f, arcname=f)
+    with tarfile.open(archive) as tar:
+        tar.extractall(dest, filter="data")
+
+
+def test_a_built_wheel_runs_the_smoke_preset_from_another_folder(tmp_path):
+    src, wheels, env_dir, work = (tmp_path / d for d in ("src", "wheels", "venv", "work"))
+    copy_sources(src)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(wheels)], cwd=src, check=True, capture_output=True)
+    [wheel] = wheels.glob("prunebench-*.whl")
+    venv.create(env_dir, system_site_packages=True, with_pip=False)  # torch comes from the system
+    python = env_dir / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q",
+                    str(wheel)], check=True, capture_output=True)
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    where = subprocess.run([str(python), "-c", "import prunebench.config as c; print(c.CONF_DIR)"], cwd=work,
+                           env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert where.startswith(str(env_dir)) and where.endswith("prunebench/conf"), where
+    p = subprocess.run([str(env_dir / "bin" / "prunebench"), "experiment=smoke", "strategies=[scratch_e]"],
+                       cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert list((work / "outputs" / "runs").glob("*/results.csv"))
+
+
+def test_help_lists_the_groups_a_user_chooses_and_only_the_data_sets_own_settings(tmp_path):
+    p = run_cli("--help", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "schema" not in p.stdout
+    assert "experiment: quickstart, rethinking/l1_norm_resnet110a_cifar10" in p.stdout
+    assert "method: apoz" in p.stdout and "model: resnet110" in p.stdout
+    assert "train_size" not in p.stdout  # cifar10, the default, has no synthetic-only settings
+
+
+def test_tab_completion_offers_the_nested_presets(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COMP_LINE": "prunebench experiment=rethinking/sl"}
+    p = subprocess.run([sys.executable, "-m", "prunebench", "-sc", "query=bash"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.stdout.split() == ["experiment=rethinking/slimming_vgg19_cifar10",
+                                "experiment=rethinking/slimming_vgg19_cifar100"], p.stdout + p.stderr
+
+
+def test_python_api_returns_the_rows(tmp_path):
+    rows = prunebench.run(["experiment=smoke", "method=l1_norm", "strategies=[scratch_e]",
+                           f"cache_dir={tmp_path}"])
+    assert [r["row"] for r in rows] == ["unpruned", "pruned", "scratch_e"]
+    assert all(r["status"] == "ok" for r in rows)
+    plan = prunebench.run(["experiment=smoke", "method=l1_norm", "strategies=[scratch_e]", f"cache_dir={tmp_path}",
+                           "dry_run=true"])
+    assert all(r["cached"] for r in plan)
+
+
+def test_license_and_metadata():
+    assert "MIT License" in (ROOT / "LICENSE").read_text() and "prunebench contributors" in (ROOT / "LICENSE").read_text()
+    text = (ROOT / "pyproject.toml").read_text()
+    assert 'license = "MIT"' in text and "classifiers" in text and "keywords" in text
