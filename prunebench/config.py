@@ -30,6 +30,20 @@ class DatasetConfig:
 
 
 @dataclass
+class ImageFolderDatasetConfig(DatasetConfig):
+    """ImageNet-style trees: <root>/<train_dir>/<class>/*, <root>/<val_dir>/<class>/* (dataset=imagenet|imagefolder)."""
+    root: str = "data/imagenet"  # holds train/ and val/
+    download: bool = False  # never: ImageNet needs a manual download
+    train_dir: str = "train"
+    val_dir: str = "val"
+    image_size: int = 224  # pixels: the training crop and the test centre crop
+    resize_size: int = 0  # pixels: test images' shorter side before the centre crop; 0 = image_size x 256/224
+    min_scale: float = 0.08  # RandomResizedCrop's smallest area fraction
+    workers: int = 8  # DataLoader worker processes decoding images (no effect on results)
+    num_classes: int = 0  # 0: count the class folders of train_dir
+
+
+@dataclass
 class ScheduleConfig:
     name: str = MISSING
     epochs: int = 160  # unpruned, sparse and scratch_e
@@ -215,6 +229,7 @@ def register_configs() -> None:
     # each YAML option starts with `defaults: [/schema/<group>/<name>@_here_]`
     cs.store(group="schema/model", name="model", node=ModelConfig)
     cs.store(group="schema/dataset", name="dataset", node=DatasetConfig)
+    cs.store(group="schema/dataset", name="imagefolder", node=ImageFolderDatasetConfig)
     cs.store(group="schema/schedule", name="schedule", node=ScheduleConfig)
     cs.store(group="schema/strategy", name="strategy", node=StrategyConfig)
     for name, schema in METHOD_SCHEMAS.items():

@@ -55,7 +55,7 @@ def validate(cfg: DictConfig) -> None:
 def base_settings(cfg: DictConfig) -> Dict:
     """What every stage's result depends on: the unpruned stage's cache key."""
     return {"model": settings(cfg.model), "seed": cfg.seed,
-            "dataset": settings(cfg.dataset, exclude=("root", "download")),
+            "dataset": settings(cfg.dataset, exclude=("root", "download", "workers")),
             "schedule": settings(cfg.schedule, exclude=("name", "eval_batch_size", "eval_every"))}
 
 
@@ -80,7 +80,7 @@ class Run:
         self.results: Dict[str, Dict] = {}
 
     @cached_property
-    def data(self) -> datasets.ImageData:
+    def data(self) -> datasets.Data:
         """The data set on the training device, loaded on first use (``dry_run`` never loads it)."""
         return datasets.load(self.cfg.dataset).to(self.device)
 

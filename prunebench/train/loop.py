@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from prunebench.data import ImageData
+from prunebench.data import Data
 from prunebench.errors import Diverged
 from prunebench.train.evaluate import evaluate
 from prunebench.train.hooks import TrainHooks
@@ -50,7 +50,7 @@ def write_history(history: List[Dict], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, checkpoint: Path,
+def train(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpoint: Path,
           hooks: TrainHooks = TrainHooks(), desc: str = "train", progress: bool = True,
           snapshots: Optional[Dict[int, Path]] = None, eval_every: int = 0, eval_batch_size: int = 1000) -> dict:
     """Train ``model`` in place; return {"epochs", "seconds", "loss", "history"}. Raises
