@@ -16,6 +16,23 @@ class ModelConfig:
 
 
 @dataclass
+class ImageNetModelConfig(ModelConfig):
+    """torchvision's VGG and ResNet for ImageNet (arch imagenet_vgg | imagenet_resnet)."""
+    pretrained: bool = False  # unpruned model = torchvision's ImageNet weights (the unpruned stage trains 0 epochs)
+    batch_norm: bool = True  # VGG: BatchNorm after each convolution (torchvision's vgg*_bn)
+    head: str = "fc"  # VGG: fc (4096-4096-classes) | gap (global average pool + one linear layer)
+
+
+@dataclass
+class TorchvisionModelConfig(ModelConfig):
+    """Any torchvision classification model (arch torchvision), pruned through torch-pruning's graph."""
+    name: str = "resnet18"  # torchvision's model name (torchvision.models.list_models()), also the table label
+    arch: str = "torchvision"
+    depth: int = 0  # unused
+    pretrained: bool = False  # unpruned model = torchvision's default ImageNet weights
+
+
+@dataclass
 class DatasetConfig:
     name: str = MISSING  # cifar10 | cifar100 | digits | synthetic
     root: str = "data"  # folder holding cifar-10-batches-py / cifar-100-python
@@ -228,6 +245,8 @@ def register_configs() -> None:
     # kept out of the option groups, so `method=...` lists only real choices;
     # each YAML option starts with `defaults: [/schema/<group>/<name>@_here_]`
     cs.store(group="schema/model", name="model", node=ModelConfig)
+    cs.store(group="schema/model", name="imagenet", node=ImageNetModelConfig)
+    cs.store(group="schema/model", name="torchvision", node=TorchvisionModelConfig)
     cs.store(group="schema/dataset", name="dataset", node=DatasetConfig)
     cs.store(group="schema/dataset", name="imagefolder", node=ImageFolderDatasetConfig)
     cs.store(group="schema/schedule", name="schedule", node=ScheduleConfig)

@@ -7,21 +7,33 @@ from typing import Any, Callable, Dict
 import torch
 from torch import nn
 
-from prunebench.models import resnet, vgg
-from prunebench.models.groups import ChannelGroup, parameter_axes
+from prunebench.models import imagenet_resnet, imagenet_vgg, resnet, torchvision_models, vgg
+from prunebench.models.groups import ChannelGroup, ResidualBlock, parameter_axes
+from prunebench.models.pretrained import load_pretrained
 
 # arch name -> (spec from depth/width, class built from a spec)
 ARCHS: Dict[str, Any] = {
     "vgg": (vgg.spec_for, vgg.VGG),
     "resnet": (resnet.spec_for, resnet.ResNet),
+    "imagenet_vgg": (imagenet_vgg.spec_for, imagenet_vgg.ImageNetVGG),
+    "imagenet_resnet": (imagenet_resnet.spec_for, imagenet_resnet.ImageNetResNet),
+    "torchvision": (None, torchvision_models.TorchvisionModel),
+}
+# archs whose spec needs more of the model config than depth and width
+FROM_CONFIG: Dict[str, Callable] = {
+    "imagenet_vgg": imagenet_vgg.spec_from_config,
+    "imagenet_resnet": imagenet_resnet.spec_from_config,
+    "torchvision": torchvision_models.spec_from_config,
 }
 
-__all__ = ["ARCHS", "ChannelGroup", "parameter_axes", "spec_from_config", "build", "save", "load", "load_spec"]
+__all__ = ["ARCHS", "ChannelGroup", "ResidualBlock", "load_pretrained", "parameter_axes", "spec_from_config", "build", "save", "load", "load_spec"]
 
 
 def spec_from_config(model_cfg, in_channels: int, num_classes: int) -> Dict[str, Any]:
     if model_cfg.arch not in ARCHS:
         raise ValueError(f"unknown model arch {model_cfg.arch!r}; known: {', '.join(sorted(ARCHS))}")
+    if model_cfg.arch in FROM_CONFIG:
+        return FROM_CONFIG[model_cfg.arch](model_cfg, in_channels, num_classes)
     spec_for: Callable = ARCHS[model_cfg.arch][0]
     return spec_for(model_cfg.depth, model_cfg.width, in_channels, num_classes)
 

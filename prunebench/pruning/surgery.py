@@ -19,7 +19,10 @@ def prunable_weights(model: nn.Module) -> Dict[str, torch.Tensor]:
 
 
 def prune(model: nn.Module, keep: Dict[str, torch.Tensor]) -> nn.Module:
-    """A new, smaller model holding the channels ``keep`` lists (by group) and their weights."""
+    """A new, smaller model holding the channels ``keep`` lists (by group) and their weights.
+    A model that cuts itself (``pruned``: torchvision models, through torch-pruning's graph) does so."""
+    if hasattr(model, "pruned"):
+        return model.pruned(keep)
     groups = model.channel_groups()
     spec = model.spec_with_widths({g: len(idx) for g, idx in keep.items()})
     axes = models.parameter_axes(groups)

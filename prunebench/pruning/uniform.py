@@ -23,8 +23,11 @@ def uniform_spec(model: nn.Module, target_flops: int, input_shape: Sequence[int]
     ``adjusted`` counts one-channel nudges."""
     full = layer_widths(model)
     floor = {g: min(min_channels, c) for g, c in full.items()}
+    counter = model.width_counter(input_shape, measure) if hasattr(model, "width_counter") else None
 
     def flops_of(w: Dict[str, int]) -> int:
+        if counter is not None:  # counted from one traced pass (torchvision models)
+            return counter(w)
         spec = model.spec_with_widths(w)
         return spec_params(spec) if measure == "params" else spec_flops(spec, input_shape)
 
