@@ -218,8 +218,7 @@ class Run:
 
     def execute(self) -> List[Dict]:
         values = self.stage_values()
-        self.stage("unpruned", *values["unpruned"],
-                   lambda st: self.trained(st, self.fresh(self.base_spec), self.recipe, snapshots=self.snapshots(st)))
+        self.stage("unpruned", *values["unpruned"], self.unpruned_stage)
         source = "unpruned"
         if self.method.sparse:
             source = "sparse"
@@ -233,6 +232,15 @@ class Run:
             self.stage(strategy.name, *values[strategy.name], lambda st, s=strategy: s.train(self, st),
                        needs=strategy.needs)
         return self.rows()
+
+    def unpruned_stage(self, stage: Stage) -> Dict:
+        """Train the unpruned model; with ``model.pretrained`` it is torchvision's ImageNet model, trained 0 epochs."""
+        model = self.fresh(self.base_spec)
+        recipe = self.recipe
+        if self.cfg.model.get("pretrained", False):
+            models.load_pretrained(model)
+            recipe = self.with_recipe(epochs=0)
+        return self.trained(stage, model, recipe, snapshots=self.snapshots(stage))
 
     def sparse_options(self) -> Dict:
         defaults = {"sparse_init": "scratch", "sparse_epochs": None, "sparse_lr": None}

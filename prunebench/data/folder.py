@@ -140,7 +140,8 @@ class FolderData(Data):
                       steps: Optional[int] = None) -> Iterator[Batch]:
         count = self.steps_per_epoch(batch_size, steps) * batch_size
         items = self._draw(len(self.train), min(count, len(self.train)), generator)
-        return self._batches(self.train, self.train_transform, items, batch_size, drop_last=True)
+        # a set smaller than one batch gives one partial batch, as steps_per_epoch counts it
+        return self._batches(self.train, self.train_transform, items, batch_size, drop_last=len(items) >= batch_size)
 
     def sample_batches(self, num_images: int, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
         items = self._draw(len(self.train), min(num_images, len(self.train)), generator)

@@ -11,7 +11,8 @@ exactly at zero is removed (channels: ``selection: threshold``; blocks: the whol
 block). Before surgery the factors are folded into the BatchNorm they follow.
 
 Departures: channel-level factors sit only on the groups the models expose (on a
-ResNet the first convolution of each block), not on every layer; the factors are
+ResNet the first convolution of each block), not on every layer; a model offers
+block-level pruning by listing its residual blocks (``residual_blocks()``); the factors are
 not clipped at zero as the authors' MXNet code does (the paper states no such
 constraint, and a negative factor folds into BatchNorm like a positive one); a
 layer keeps ``min_channels`` channels even if all its factors vanish, as every
@@ -70,12 +71,11 @@ class SSS(Method):
         groups = model.channel_groups()
         if self.cfg.level == "channel":
             return ({g.name: model.get_submodule(g.bn).num_features for g in groups}, {g.name: g.bn for g in groups})
-        if getattr(model, "spec", {}).get("arch") != "resnet":
-            raise PrunebenchError(f"method.level=block needs a ResNet (a factor per residual block); "
-                                  f"{type(model).__name__} has no residual blocks: use method.level=channel")
-        # a ResNet group is the first conv of a block (blocks.k.conv1): its block's bn2 ends the residual branch
-        bn2 = {g.name: g.conv.rsplit(".", 1)[0] + ".bn2" for g in groups}
-        return {g.name: 1 for g in groups}, bn2
+        if not hasattr(model, "residual_blocks"):
+            raise PrunebenchError(f"method.level=block needs a model with residual blocks (a factor per block); "
+                                  f"{type(model).__name__} has none: use method.level=channel")
+        blocks = model.residual_blocks()  # the factor scales the BatchNorm that ends each residual branch
+        return {b.name: 1 for b in blocks}, {b.name: b.bn for b in blocks}
 
     def attach(self, model: nn.Module, input_shape=None) -> None:
         sizes, targets = self.structures(model)
@@ -135,12 +135,19 @@ class SSS(Method):
     def scores(self, model, data) -> Dict[str, torch.Tensor]:
         f = self.factors(model)
         out = {}
+        if self.cfg.level == "block":  # the block's factor stands for every channel of each group inside it
+            for b in model.residual_blocks():
+                s = f.factors[b.name].detach().abs()
+                for g in b.groups:
+                    out[g] = s.expand(self.width(model, g)).clone()
+            return out
         for g in model.channel_groups():
-            s = f.factors[g.name].detach().abs()
-            if self.cfg.level == "block":  # the block's factor stands for every channel of its inner width
-                s = s.expand(model.get_submodule(g.conv).out_channels).clone()
-            out[g.name] = s
+            out[g.name] = f.factors[g.name].detach().abs()
         return out
+
+    @staticmethod
+    def width(model, group: str) -> int:
+        return next(model.get_submodule(g.conv).out_channels for g in model.channel_groups() if g.name == group)
 
     def select(self, model, scores, cfg) -> Dict[str, torch.Tensor]:
         if self.cfg.level == "channel":

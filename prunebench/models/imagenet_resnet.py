@@ -140,6 +140,12 @@ class ImageNetResNet(nn.Module):
                for path, ws in zip(self.paths, self.spec["block_widths"])]
         return {**self.spec, "block_widths": new}
 
+    def width_counter(self, input_shape, measure: str = "flops"):
+        """widths -> FLOPs or parameters from one traced pass (the uniform search; a removed block counts 0)."""
+        from prunebench.pruning.graph import group_counter  # here: prunebench.pruning imports the model registry
+
+        return group_counter(self, input_shape, measure)
+
     def torchvision_name(self) -> str:
         return f"resnet{self.spec['depth']}"
 

@@ -106,6 +106,12 @@ class ImageNetVGG(nn.Module):
                 new.append(int(widths.get(f"conv{k}", w)))
         return {**self.spec, "widths": new}
 
+    def width_counter(self, input_shape, measure: str = "flops"):
+        """widths -> FLOPs or parameters from one traced pass (the uniform search; a removed block counts 0)."""
+        from prunebench.pruning.graph import group_counter  # here: prunebench.pruning imports the model registry
+
+        return group_counter(self, input_shape, measure)
+
     def torchvision_name(self) -> str:
         depth = sum(1 for w in self.spec["widths"] if w != "M") + 3
         return f"vgg{depth}" + ("_bn" if self.spec["batch_norm"] else "")

@@ -9,7 +9,7 @@ from typing import Any, Dict, List
 import torch.nn.functional as F
 from torch import nn
 
-from prunebench.models.groups import ChannelGroup
+from prunebench.models.groups import ChannelGroup, ResidualBlock
 
 STAGE_WIDTHS = (16, 32, 64)
 
@@ -80,6 +80,10 @@ class ResNet(nn.Module):
 
     def channel_groups(self) -> List[ChannelGroup]:
         return [ChannelGroup(f"block{k + 1}", f"blocks.{k}.conv1", f"blocks.{k}.bn1", (f"blocks.{k}.conv2",))
+                for k, block in enumerate(self.blocks) if not block.removed]
+
+    def residual_blocks(self) -> List[ResidualBlock]:
+        return [ResidualBlock(f"block{k + 1}", f"blocks.{k}.bn2", (f"block{k + 1}",))
                 for k, block in enumerate(self.blocks) if not block.removed]
 
     def spec_with_widths(self, widths: Dict[str, int]) -> Dict[str, Any]:

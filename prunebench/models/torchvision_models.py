@@ -13,7 +13,14 @@ from torch import nn
 
 from prunebench.errors import PrunebenchError
 from prunebench.models.groups import ChannelGroup
-from prunebench.pruning import graph
+
+
+
+def _graph():
+    from prunebench.pruning import graph  # here: prunebench.pruning imports the model registry
+
+    return graph
+
 
 TRACE_SIZE = 64  # pixels: the side of the image the dependency graph is traced on (no effect on results)
 
@@ -55,16 +62,16 @@ class TorchvisionModel(nn.Module):
         keep = {g: [int(i) for i in idx] for g, idx in (keep or {}).items()}
         self.spec = {"arch": "torchvision", "name": name, "num_classes": num_classes, "keep": keep}
         self._size = trace_size(name)
-        self._groups: Optional[List[graph.GraphGroup]] = None
+        self._groups: Optional[List] = None
         if keep:
-            graph.prune_groups(self.net, {g: torch.tensor(idx) for g, idx in keep.items()}, self._size, num_classes)
+            _graph().prune_groups(self.net, keep, self._size, num_classes)
 
     def forward(self, x):
         return self.net(x)
 
-    def graph_groups(self) -> List[graph.GraphGroup]:
+    def graph_groups(self) -> List:
         if self._groups is None:  # traced once per model (its structure never changes in place)
-            self._groups = graph.graph_groups(self.net, self._size, self.spec["num_classes"])
+            self._groups = _graph().graph_groups(self.net, self._size, self.spec["num_classes"])
         return self._groups
 
     def channel_groups(self) -> List[ChannelGroup]:
@@ -95,7 +102,7 @@ class TorchvisionModel(nn.Module):
             if len(idx) != channels[name]:
                 new_keep[name] = [original[int(i)] for i in idx]
         new = copy.deepcopy(self)
-        graph.prune_groups(new.net, {g: i for g, i in keep.items() if len(i) != channels[g]}, self._size,
+        _graph().prune_groups(new.net, {g: i for g, i in keep.items() if len(i) != channels[g]}, self._size,
                            self.spec["num_classes"])
         new.spec = {**self.spec, "keep": new_keep}
         new._groups = None
@@ -103,7 +110,7 @@ class TorchvisionModel(nn.Module):
 
     def width_counter(self, input_shape, measure: str = "flops"):
         """widths -> FLOPs or parameters, without rebuilding the model (the uniform search)."""
-        return graph.width_counter(self.net, input_shape, self.graph_groups(), measure)
+        return _graph().width_counter(self.net, input_shape, self.graph_groups(), measure)
 
     def torchvision_name(self) -> str:
         return self.spec["name"]

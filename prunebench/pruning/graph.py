@@ -124,7 +124,7 @@ def graph_groups(net: nn.Module, input_size: int, num_classes: int, graph=None) 
     return sorted(out, key=lambda g: order[g.root])
 
 
-def prune_groups(net: nn.Module, keep: Dict[str, torch.Tensor], input_size: int, num_classes: int) -> None:
+def prune_groups(net: nn.Module, keep: Dict[str, Sequence[int]], input_size: int, num_classes: int) -> None:
     """Keep, in each named group of ``net``, the channels ``keep`` lists (indices into its current
     channels); in place, through torch-pruning."""
     tp = _tp()
@@ -136,7 +136,7 @@ def prune_groups(net: nn.Module, keep: Dict[str, torch.Tensor], input_size: int,
     with _tracing(net):
         for name, idx in keep.items():
             g = by_name[name]
-            kept = set(int(i) for i in idx)
+            kept = set(int(i) for i in (idx.tolist() if torch.is_tensor(idx) else idx))
             removed = [i for i in range(g.channels) if i not in kept]
             if not removed:
                 continue
@@ -213,3 +213,11 @@ def width_counter(net: nn.Module, input_shape: Sequence[int], groups: List[Graph
             return 1.0 if g is None else widths.get(g, full[g]) / full[g]
         return int(round(sum(c * r(o) * r(i) for c, o, i in terms)))
     return count
+
+
+def group_counter(model: nn.Module, input_shape: Sequence[int], measure: str = "flops"):
+    """:func:`width_counter` for a model that lists its own channel groups (each group's
+    convolution and BatchNorm are its outputs, its consumers the inputs it narrows)."""
+    groups = [GraphGroup(g.name, g.conv, g.bn, (g.conv,) + ((g.bn,) if g.bn else ()), tuple(g.consumers), (),
+                         model.get_submodule(g.conv).out_channels) for g in model.channel_groups()]
+    return width_counter(model, input_shape, groups, measure)
