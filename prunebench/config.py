@@ -26,7 +26,7 @@ class ImageNetModelConfig(ModelConfig):
 @dataclass
 class TorchvisionModelConfig(ModelConfig):
     """Any torchvision classification model (arch torchvision), pruned through torch-pruning's graph."""
-    name: str = "resnet18"  # torchvision's model name (torchvision.models.list_models()), also the table label
+    name: str = "torchvision"  # set to torchvision's model name (torchvision.models.list_models()), also the table label
     arch: str = "torchvision"
     depth: int = 0  # unused
     pretrained: bool = False  # unpruned model = torchvision's default ImageNet weights

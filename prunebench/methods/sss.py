@@ -72,7 +72,8 @@ class SSS(Method):
         if self.cfg.level == "channel":
             return ({g.name: model.get_submodule(g.bn).num_features for g in groups}, {g.name: g.bn for g in groups})
         if not hasattr(model, "residual_blocks"):
-            raise PrunebenchError(f"method.level=block needs a model with residual blocks (a factor per block); "
+            raise PrunebenchError(f"method.level=block needs a ResNet or another model listing residual blocks "
+                                  f"(a factor per block); "
                                   f"{type(model).__name__} has none: use method.level=channel")
         blocks = model.residual_blocks()  # the factor scales the BatchNorm that ends each residual branch
         return {b.name: 1 for b in blocks}, {b.name: b.bn for b in blocks}

@@ -26,6 +26,9 @@ TRACE_SIZE = 64  # pixels: the side of the image the dependency graph is traced 
 
 
 def spec_from_config(cfg, in_channels: int, num_classes: int) -> Dict[str, Any]:
+    if cfg.name == "torchvision":
+        raise PrunebenchError("model=torchvision needs the torchvision model's name: model.name=mobilenet_v2 "
+                              "(any of torchvision.models.list_models(module=torchvision.models))")
     if in_channels != 3:
         raise PrunebenchError(f"torchvision models take RGB images; this data set has {in_channels} channels")
     if cfg.width != 1.0:
