@@ -16,7 +16,7 @@ CONF_DIR = PACKAGED_CONF if PACKAGED_CONF.is_dir() else Path(__file__).resolve()
 @dataclass
 class ModelConfig:
     name: str = MISSING  # vgg19, resnet56: the registry name, also the table label
-    arch: str = MISSING  # vgg | resnet | preresnet | densenet
+    arch: str = MISSING  # vgg | resnet | preresnet | densenet | imagenet_vgg | imagenet_resnet | torchvision
     depth: int = MISSING
     width: float = 1.0  # multiplier on the paper's channel widths
     # the options below have defaults that keep today's models; each arch takes only some (models.ARCHS)
@@ -26,6 +26,23 @@ class ModelConfig:
     block: str = "basic"  # preresnet, densenet: basic | bottleneck
     growth: int = 12  # densenet: channels each layer adds
     compression: float = 1.0  # densenet: fraction of channels a transition keeps (BC: 0.5)
+
+
+@dataclass
+class ImageNetModelConfig(ModelConfig):
+    """torchvision's VGG and ResNet for ImageNet (arch imagenet_vgg | imagenet_resnet)."""
+    pretrained: bool = False  # unpruned model = torchvision's ImageNet weights (the unpruned stage trains 0 epochs)
+    batch_norm: bool = True  # VGG: BatchNorm after each convolution (torchvision's vgg*_bn)
+    head: str = "fc"  # VGG: fc (4096-4096-classes) | gap (global average pool + one linear layer)
+
+
+@dataclass
+class TorchvisionModelConfig(ModelConfig):
+    """Any torchvision classification model (arch torchvision), pruned through torch-pruning's graph."""
+    name: str = "torchvision"  # set to torchvision's model name (torchvision.models.list_models()), also the table label
+    arch: str = "torchvision"
+    depth: int = 0  # unused
+    pretrained: bool = False  # unpruned model = torchvision's default ImageNet weights
 
 
 @dataclass
@@ -43,6 +60,20 @@ class SyntheticDatasetConfig(DatasetConfig):
     test_size: int = 128
     image_size: int = 16  # pixels a side
     num_classes: int = 10
+
+
+@dataclass
+class ImageFolderDatasetConfig(DatasetConfig):
+    """ImageNet-style trees: <root>/<train_dir>/<class>/*, <root>/<val_dir>/<class>/* (dataset=imagenet|imagefolder)."""
+    root: str = "data/imagenet"  # holds train/ and val/
+    download: bool = False  # never: ImageNet needs a manual download
+    train_dir: str = "train"
+    val_dir: str = "val"
+    image_size: int = 224  # pixels: the training crop and the test centre crop
+    resize_size: int = 0  # pixels: test images' shorter side before the centre crop; 0 = image_size x 256/224
+    min_scale: float = 0.08  # RandomResizedCrop's smallest area fraction
+    workers: int = 8  # DataLoader worker processes decoding images (no effect on results)
+    num_classes: int = 0  # 0: count the class folders of train_dir
 
 
 @dataclass
@@ -248,7 +279,8 @@ METHOD_SCHEMAS = {
 }
 
 
-DATASET_SCHEMAS = {"dataset": DatasetConfig, "synthetic": SyntheticDatasetConfig}
+DATASET_SCHEMAS = {"dataset": DatasetConfig, "synthetic": SyntheticDatasetConfig,
+                   "imagefolder": ImageFolderDatasetConfig}
 
 
 def open_dicts(schema, keys=("layer_ratios",)):
@@ -299,6 +331,8 @@ def register_configs() -> None:
     # kept out of the option groups, so `method=...` lists only real choices;
     # each YAML option starts with `defaults: [/schema/<group>/<name>@_here_]`
     cs.store(group="schema/model", name="model", node=ModelConfig)
+    cs.store(group="schema/model", name="imagenet", node=ImageNetModelConfig)
+    cs.store(group="schema/model", name="torchvision", node=TorchvisionModelConfig)
     for name, schema in DATASET_SCHEMAS.items():
         cs.store(group="schema/dataset", name=name, node=schema)
     cs.store(group="schema/schedule", name="schedule", node=ScheduleConfig)

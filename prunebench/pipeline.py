@@ -48,7 +48,7 @@ def base_settings(cfg: DictConfig) -> Dict:
     with BatchNorm statistics per shard, the number of shards too (``sync_bn`` trains the
     single-process model: same key)."""
     out = {"model": settings(cfg.model), "seed": cfg.seed,
-           "dataset": settings(cfg.dataset, exclude=("root", "download")),
+           "dataset": settings(cfg.dataset, exclude=("root", "download", "workers")),
            "schedule": settings(cfg.schedule, exclude=("name", "eval_batch_size", "eval_every"))}
     if distributed.world_size() > 1 and not cfg.distributed.sync_bn:
         out["bn_shards"] = distributed.world_size()
@@ -76,7 +76,7 @@ class Run:
         self.results: Dict[str, Dict] = {}
 
     @cached_property
-    def data(self) -> datasets.ImageData:
+    def data(self) -> datasets.Data:
         """The data set on the training device, loaded on first use (``dry_run`` never loads it)."""
         with distributed.main_first():  # rank 0 downloads, if anything
             return datasets.load(self.cfg.dataset).to(self.device)
@@ -251,8 +251,7 @@ class Run:
 
     def execute(self) -> List[Dict]:
         values = self.stage_values()
-        self.stage("unpruned", *values["unpruned"],
-                   lambda st: self.trained(st, self.fresh(self.base_spec), self.recipe, snapshots=self.snapshots(st)))
+        self.stage("unpruned", *values["unpruned"], self.unpruned_stage)
         source = "unpruned"
         if self.method.sparse:
             source = "sparse"
@@ -266,6 +265,15 @@ class Run:
             self.stage(strategy.name, *values[strategy.name], lambda st, s=strategy: s.train(self, st),
                        needs=strategy.needs)
         return self.rows()
+
+    def unpruned_stage(self, stage: Stage) -> Dict:
+        """Train the unpruned model; with ``model.pretrained`` it is torchvision's ImageNet model, trained 0 epochs."""
+        model = self.fresh(self.base_spec)
+        recipe = self.recipe
+        if self.cfg.model.get("pretrained", False):
+            models.load_pretrained(model)
+            recipe = self.with_recipe(epochs=0)
+        return self.trained(stage, model, recipe, snapshots=self.snapshots(stage))
 
     def sparse_options(self) -> Dict:
         defaults = {"sparse_init": "scratch", "sparse_epochs": None, "sparse_lr": None}

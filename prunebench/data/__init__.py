@@ -1,7 +1,10 @@
-"""Data set registry: ``dataset.name`` -> loader returning :class:`ImageData` (on the CPU)."""
+"""Data set registry: ``dataset.name`` -> loader returning a :class:`Data` on the CPU (in-memory
+:class:`ImageData`, or :class:`FolderData` streaming an ImageNet-style tree)."""
 from typing import Callable, Dict, Tuple
 
-from prunebench.data import cifar, digits, synthetic
+from prunebench.data import cifar, digits, folder, synthetic
+from prunebench.data.base import Data
+from prunebench.data.folder import FolderData
 from prunebench.data.images import ImageData
 from prunebench.errors import PrunebenchError
 
@@ -10,6 +13,8 @@ LOADERS: Dict[str, Callable] = {
     "cifar100": cifar.load,
     "digits": digits.load,
     "synthetic": synthetic.load,
+    "imagenet": folder.load,
+    "imagefolder": folder.load,
 }
 
 # dataset.name -> (one image's (C, H, W), classes), known without reading the data
@@ -18,12 +23,14 @@ SHAPES: Dict[str, Callable] = {
     "cifar100": lambda cfg: ((3, 32, 32), 100),
     "digits": lambda cfg: ((1, 16, 16), 10),
     "synthetic": lambda cfg: ((3, cfg.image_size, cfg.image_size), cfg.num_classes),
+    "imagenet": lambda cfg: ((3, cfg.image_size, cfg.image_size), 1000),
+    "imagefolder": lambda cfg: ((3, cfg.image_size, cfg.image_size), folder.count_classes(cfg)),
 }
 
-__all__ = ["ImageData", "LOADERS", "SHAPES", "load", "shape"]
+__all__ = ["Data", "FolderData", "ImageData", "LOADERS", "SHAPES", "load", "shape"]
 
 
-def load(cfg) -> ImageData:
+def load(cfg) -> Data:
     if cfg.name not in LOADERS:
         raise PrunebenchError(f"unknown dataset {cfg.name!r}; known: {', '.join(sorted(LOADERS))}")
     return LOADERS[cfg.name](cfg)

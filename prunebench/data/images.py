@@ -7,9 +7,10 @@ from typing import Iterator, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from prunebench.data.base import Data
 
 @dataclass
-class ImageData:
+class ImageData(Data):
     train_x: torch.Tensor  # uint8 (N, C, H, W)
     train_y: torch.Tensor  # int64 (N,)
     test_x: torch.Tensor
@@ -30,6 +31,10 @@ class ImageData:
     @property
     def device(self) -> torch.device:
         return self.train_x.device
+
+    @property
+    def test_size(self) -> int:
+        return self.test_y.numel()
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)

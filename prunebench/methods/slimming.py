@@ -13,8 +13,19 @@ from typing import Dict
 import torch
 from torch import nn
 
+from prunebench.errors import PrunebenchError
 from prunebench.methods.base import Method
 from prunebench.models import bn_weight
+
+
+def batch_norms(model: nn.Module):
+    """(group, its BatchNorm) of every group; an error where a group has none."""
+    groups = model.channel_groups()
+    missing = [g.name for g in groups if not g.bn]
+    if missing:
+        raise PrunebenchError(f"slimming scores BatchNorm scaling factors, and groups {missing[:5]} have no "
+                              f"BatchNorm; use a model with BatchNorm (e.g. vgg16_bn) or another method")
+    return [(g, model.get_submodule(g.bn)) for g in groups]
 
 
 class Slimming(Method):
@@ -26,10 +37,10 @@ class Slimming(Method):
 
     def regularize(self, model: nn.Module) -> None:
         # subgradient of sparsity * sum |gamma|, added to the loss gradient
-        for g in model.channel_groups():
-            gamma = model.get_submodule(g.bn).weight
+        for _, bn in batch_norms(model):
+            gamma = bn.weight
             if gamma.grad is not None:
                 gamma.grad.add_(torch.sign(gamma.detach()), alpha=self.cfg.sparsity)
 
     def scores(self, model, data) -> Dict[str, torch.Tensor]:
-        return {g.name: bn_weight(model, g).detach().abs() for g in model.channel_groups()}
+        return {g.name: bn_weight(model, g).detach().abs() for g, _ in batch_norms(model)}

@@ -11,7 +11,8 @@ exactly at zero is removed (channels: ``selection: threshold``; blocks: the whol
 block). Before surgery the factors are folded into the BatchNorm they follow.
 
 Departures: channel-level factors sit only on the groups the models expose (on a
-ResNet the first convolution of each block), not on every layer; the factors are
+ResNet the first convolution of each block), not on every layer; a model offers
+block-level pruning by listing its residual blocks (``residual_blocks()``); the factors are
 not clipped at zero as the authors' MXNet code does (the paper states no such
 constraint, and a negative factor folds into BatchNorm like a positive one); a
 layer keeps ``min_channels`` channels even if all its factors vanish, as every
@@ -71,13 +72,12 @@ class SSS(Method):
         if self.cfg.level == "channel":
             groups = conv_groups(model)
             return ({g.name: model.get_submodule(g.bn).num_features for g in groups}, {g.name: g.bn for g in groups})
-        # a factor per residual block that the model can remove whole (its group cut to width 0), on the
-        # BatchNorm that ends the residual branch (a ResNet block's bn2)
-        blocks = [r for r in getattr(model, "residuals", lambda: [])() if r.group is not None and r.bn is not None]
-        if not blocks:
-            raise PrunebenchError(f"method.level=block needs a ResNet (residual blocks that can be removed whole); "
+        if not hasattr(model, "residual_blocks"):
+            raise PrunebenchError(f"method.level=block needs a ResNet or another model listing residual blocks that can be removed whole "
+                                  f"(a factor per block); "
                                   f"{type(model).__name__} has none: use method.level=channel")
-        return {r.group: 1 for r in blocks}, {r.group: r.bn for r in blocks}
+        blocks = model.residual_blocks()  # the factor scales the BatchNorm that ends each residual branch
+        return {b.name: 1 for b in blocks}, {b.name: b.bn for b in blocks}
 
     def attach(self, model: nn.Module, input_shape=None) -> None:
         sizes, targets = self.structures(model)
@@ -137,14 +137,19 @@ class SSS(Method):
     def scores(self, model, data) -> Dict[str, torch.Tensor]:
         f = self.factors(model)
         out = {}
+        if self.cfg.level == "block":  # the block's factor stands for every channel of each group inside it
+            for b in model.residual_blocks():
+                s = f.factors[b.name].detach().abs()
+                for g in b.groups:
+                    out[g] = s.expand(self.width(model, g)).clone()
+            return out
         for g in conv_groups(model):
-            if g.name not in f.factors:
-                continue
-            s = f.factors[g.name].detach().abs()
-            if self.cfg.level == "block":  # the block's factor stands for every channel of its inner width
-                s = s.expand(model.get_submodule(g.conv).out_channels).clone()
-            out[g.name] = s
+            out[g.name] = f.factors[g.name].detach().abs()
         return out
+
+    @staticmethod
+    def width(model, group: str) -> int:
+        return next(model.get_submodule(g.conv).out_channels for g in model.channel_groups() if g.name == group)
 
     def select(self, model, scores, cfg) -> Dict[str, torch.Tensor]:
         if self.cfg.level == "channel":

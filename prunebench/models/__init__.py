@@ -10,13 +10,14 @@ from torch import nn
 
 from prunebench import atomic
 from prunebench.errors import PrunebenchError
-from prunebench.models import densenet, preresnet, resnet, vgg
-from prunebench.models.groups import (ChannelGroup, ChannelSelection, Residual, bn_channels, bn_weight, conv_groups,
-                                      group_width, parameter_axes)
+from prunebench.models import densenet, imagenet_resnet, imagenet_vgg, preresnet, resnet, torchvision_models, vgg
+from prunebench.models.groups import (ChannelGroup, ChannelSelection, Residual, ResidualBlock, bn_channels, bn_weight,
+                                      conv_groups, group_width, parameter_axes)
+from prunebench.models.pretrained import load_pretrained
 
 
 class Arch(NamedTuple):
-    spec_for: Any  # (depth, width, in_channels, num_classes, **options) -> spec
+    spec_for: Any  # (depth, width, in_channels, num_classes, **options) -> spec; None: FROM_CONFIG builds it
     cls: Any  # the module class, built from a spec
     options: Tuple[str, ...]  # the ModelConfig fields it takes besides depth and width
 
@@ -26,10 +27,20 @@ ARCHS: Dict[str, Arch] = {
     "resnet": Arch(resnet.spec_for, resnet.ResNet, ("bn_init", "shortcut")),
     "preresnet": Arch(preresnet.spec_for, preresnet.PreResNet, ("bn_init", "block")),
     "densenet": Arch(densenet.spec_for, densenet.DenseNet, ("bn_init", "block", "growth", "compression")),
+    "imagenet_vgg": Arch(None, imagenet_vgg.ImageNetVGG, ()),
+    "imagenet_resnet": Arch(None, imagenet_resnet.ImageNetResNet, ()),
+    "torchvision": Arch(None, torchvision_models.TorchvisionModel, ()),
+}
+# archs whose spec needs more of the model config than depth, width and the options above
+FROM_CONFIG: Dict[str, Callable] = {
+    "imagenet_vgg": imagenet_vgg.spec_from_config,
+    "imagenet_resnet": imagenet_resnet.spec_from_config,
+    "torchvision": torchvision_models.spec_from_config,
 }
 
-__all__ = ["ARCHS", "ChannelGroup", "ChannelSelection", "Residual", "bn_channels", "bn_weight", "conv_groups",
-           "group_width", "parameter_axes", "spec_from_config", "build", "save", "load", "load_spec", "load_state"]
+__all__ = ["ARCHS", "ChannelGroup", "ChannelSelection", "Residual", "ResidualBlock", "bn_channels", "bn_weight",
+           "conv_groups", "group_width", "load_pretrained", "parameter_axes", "spec_from_config", "build", "save",
+           "load", "load_spec", "load_state"]
 
 
 def spec_from_config(model_cfg, in_channels: int, num_classes: int) -> Dict[str, Any]:
@@ -37,6 +48,8 @@ def spec_from_config(model_cfg, in_channels: int, num_classes: int) -> Dict[str,
 
     if model_cfg.arch not in ARCHS:
         raise PrunebenchError(f"unknown model arch {model_cfg.arch!r}; known: {', '.join(sorted(ARCHS))}")
+    if model_cfg.arch in FROM_CONFIG:
+        return FROM_CONFIG[model_cfg.arch](model_cfg, in_channels, num_classes)
     arch = ARCHS[model_cfg.arch]
     defaults = {f.name: f.default for f in fields(ModelConfig) if f.name not in ("name", "arch", "depth", "width")}
     foreign = [k for k, v in defaults.items() if k not in arch.options and model_cfg.get(k, v) != v]

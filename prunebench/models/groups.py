@@ -141,3 +141,11 @@ def parameter_axes(groups: List[ChannelGroup]) -> Dict[str, Dict[int, str]]:
         for c in g.consumers:
             axes.setdefault(f"{c}.weight", {})[1] = g.name
     return axes
+
+
+@dataclass(frozen=True)
+class ResidualBlock:
+    """A residual block as block-level methods see it (SSS): removing it leaves its shortcut."""
+    name: str  # the key of the block's scaling factor: block7, layer3_2
+    bn: str  # module path of the BatchNorm that ends the residual branch (scaled before the addition)
+    groups: Tuple[str, ...]  # the channel groups inside the block: width 0 for all removes the block

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional
 import torch.nn.functional as F
 from torch import nn
 
-from prunebench.models.groups import ChannelGroup, Residual
+from prunebench.models.groups import ChannelGroup, Residual, ResidualBlock
 
 STAGE_WIDTHS = (16, 32, 64)
 
@@ -119,6 +119,10 @@ class ResNet(nn.Module):
 
     def residuals(self) -> List[Residual]:
         return [Residual(f"blocks.{k}", f"blocks.{k}.conv2", f"blocks.{k}.bn2", f"block{k + 1}")
+                for k, block in enumerate(self.blocks) if not block.removed]
+
+    def residual_blocks(self) -> List[ResidualBlock]:
+        return [ResidualBlock(f"block{k + 1}", f"blocks.{k}.bn2", (f"block{k + 1}",))
                 for k, block in enumerate(self.blocks) if not block.removed]
 
     def spec_with_widths(self, widths: Dict[str, int], selections: Optional[Dict] = None) -> Dict[str, Any]:

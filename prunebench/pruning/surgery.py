@@ -25,7 +25,10 @@ def prunable_weights(model: nn.Module) -> Dict[str, torch.Tensor]:
 
 def prune(model: nn.Module, keep: Dict[str, torch.Tensor]) -> nn.Module:
     """A new, smaller model holding the channels ``keep`` lists (by group) and their weights;
-    what removed constant channels fed their consumers is carried over."""
+    what removed constant channels fed their consumers is carried over. A model that cuts
+    itself (``pruned``: torchvision models, through torch-pruning's graph) does so."""
+    if hasattr(model, "pruned"):
+        return model.pruned(keep)
     groups = model.channel_groups()
     selections = {g.name: models.bn_channels(model, g).cpu()[keep[g.name].cpu()].tolist()
                   for g in groups if g.kind == "select" and g.name in keep}

@@ -30,6 +30,8 @@ def uniform_spec(model: nn.Module, target_flops: int, input_shape: Sequence[int]
     groups = model.channel_groups()
     layers = {p for g in groups for p in ((g.conv,) if g.conv else ()) + g.consumers}
     counted: Dict[tuple, Tuple[int, Dict[str, int]]] = {}
+    # a model that counts its own FLOPs/params from widths (one traced pass: torchvision models)
+    counter = model.width_counter(input_shape, measure) if hasattr(model, "width_counter") else None
 
     def count(w: Dict[str, int]) -> Tuple[int, Dict[str, int]]:
         key = tuple(sorted(w.items()))
@@ -40,11 +42,14 @@ def uniform_spec(model: nn.Module, target_flops: int, input_shape: Sequence[int]
         return counted[key]
 
     def flops_of(w: Dict[str, int]) -> int:
-        return count(w)[0]
+        return counter(w) if counter is not None else count(w)[0]
 
     def per_channel(w: Dict[str, int]) -> Dict[str, float]:
         """What one more (or one fewer) channel of each group adds (removes) at widths ``w``: a
         layer's FLOPs and weights are proportional to its input and output channels."""
+        if counter is not None:
+            now = counter(w)
+            return {g.name: counter({**w, g.name: w[g.name] + 1}) - now for g in groups if w[g.name] > 0}
         per_layer = count(w)[1]
         return {g.name: sum(per_layer[p] / w[g.name] for p in ((g.conv,) if g.conv else ()) + g.consumers)
                 for g in groups if w[g.name] > 0}

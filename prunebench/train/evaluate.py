@@ -4,13 +4,13 @@ from typing import Dict
 import torch
 from torch import nn
 
-from prunebench.data import ImageData
+from prunebench.data import Data
 from prunebench.errors import PrunebenchError
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: ImageData, batch_size: int = 1000) -> Dict[str, float]:
-    if data.test_y.numel() == 0:
+def evaluate(model: nn.Module, data: Data, batch_size: int = 1000) -> Dict[str, float]:
+    if data.test_size == 0:
         raise PrunebenchError("the test set is empty; check the data set's settings (dataset.root, sizes)")
     model.eval()
     k = min(5, data.num_classes)
@@ -21,7 +21,7 @@ def evaluate(model: nn.Module, data: ImageData, batch_size: int = 1000) -> Dict[
         hit = pred == y[:, None]
         top1 += hit[:, 0].sum()
         topk += hit.any(dim=1).sum()
-    n = data.test_y.numel()
+    n = data.test_size
     out = {"acc1": 100.0 * top1.item() / n}
     if data.num_classes > 10:
         out["acc5"] = 100.0 * topk.item() / n

@@ -18,7 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from prunebench import atomic, distributed
-from prunebench.data import ImageData
+from prunebench.data import Data
 from prunebench.errors import Diverged, PrunebenchError
 from prunebench.train.evaluate import evaluate
 from prunebench.train.hooks import TrainHooks
@@ -67,7 +67,7 @@ def read_checkpoint(checkpoint: Path, device) -> Optional[Dict]:
         return None
 
 
-def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, checkpoint: Path,
+def train(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpoint: Path,
           hooks: TrainHooks = TrainHooks(), desc: str = "train", progress: bool = True,
           snapshots: Optional[Dict[int, Path]] = None, eval_every: int = 0, eval_batch_size: int = 1000,
           on_epoch: Optional[Callable[[Dict], None]] = None) -> dict:
