@@ -109,7 +109,8 @@ class Run:
                             stage.checkpoint.unlink(missing_ok=True)
                         result = distributed.broadcast(result)  # every rank holds rank 0's metrics
             except StageBusy as e:  # this job's row fails; the sweep goes on
-                result = {"status": "failed", "note": str(e)}
+                # under torchrun the other ranks wait in main_cached() for rank 0's word: this is it
+                result = distributed.broadcast({"status": "failed", "note": str(e)})
         result["stage"] = str(stage.dir)
         self.results[row] = result
         return result

@@ -91,9 +91,11 @@ def check_method(cfg: DictConfig) -> None:
 def check_data(cfg: DictConfig) -> None:
     d = cfg.dataset
     at_least("dataset.pad", d.pad, 0)
-    for key in ("train_size", "test_size", "image_size", "num_classes"):  # the synthetic set's own settings
+    for key in ("train_size", "test_size", "image_size"):  # the synthetic and image-tree sets' own settings
         if key in d:
             positive(f"dataset.{key}", d[key])
+    if "num_classes" in d:  # image trees: 0 counts the class folders
+        at_least("dataset.num_classes", d.num_classes, 1 if d.name == "synthetic" else 0)
 
 
 def layer_names(spec, kind: str) -> List[str]:

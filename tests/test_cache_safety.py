@@ -120,13 +120,15 @@ NOT_KEYED = {  # settings no stage's result depends on
     "dataset.root", "dataset.download", "schedule.name", "schedule.eval_every", "schedule.eval_batch_size",
     "strategy.name", "device", "cache_dir", "retry_failed", "progress", "dry_run", "lock_timeout", "strict",
     "measure.latency_batch", "measure.latency_repeats", "paper",
+    "logger", "distributed",  # what is logged; DDP settings (keyed by bn_shards only under torchrun)
 }
 SPARSE_COMMON = {"sparse_init", "sparse_epochs", "sparse_lr"}
 SPARSE_READS = {"slimming": {"sparsity"} | SPARSE_COMMON}  # method settings the sparse stage trains with
 STRATEGY_READS = {"finetune": {"finetune"}, "scratch_e": set(), "scratch_b": {"scratch_b"},
                   "uniform": {"scratch_b", "uniform"}, "lottery": {"lottery"}}
 ALTERNATIVES = {  # values to change to where "another value" is not obvious
-    "model.arch": None, "model.depth": 13, "dataset.name": None, "method.name": None, "device": "auto", "method.selection": "threshold",
+    "model.arch": None, "model.depth": 13, "model.classifier": "li", "model.shortcut": None, "model.block": None,
+    "model.growth": None, "model.compression": None, "dataset.name": None, "method.name": None, "device": "auto", "method.selection": "threshold",
     "method.sparse_init": "unpruned", "method.sparse_epochs": 2, "method.sparse_lr": 0.01,
     "method.skip": ["conv2"], "method.layer_ratios": {"conv2": 0.25}, "schedule.milestones": [0.5],
     "strategy.scratch_b.max_factor": 2.0, "strategy.uniform.match": "params", "strategy.lottery.rewind_epoch": 1,

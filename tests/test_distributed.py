@@ -36,12 +36,12 @@ def test_two_processes_resume_and_train_the_single_process_model(tmp_path):
     unpruned, pruned, scratch_e = (next(n for n in names if n.startswith(k + "-"))
                                    for k in ("unpruned", "pruned", "scratch_e"))
     # global BatchNorm statistics train the single-process model: same stage keys. A live job
-    # holds scratch_e's lock, so the first distributed run stops there
+    # holds scratch_e's lock, so the first distributed run's scratch_e row fails
     cache = two / "stages"
     (cache / scratch_e).mkdir(parents=True)
     (cache / scratch_e / "lock").write_text(f"{socket.gethostname()} {os.getpid()}")
     args = (*RUN, f"cache_dir={cache}", "distributed.sync_bn=true")
-    p = torchrun(*args, cwd=two)
+    p = torchrun(*args, "lock_timeout=0", "strict=true", cwd=two)  # the busy row fails: exit 1
     assert p.returncode != 0
     assert sorted(d.name for d in cache.iterdir() if (d / "metrics.json").exists()) == sorted([unpruned, pruned])
     mtimes = {n: (cache / n / "metrics.json").stat().st_mtime_ns for n in (unpruned, pruned)}

@@ -4,7 +4,7 @@ import torch
 from omegaconf import OmegaConf
 
 from prunebench import data, models, pipeline
-from prunebench.config import DatasetConfig
+from prunebench.config import SyntheticDatasetConfig
 from prunebench.models import vgg
 from prunebench.train import Recipe, train
 from tests.conftest import compose_config
@@ -22,11 +22,11 @@ def test_sfp_schedule_trains_with_nesterov_sgd_and_its_milestones(tmp_path):
     s = compose_config("schedule=sfp").schedule
     recipe = Recipe(epochs=10, lr=s.lr, batch_size=32, momentum=s.momentum, weight_decay=s.weight_decay,
                     milestones=list(s.milestones), gamma=s.gamma, nesterov=s.nesterov, steps_per_epoch=1)
-    images = data.load(OmegaConf.structured(DatasetConfig(name="synthetic", pad=2, flip=False)))
+    images = data.load(OmegaConf.structured(SyntheticDatasetConfig(name="synthetic", pad=2, flip=False)))
     torch.manual_seed(0)
     model = models.build(vgg.spec_for(11, 0.125, 3, 10))
     train(model, images, recipe, seed=0, checkpoint=tmp_path / "c.pt", progress=False)
-    state = torch.load(tmp_path / "c.pt", weights_only=False)
+    state = torch.load(tmp_path / "c.pt", weights_only=True)
     group = state["optimizer"]["param_groups"][0]
     assert group["nesterov"] is True and group["momentum"] == 0.9 and group["weight_decay"] == 5e-4
     assert sorted(state["scheduler"]["milestones"]) == [3, 6, 8]  # 0.3 / 0.6 / 0.8 of 10 epochs

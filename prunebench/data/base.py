@@ -29,6 +29,11 @@ class Data(ABC):
 
     @property
     @abstractmethod
+    def train_size(self) -> int:
+        """Images in the training split."""
+
+    @property
+    @abstractmethod
     def test_size(self) -> int:
         """Images in the test split."""
 

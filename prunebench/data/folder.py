@@ -110,6 +110,10 @@ class FolderData(Data):
         return self._device
 
     @property
+    def train_size(self) -> int:
+        return len(self.train)
+
+    @property
     def test_size(self) -> int:
         return len(self.test)
 

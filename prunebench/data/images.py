@@ -33,6 +33,10 @@ class ImageData(Data):
         return self.train_x.device
 
     @property
+    def train_size(self) -> int:
+        return self.train_y.numel()
+
+    @property
     def test_size(self) -> int:
         return self.test_y.numel()
 

@@ -3,7 +3,7 @@ architecture (widths included), so a pruned model needs no code of its own."""
 import json
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Dict, NamedTuple, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Tuple
 
 import torch
 from torch import nn

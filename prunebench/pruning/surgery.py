@@ -32,7 +32,8 @@ def prune(model: nn.Module, keep: Dict[str, torch.Tensor]) -> nn.Module:
     groups = model.channel_groups()
     selections = {g.name: models.bn_channels(model, g).cpu()[keep[g.name].cpu()].tolist()
                   for g in groups if g.kind == "select" and g.name in keep}
-    spec = model.spec_with_widths({g: len(idx) for g, idx in keep.items()}, selections)
+    kept = {g: len(idx) for g, idx in keep.items()}
+    spec = model.spec_with_widths(kept, selections) if selections else model.spec_with_widths(kept)
     axes = models.parameter_axes(groups)
     delta = carried(model, keep)
     state = {}

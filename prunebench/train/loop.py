@@ -80,7 +80,7 @@ def train(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpoint
     ``on_epoch`` receives each new entry (experiment loggers)."""
     if eval_every < 0:
         raise ValueError(f"eval_every must be >= 0, got {eval_every}")
-    if data.train_x.shape[0] == 0:  # not a divergence: there is nothing to learn from
+    if data.train_size == 0:  # not a divergence: there is nothing to learn from
         raise PrunebenchError("the training set is empty; check the data set's settings (dataset.root, sizes)")
     device = data.device
     model.to(device)
