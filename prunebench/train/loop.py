@@ -63,6 +63,7 @@ def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, check
         loss_sum = torch.zeros((), device=device)
         steps = 0
         for x, y in data.train_batches(recipe.batch_size, gen, recipe.steps_per_epoch):
+            hooks.on_batch(model, x, y)
             loss = F.cross_entropy(model(x), y)
             extra = hooks.penalty(model)
             opt.zero_grad(set_to_none=True)
