@@ -135,6 +135,18 @@ class SSSConfig(MethodConfig):
 
 
 @dataclass
+class SSSSigmoidConfig(SSSConfig):
+    alpha_start: float = 1.0  # gate sigmoid(alpha * s) steepness, raised linearly over the sparse stage
+    alpha_stop: float = 100.0
+
+
+@dataclass
+class SSSSensitivityConfig(SSSConfig):
+    num_images: int = 1000  # training images the sensitivities are averaged over
+    batch_size: int = 250  # images per mini-batch: each batch's |dL/dlambda x lambda| is one sample
+
+
+@dataclass
 class StatisticsConfig(MethodConfig):
     num_images: int = 1000  # training images the statistics are collected over (fewer if the set is smaller)
     batch_size: int = 250  # images per forward pass while collecting
@@ -150,6 +162,15 @@ class ThiNetConfig(StatisticsConfig):
 class ChannelPruningConfig(StatisticsConfig):
     num_images: int = 5000  # paper: 5000 images, 10 positions each
     positions_per_image: int = 10
+    reconstruct: bool = True  # least-squares refit of the next layer on the kept channels
+
+
+@dataclass
+class DCPConfig(StatisticsConfig):
+    num_stages: int = 3  # additional (auxiliary) losses; the authors' CIFAR config: 3
+    discrimination_weight: float = 1.0  # lambda on the auxiliary cross-entropy in channel selection
+    reconstruction_weight: float = 1.0  # weight of the consumer-output MSE in channel selection
+    positions_per_image: int = 10  # sampled output positions per image for the least-squares refit
     reconstruct: bool = True  # least-squares refit of the next layer on the kept channels
 
 
@@ -275,7 +296,8 @@ METHOD_SCHEMAS = {
     "slimming": SlimmingConfig, "l1_norm": L1NormConfig, "random": RandomConfig, "sss": SSSConfig,
     "thinet": ThiNetConfig, "channel_pruning": ChannelPruningConfig, "apoz": APoZConfig,
     "autopruner": AutoPrunerConfig, "taylor": TaylorConfig, "fpgm": FPGMConfig, "sfp": SFPConfig,
-    "magnitude": MagnitudeConfig, "snip": SNIPConfig,
+    "magnitude": MagnitudeConfig, "snip": SNIPConfig, "sss_sigmoid": SSSSigmoidConfig,
+    "sss_sensitivity": SSSSensitivityConfig, "dcp": DCPConfig,
 }
 
 

@@ -7,6 +7,7 @@ from prunebench.methods.apoz import APoZ
 from prunebench.methods.autopruner import AutoPruner
 from prunebench.methods.base import Method
 from prunebench.methods.channel_pruning import ChannelPruning
+from prunebench.methods.dcp import DCP
 from prunebench.methods.fpgm import FPGM
 from prunebench.methods.l1_norm import L1Norm
 from prunebench.methods.magnitude import Magnitude
@@ -15,6 +16,8 @@ from prunebench.methods.sfp import SFP
 from prunebench.methods.slimming import Slimming
 from prunebench.methods.snip import SNIP
 from prunebench.methods.sss import SSS
+from prunebench.methods.sss_sensitivity import SSSSensitivity
+from prunebench.methods.sss_sigmoid import SSSSigmoid
 from prunebench.methods.taylor import Taylor
 from prunebench.methods.thinet import ThiNet
 
@@ -32,6 +35,9 @@ METHODS: Dict[str, Type[Method]] = {
     "fpgm": FPGM,
     "thinet": ThiNet,
     "channel_pruning": ChannelPruning,
+    "sss_sigmoid": SSSSigmoid,
+    "sss_sensitivity": SSSSensitivity,
+    "dcp": DCP,
 }
 
 __all__ = ["METHODS", "Method", "create"]

@@ -46,6 +46,13 @@ def pool(a: torch.Tensor) -> torch.Tensor:
     return F.max_pool2d(a, k, k, ceil_mode=True)
 
 
+def ramp(start: float, stop: float, epochs: int, epoch: int) -> float:
+    """alpha for the epoch after 0-based ``epoch`` of ``epochs``: linear from ``start`` (first
+    epoch) to ``stop`` (last epoch, and after it)."""
+    t = min(1.0, (epoch + 1) / max(epochs - 1, 1))
+    return start + (stop - start) * t
+
+
 class Gate(nn.Module):
     def __init__(self, channels: int, in_features: int, init_scale: float, generator: torch.Generator):
         super().__init__()
@@ -168,9 +175,7 @@ class AutoPruner(Method):
     def alpha_after(self, epoch: int) -> float:
         """alpha for the epoch after 0-based ``epoch``: linear from alpha_start (first epoch)
         to alpha_stop (last epoch, and after it)."""
-        c, n = self.cfg, self.epochs()
-        t = min(1.0, (epoch + 1) / max(n - 1, 1))
-        return c.alpha_start + (c.alpha_stop - c.alpha_start) * t
+        return ramp(self.cfg.alpha_start, self.cfg.alpha_stop, self.epochs(), epoch)
 
     def penalty(self, model: nn.Module):
         container = self.gates(model)

@@ -2,7 +2,7 @@
 (weight-level); selection, surgery and retraining are shared. Optional parts:
 
 - a sparse stage (``sparse = True``): training with the method's hooks
-  (``penalty``, ``regularize``, ``after_step``, ``on_epoch_end`` of
+  (``on_batch``, ``penalty``, ``regularize``, ``after_step``, ``on_epoch_end`` of
   :class:`TrainHooks`), from scratch or from the unpruned model;
 - training-time modules (``attach``/``detach``): scaling factors or gates added
   for the sparse stage and folded away before surgery;

@@ -86,8 +86,12 @@ class SSS(Method):
         model.add_module(ATTR, factors.to(device))
         for name, path in targets.items():
             def scale(module, inputs, output, name=name):
-                return output * factors.factors[name].view(1, -1, 1, 1)
+                return output * self.multiplier(factors, name).view(1, -1, 1, 1)
             factors.handles.append(model.get_submodule(path).register_forward_hook(scale))
+
+    def multiplier(self, f: Factors, name: str) -> torch.Tensor:
+        """What structure ``name``'s output is multiplied by: here its factor itself."""
+        return f.factors[name]
 
     @staticmethod
     def factors(model: nn.Module) -> Factors:
@@ -103,7 +107,7 @@ class SSS(Method):
             h.remove()
         for name, path in f.targets.items():
             bn = model.get_submodule(path)
-            lam = f.factors[name].detach()
+            lam = self.multiplier(f, name).detach()
             bn.weight.mul_(lam)  # lam * (gamma * xhat + beta) = (lam * gamma) * xhat + lam * beta
             bn.bias.mul_(lam)
         delattr(model, ATTR)
@@ -119,6 +123,10 @@ class SSS(Method):
                 f.grads[name] = p.grad
                 p.grad = None
 
+    def shrinkage(self, lr: float) -> float:
+        """The soft-threshold of one proximal step: lr x sparsity (the L1 term's proximal operator)."""
+        return lr * self.cfg.sparsity
+
     @torch.no_grad()
     def after_step(self, model: nn.Module, lr: float) -> None:
         """The paper's APG in its momentum form, with the factors held at the look-ahead point:
@@ -127,7 +135,7 @@ class SSS(Method):
         mu = self.cfg.momentum
         for name, grad in f.grads.items():
             lam, v = f.factors[name], getattr(f.velocity, name)
-            prox = soft_threshold(lam - lr * grad, lr * self.cfg.sparsity)
+            prox = soft_threshold(lam - lr * grad, self.shrinkage(lr))
             v.copy_(prox - lam + mu * v)
             lam.copy_(prox + mu * v)
         f.grads = {}
@@ -139,12 +147,12 @@ class SSS(Method):
         out = {}
         if self.cfg.level == "block":  # the block's factor stands for every channel of each group inside it
             for b in model.residual_blocks():
-                s = f.factors[b.name].detach().abs()
+                s = self.multiplier(f, b.name).detach().abs()
                 for g in b.groups:
                     out[g] = s.expand(self.width(model, g)).clone()
             return out
         for g in conv_groups(model):
-            out[g.name] = f.factors[g.name].detach().abs()
+            out[g.name] = self.multiplier(f, g.name).detach().abs()
         return out
 
     @staticmethod

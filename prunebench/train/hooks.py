@@ -8,6 +8,9 @@ from torch import nn
 class TrainHooks:
     """No-op hooks; methods override the ones they need."""
 
+    def on_batch(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Called with each training batch before its forward pass (a penalty that needs the labels)."""
+
     def penalty(self, model: nn.Module) -> Optional[torch.Tensor]:
         """A term added to the loss before ``backward()`` (None: nothing)."""
         return None
@@ -27,6 +30,10 @@ class HookList(TrainHooks):
 
     def __init__(self, hooks: Iterable[TrainHooks]):
         self.hooks = list(hooks)
+
+    def on_batch(self, model, x, y):
+        for h in self.hooks:
+            h.on_batch(model, x, y)
 
     def penalty(self, model):
         terms = [t for t in (h.penalty(model) for h in self.hooks) if t is not None]

@@ -116,6 +116,7 @@ def train(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpoint
         inner = tqdm(total=data.steps_per_epoch(recipe.batch_size, recipe.steps_per_epoch), desc=f"epoch {epoch + 1}",
                      disable=not progress, leave=False, dynamic_ncols=True)
         for x, y in map(distributed.shard, data.train_batches(recipe.batch_size, gen, recipe.steps_per_epoch)):
+            hooks.on_batch(model, x, y)
             loss = F.cross_entropy(net(x), y)
             extra = hooks.penalty(model)
             opt.zero_grad(set_to_none=True)
