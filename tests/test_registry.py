@@ -11,7 +11,7 @@ from tests.conftest import compose_config
 
 ALL = sorted(methods.METHODS)
 EXPECTED = {"slimming", "l1_norm", "random", "sss", "thinet", "channel_pruning", "apoz", "autopruner", "taylor",
-            "fpgm", "sfp", "magnitude", "snip"}
+            "fpgm", "sfp", "magnitude", "snip", "sss_sigmoid", "sss_sensitivity", "dcp"}
 
 
 def test_every_method_of_the_literature_is_registered():
