@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -20,6 +19,7 @@ from prunebench.data import ImageData
 from prunebench.errors import Diverged
 from prunebench.train.evaluate import evaluate
 from prunebench.train.hooks import TrainHooks
+from prunebench.train.step import EAGER, Speed, Step, optimizer, tensor_lr
 
 CHECK_EVERY = 50  # steps between reads of the device-side loss sum (one host sync each)
 
@@ -52,19 +52,22 @@ def write_history(history: List[Dict], path: Path) -> None:
 
 def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, checkpoint: Path,
           hooks: TrainHooks = TrainHooks(), desc: str = "train", progress: bool = True,
-          snapshots: Optional[Dict[int, Path]] = None, eval_every: int = 0, eval_batch_size: int = 1000) -> dict:
+          snapshots: Optional[Dict[int, Path]] = None, eval_every: int = 0, eval_batch_size: int = 1000,
+          speed: Speed = EAGER) -> dict:
     """Train ``model`` in place; return {"epochs", "seconds", "loss", "history"}. Raises
     :class:`Diverged` when the loss stops being finite. ``snapshots`` maps an
     epoch k to a file that receives the weights after k epochs (0: before training).
     ``eval_every`` > 0: test top-1 after every that many epochs and after the last one
     (0: never here; the caller evaluates the final model). ``history`` has one entry
-    per epoch: {"epoch" (1-based), "lr" (of that epoch), "loss" (mean train loss), "acc1"}."""
+    per epoch: {"epoch" (1-based), "lr" (of that epoch), "loss" (mean train loss), "acc1"}.
+    ``speed``: precision, memory format and the compiled / CUDA-graph step (:mod:`.step`)."""
     if eval_every < 0:
         raise ValueError(f"eval_every must be >= 0, got {eval_every}")
     device = data.device
     model.to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                          weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
+    if speed.channels_last:
+        model.to(memory_format=torch.channels_last)
+    opt = optimizer(model, recipe, device, speed)
     milestones = sorted({int(round(m * recipe.epochs)) for m in recipe.milestones})
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=recipe.gamma)
     start, seconds, last_loss, history = 0, 0.0, float("nan"), []
@@ -77,6 +80,9 @@ def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, check
         sched.load_state_dict(state["scheduler"])
         start, seconds, last_loss = state["epoch"], state["seconds"], state["loss"]
         history = state.get("history", [])
+        if speed.fast:
+            tensor_lr(opt, device)
+    step = Step(model, opt, hooks, speed, device)
     bar = tqdm(total=recipe.epochs, initial=start, desc=desc, disable=not progress, leave=True,
                dynamic_ncols=True)
     snapshots = snapshots or {}
@@ -86,28 +92,21 @@ def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, check
         t0 = time.perf_counter()
         model.train()
         gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
-        loss_sum = torch.zeros((), device=device)
+        loss_sum = step.loss_sum
+        loss_sum.zero_()
         steps = 0
-        lr_epoch = opt.param_groups[0]["lr"]
+        lr_epoch = float(opt.param_groups[0]["lr"])
         inner = tqdm(total=data.steps_per_epoch(recipe.batch_size, recipe.steps_per_epoch), desc=f"epoch {epoch + 1}",
                      disable=not progress, leave=False, dynamic_ncols=True)
         for x, y in data.train_batches(recipe.batch_size, gen, recipe.steps_per_epoch):
-            loss = F.cross_entropy(model(x), y)
-            extra = hooks.penalty(model)
-            opt.zero_grad(set_to_none=True)
-            (loss if extra is None else loss + extra).backward()
-            hooks.regularize(model)
-            lr = opt.param_groups[0]["lr"]
-            opt.step()
-            hooks.after_step(model, lr)
-            loss_sum += loss.detach()
+            step(x, y)
             steps += 1
             if steps % CHECK_EVERY == 0:
                 running = loss_sum.item() / steps  # the one host sync every CHECK_EVERY steps
                 if not math.isfinite(running):
                     inner.close()
                     raise Diverged(f"loss became NaN/inf in epoch {epoch + 1}")
-                inner.set_postfix(loss=f"{running:.3f}", lr=f"{lr:.3g}", refresh=False)
+                inner.set_postfix(loss=f"{running:.3f}", lr=f"{lr_epoch:.3g}", refresh=False)
                 inner.update(CHECK_EVERY)
         inner.close()
         last_loss = loss_sum.item() / max(steps, 1)
@@ -125,7 +124,7 @@ def train(model: nn.Module, data: ImageData, recipe: Recipe, *, seed: int, check
                     "epoch": epoch + 1, "seconds": seconds, "loss": last_loss, "history": history}, tmp)
         os.replace(tmp, checkpoint)
         write_history(history, history_csv)
-        bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{opt.param_groups[0]['lr']:.2g}",
+        bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{float(opt.param_groups[0]['lr']):.2g}",
                         **({"acc1": f"{acc1:.2f}"} if acc1 is not None else {}))
         bar.update(1)
     bar.close()
