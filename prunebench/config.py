@@ -182,6 +182,18 @@ class MeasureConfig:
 
 
 @dataclass
+class TrainConfig:
+    """How stages train (prunebench.train.step), not what: only ``precision`` changes results,
+    so only a non-default precision enters the cache keys."""
+    precision: str = "fp32"  # fp32 | bf16: autocast of forward and loss
+    channels_last: bool = False  # NHWC memory order for model and inputs
+    compile: str = "off"  # off | on: torch.compile the whole step (+ one CUDA graph on CUDA)
+    backend: str = "inductor"  # torch.compile backend (aot_eager: traced, no code generation)
+    cuda_graph: bool = True  # with compile=on on CUDA: capture the whole step once, replay it
+    parallel_stages: int = 1  # retraining stages of one run trained at once (threads, a CUDA stream each)
+
+
+@dataclass
 class Config:
     model: ModelConfig = MISSING
     dataset: DatasetConfig = MISSING
@@ -197,6 +209,7 @@ class Config:
     progress: bool = True
     dry_run: bool = False  # print each stage's model, epochs and cache state; train nothing
     measure: MeasureConfig = field(default_factory=MeasureConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     paper: Dict[str, Any] = field(default_factory=dict)  # the paper's figures, printed beside ours
 
 

@@ -26,6 +26,7 @@ from prunebench.stages import Stage, settings
 from prunebench.strategies import scratch_b_epochs
 from prunebench.train import HookList, MaskHook, Recipe, TrainHooks, evaluate, train
 from prunebench.train.loop import write_history
+from prunebench.train.step import speed_from_config
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,14 @@ def base_settings(cfg: DictConfig) -> Dict:
     """What every stage's result depends on: the unpruned stage's cache key."""
     return {"model": settings(cfg.model), "seed": cfg.seed,
             "dataset": settings(cfg.dataset, exclude=("root", "download")),
-            "schedule": settings(cfg.schedule, exclude=("name", "eval_batch_size", "eval_every"))}
+            "schedule": settings(cfg.schedule, exclude=("name", "eval_batch_size", "eval_every")),
+            **precision_settings(cfg)}
+
+
+def precision_settings(cfg: DictConfig) -> Dict:
+    """The one ``train`` setting that changes results, when not at its default (fp32)."""
+    precision = cfg.train.precision if "train" in cfg else "fp32"
+    return {} if precision == "fp32" else {"precision": precision}
 
 
 class Run:
@@ -78,6 +86,7 @@ class Run:
         self.common = base_settings(cfg)
         self.strategies = [strategies.create(name) for name in cfg.strategies]
         self.results: Dict[str, Dict] = {}
+        self.speed = speed_from_config(cfg.get("train"))
 
     @cached_property
     def data(self) -> datasets.ImageData:
@@ -143,7 +152,7 @@ class Run:
         s = self.cfg.schedule
         out = train(model, self.data, recipe, seed=self.cfg.seed, checkpoint=stage.checkpoint, hooks=hooks,
                     desc=stage.kind, progress=self.cfg.progress, snapshots=snapshots, eval_every=s.eval_every,
-                    eval_batch_size=s.eval_batch_size)
+                    eval_batch_size=s.eval_batch_size, speed=self.speed)
         metrics = self.describe(model, stage, masks)
         best = best_of(out["history"], metrics["acc1"])
         write_history(out["history"], stage.dir / "history.csv")
@@ -211,7 +220,7 @@ class Run:
             pruned["iteration_lr"] = cfg.strategy.finetune.lr
         out["pruned"] = ("pruned", pruned)
         retrain = {"pruned": Stage(self.cache, "pruned", pruned).key, "seed": cfg.seed,
-                   "schedule": self.common["schedule"]}
+                   "schedule": self.common["schedule"], **precision_settings(cfg)}
         for strategy in self.strategies:
             out[strategy.name] = (strategy.name, {**retrain, **strategy.cache_values(cfg)})
         return out

@@ -146,3 +146,14 @@ def test_channels_last_equals_eager_and_bf16_trains(synthetic, tmp_path):
     h = train(model, synthetic, RECIPE, seed=0, checkpoint=tmp_path / "bf16.pt", progress=False,
               speed=Speed(precision="bf16"))["history"]
     assert [x["loss"] for x in h] == pytest.approx([x["loss"] for x in eager[0]], rel=0.05)  # bf16: close, not equal
+
+
+def test_speed_settings_keep_cache_keys_and_precision_changes_them(smoke_cfg):
+    from prunebench.pipeline import Run
+    base = Run(smoke_cfg()).stage_values()
+    fast = Run(smoke_cfg("train.compile=on", "train.channels_last=true", "train.parallel_stages=2")).stage_values()
+    assert fast == base
+    bf16 = Run(smoke_cfg("train.precision=bf16")).stage_values()
+    for row in base:
+        assert bf16[row] != base[row], row  # every stage trained (or pruned from one trained) in bf16
+    assert Run(smoke_cfg("train.compile=false")).speed.compile == "off"

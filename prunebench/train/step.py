@@ -59,6 +59,17 @@ class Speed:
 EAGER = Speed()
 
 
+def speed_from_config(node) -> Speed:
+    """The :class:`Speed` of a ``cfg.train`` node (None: eager fp32)."""
+    if node is None:
+        return EAGER
+    compile_ = {"false": "off", "true": "on"}.get(str(node.compile).lower(), str(node.compile))
+    speed = Speed(precision=str(node.precision), channels_last=bool(node.channels_last), compile=compile_,
+                  backend=str(node.backend), cuda_graph=bool(node.cuda_graph))
+    speed.check()
+    return speed
+
+
 def capturable(hooks: TrainHooks) -> bool:
     """Whether every hook can run traced and captured (``capturable`` class attribute, default True)."""
     inner = getattr(hooks, "hooks", None)
