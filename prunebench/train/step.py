@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 COMPILE = ("off", "on")
 WARMUP_STEPS = 3  # real (eager-stream) steps before a CUDA graph is captured: SGD's momentum buffers exist then
+RECOMPILE_LIMIT = 64  # compiled versions kept per function: every stage (model, optimizer) of a process adds one
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def speed_from_config(node) -> Speed:
 
 
 def capturable(hooks: TrainHooks) -> bool:
-    """Whether every hook can run traced and captured (``capturable`` class attribute, default True)."""
+    """Whether every hook can run traced and captured (``capturable``, default True)."""
     inner = getattr(hooks, "hooks", None)
     if inner is not None:
         return all(capturable(h) for h in inner)
@@ -96,6 +97,8 @@ class Step:
         self.graphed = self.fast and speed.cuda_graph and self.device.type == "cuda"
         self.run: Callable = self.body
         if self.fast:
+            import torch._dynamo.config as dynamo
+            dynamo.recompile_limit = max(dynamo.recompile_limit, RECOMPILE_LIMIT)  # else stage 9 trains eagerly
             self.run = torch.compile(self.body, backend=speed.backend)
         self.steps = 0
         self.graph: Optional[torch.cuda.CUDAGraph] = None
