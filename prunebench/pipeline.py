@@ -8,7 +8,9 @@ retrain the pruned model, the training loop trains every stage."""
 import dataclasses
 import json
 import logging
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -87,6 +89,7 @@ class Run:
         self.strategies = [strategies.create(name) for name in cfg.strategies]
         self.results: Dict[str, Dict] = {}
         self.speed = speed_from_config(cfg.get("train"))
+        self.rng_lock = threading.RLock()  # held from seeding the global RNG to the last init draw
 
     @cached_property
     def data(self) -> datasets.ImageData:
@@ -162,17 +165,20 @@ class Run:
     def fresh(self, spec: Dict, reinit: bool = False):
         """A newly initialised model. The unpruned model (and the sparse stage, and SNIP)
         start from the seed's init; re-initialisations of the strategies draw another one,
-        so Scratch-E is never the lottery ticket's reset by accident."""
-        torch.manual_seed(self.cfg.seed + (REINIT_SEED_OFFSET if reinit else 0))
-        return models.build(spec).to(self.device)
+        so Scratch-E is never the lottery ticket's reset by accident. Stages trained side by side
+        (``train.parallel_stages``) draw their inits one at a time under ``rng_lock``."""
+        with self.rng_lock:
+            torch.manual_seed(self.cfg.seed + (REINIT_SEED_OFFSET if reinit else 0))
+            return models.build(spec).to(self.device)
 
     def from_scratch(self) -> Tuple[torch.nn.Module, Optional[Dict]]:
         """The pruned architecture re-initialised, with its weight-level masks (None for
         structured methods); masked kept weights re-drawn at the density-corrected scale."""
-        model = self.fresh(models.load_spec(self.results["pruned"]["stage"]), reinit=True)
         masks = self.masks()
-        if masks:
-            sparse_init(model, masks)
+        with self.rng_lock:  # sparse_init draws on from fresh()'s seed
+            model = self.fresh(models.load_spec(self.results["pruned"]["stage"]), reinit=True)
+            if masks:
+                sparse_init(model, masks)
         return model, masks
 
     def load(self, row: str, attach: bool = False):
@@ -235,13 +241,32 @@ class Run:
             needs = ["unpruned"] if self.cfg.method.sparse_init == "unpruned" else []
             self.stage("sparse", *values["sparse"], self.sparse_stage, needs=needs)
         self.stage("pruned", *values["pruned"], self.prune_stage(source), needs=[source])
+        tasks = []
         for strategy in self.strategies:
             if not strategy.applies(self):
                 log.info("%s: does not apply to %s", strategy.name, self.cfg.method.name)
                 continue
-            self.stage(strategy.name, *values[strategy.name], lambda st, s=strategy: s.train(self, st),
-                       needs=strategy.needs)
+            tasks.append((strategy.name, lambda s=strategy: self.stage(
+                s.name, *values[s.name], lambda st: s.train(self, st), needs=s.needs)))
+        self.side_by_side(tasks)
         return self.rows()
+
+    def side_by_side(self, tasks: List[Tuple[str, Callable[[], Dict]]]) -> None:
+        """Run independent stages (row, work), ``train.parallel_stages`` at a time: threads, on CUDA
+        a stream each; each stage's inits come from its own seed, so the results are the
+        sequential ones. Rows keep the order of ``tasks``."""
+        n = self.cfg.train.parallel_stages if "train" in self.cfg else 1
+        if n <= 1 or len(tasks) <= 1:
+            for _, work in tasks:
+                work()
+            return
+        before = list(self.results)
+        with ThreadPoolExecutor(max_workers=n, thread_name_prefix="stage") as pool:
+            futures = [pool.submit(on_own_stream, work, self.device) for _, work in tasks]
+            for f in futures:
+                f.result()  # re-raises a stage's error here
+        order = before + [row for row, _ in tasks if row in self.results and row not in before]
+        self.results = {row: self.results[row] for row in order}
 
     def sparse_options(self) -> Dict:
         defaults = {"sparse_init": "scratch", "sparse_epochs": None, "sparse_lr": None}
@@ -377,6 +402,17 @@ class Run:
                 "latency_ms": r.get("latency_ms"), "epochs": r.get("epochs"), "seconds": r.get("seconds"),
                 "status": r["status"], "note": r.get("note", ""), "stage": r["stage"]})
         return rows
+
+
+def on_own_stream(work: Callable[[], Dict], device: torch.device) -> Dict:
+    """``work()`` on a CUDA stream of its own (on other devices: as it is)."""
+    if device.type != "cuda":
+        return work()
+    stream = torch.cuda.Stream(device)
+    with torch.cuda.stream(stream):
+        out = work()
+    stream.synchronize()
+    return out
 
 
 def best_of(history: List[Dict], final_acc1: float) -> Dict:

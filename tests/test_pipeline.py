@@ -1,5 +1,7 @@
+import json
 import math
 import os
+from pathlib import Path
 
 import pytest
 
@@ -101,3 +103,20 @@ def test_a_stage_locked_by_a_live_job_is_not_written(smoke_cfg):
         pipeline.run(cfg)
     (stage.dir / "lock").write_text(f"{os.uname().nodename} 999999999")  # a dead one: taken over
     assert all(r["status"] == "ok" for r in pipeline.run(cfg))
+
+
+def test_stages_side_by_side_equal_sequential_ones(smoke_cfg, tmp_path):
+    from prunebench.pipeline import Run
+    runs = {}
+    for n in (1, 3):
+        cfg = smoke_cfg(f"cache_dir={tmp_path / str(n)}", f"train.parallel_stages={n}")
+        runs[n] = Run(cfg).execute()
+    assert [r["row"] for r in runs[3]] == [r["row"] for r in runs[1]]
+    assert len(runs[1]) >= 6  # unpruned, sparse, pruned and the retraining strategies
+    for a, b in zip(runs[1], runs[3]):
+        assert a["status"] == b["status"] == "ok", a["row"]
+        for key in ("acc1", "params", "flops", "epochs"):
+            assert a[key] == b[key], (a["row"], key)
+    loss = {n: {r["row"]: json.loads((Path(r["stage"]) / "metrics.json").read_text()).get("train_loss")
+                for r in rows} for n, rows in runs.items()}
+    assert loss[1] == loss[3]

@@ -19,6 +19,8 @@ neither recompiles nor re-captures. Hooks that cannot run traced or captured say
 so (``capturable = False``) and get the eager step, with a log line.
 """
 import logging
+import threading
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 COMPILE = ("off", "on")
 WARMUP_STEPS = 3  # real (eager-stream) steps before a CUDA graph is captured: SGD's momentum buffers exist then
+COMPILING = threading.Lock()  # stages side by side (threads) compile and capture one at a time
 RECOMPILE_LIMIT = 64  # compiled versions kept per function: every stage (model, optimizer) of a process adds one
 
 
@@ -127,6 +130,10 @@ class Step:
         if self.speed.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         self.steps += 1
+        with COMPILING if self.fast and self.steps <= WARMUP_STEPS + 1 else nullcontext():
+            self.one(x, y)
+
+    def one(self, x: torch.Tensor, y: torch.Tensor) -> None:
         if not self.graphed:
             self.opt.zero_grad(set_to_none=True)
             self.run(x, y)
@@ -148,7 +155,7 @@ class Step:
         self.static_x, self.static_y = x.clone(), y.clone()
         self.opt.zero_grad(set_to_none=True)  # gradients are allocated inside the graph's pool
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, stream=self.side):
+        with torch.cuda.graph(self.graph, stream=self.side, capture_error_mode="thread_local"):
             self.run(self.static_x, self.static_y)
         self.graph.replay()  # capture records the step without running it
 
