@@ -191,6 +191,7 @@ class TrainConfig:
     backend: str = "inductor"  # torch.compile backend (aot_eager: traced, no code generation)
     cuda_graph: bool = True  # with compile=on on CUDA: capture the whole step once, replay it
     parallel_stages: int = 1  # retraining stages of one run trained at once (threads, a CUDA stream each)
+    batch_seeds: bool = False  # with seeds=[...]: the unpruned models of all seeds train as one batched model
 
 
 @dataclass
@@ -203,6 +204,7 @@ class Config:
     # lottery runs for weight-level methods only
     strategies: List[str] = field(default_factory=lambda: ["finetune", "scratch_e", "scratch_b", "uniform", "lottery"])
     seed: int = 0
+    seeds: Optional[List[int]] = None  # several seeds in one process (one set of rows each); None: `seed`
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     cache_dir: str = "outputs/stages"  # stage folders, shared by every run and sweep
     retry_failed: bool = False  # rerun stages that diverged before

@@ -156,10 +156,14 @@ class Run:
         out = train(model, self.data, recipe, seed=self.cfg.seed, checkpoint=stage.checkpoint, hooks=hooks,
                     desc=stage.kind, progress=self.cfg.progress, snapshots=snapshots, eval_every=s.eval_every,
                     eval_batch_size=s.eval_batch_size, speed=self.speed)
+        return self.after_training(stage, model, out, masks)
+
+    def after_training(self, stage: Stage, model, out: Dict, masks: Optional[Dict] = None) -> Dict:
+        """The metrics of a trained stage from ``train``'s (or ``train_batched``'s) output."""
         metrics = self.describe(model, stage, masks)
         best = best_of(out["history"], metrics["acc1"])
         write_history(out["history"], stage.dir / "history.csv")
-        return {**metrics, **best, "epochs": recipe.epochs,
+        return {**metrics, **best, "epochs": out["epochs"],
                 "seconds": round(out["seconds"], 2), "train_loss": out["loss"], "history": out["history"]}
 
     def fresh(self, spec: Dict, reinit: bool = False):
@@ -432,7 +436,11 @@ def layer_widths_of(spec: Dict) -> Dict[str, int]:
 
 
 def run(cfg: DictConfig) -> List[Dict]:
-    """Run the whole protocol for ``cfg``; return the rows of the result table."""
+    """Run the whole protocol for ``cfg``; return the rows of the result table
+    (``seeds=[...]``: every seed's rows, see :mod:`prunebench.seeds`)."""
+    if cfg.get("seeds"):
+        from prunebench import seeds
+        return seeds.run(cfg)
     return Run(cfg).execute()
 
 
