@@ -7,7 +7,8 @@ Times, in one run on the same model, batch size and device:
 - prunebench: data held on the device as uint8, augmentation on the device in
   whole batches, the training step of prunebench.train.step: eager fp32, and the
   fast path (bf16 autocast, channels_last, torch.compile, on CUDA the whole step
-  in one CUDA graph), each over the same batches (``--loops`` picks the rows).
+  in one CUDA graph), each over the same batches (``--loops`` picks the rows);
+- ``--seeds`` seeds trained as one batched model (compare with the eager row: one seed).
 
 Each loop runs `--steps` steps (after `--warmup` untimed ones) and the time is
 scaled to one epoch of the training set. Prints one table and a summary line.
@@ -103,6 +104,24 @@ def step_loop(model, d, args, device, speed):
     return time.perf_counter() - t0, loss
 
 
+def seeds_loop(spec, d, args, device):
+    """``--seeds`` models of one architecture trained as one batched model (train.batch_seeds)."""
+    from prunebench.train.batched import train_batched
+    seeds = list(range(args.seeds))
+    models_ = []
+    for s in seeds:
+        torch.manual_seed(s)
+        models_.append(models.build(spec).to(device))
+    train_batched(models_, d, Recipe(epochs=1, lr=0.1, batch_size=args.batch, steps_per_epoch=args.warmup),
+                  seeds=seeds)
+    sync(device)
+    t0 = time.perf_counter()
+    out = train_batched(models_, d, Recipe(epochs=1, lr=0.1, batch_size=args.batch, steps_per_epoch=args.steps),
+                        seeds=seeds)
+    sync(device)
+    return time.perf_counter() - t0, sum(o["loss"] for o in out) / len(out)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto")
@@ -110,7 +129,9 @@ def main():
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=100, help="timed steps per loop")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (the fast path: at least 4)")
-    p.add_argument("--loops", default="reference,eager,fast", help="rows: reference (DataLoader), eager, fast")
+    p.add_argument("--loops", default="reference,eager,fast,seeds",
+                   help="rows: reference (DataLoader), eager, fast, seeds (--seeds models batched)")
+    p.add_argument("--seeds", type=int, default=5, help="models of the seeds row, trained as one batched model")
     p.add_argument("--workers", default="1,8", help="DataLoader workers of the reference loops")
     p.add_argument("--root", default=None, help="folder holding cifar-10-batches-py (default: synthetic 32x32)")
     args = p.parse_args()
@@ -138,7 +159,7 @@ def main():
         torch.manual_seed(0)
         record(f"reference: DataLoader, {w} worker{'s' if w > 1 else ''}, fp32",
                *reference_loop(models.build(spec).to(device), d, args, device, w))
-    on_device = d.to(device)
+    on_device = d.to(device) if loops & {"eager", "fast", "seeds"} else None
     for name, speed, label in (("eager", Speed(), "eager fp32"),
                                ("fast", FAST, "bf16, channels_last, compiled" +
                                 (" + one CUDA graph" if device.type == "cuda" else ""))):
@@ -146,6 +167,9 @@ def main():
             torch.manual_seed(0)
             record(f"prunebench: data on device, {label}", *step_loop(models.build(spec).to(device), on_device,
                                                                       args, device, speed))
+    if "seeds" in loops:
+        record(f"prunebench: {args.seeds} seeds batched (vmap), eager fp32, all {args.seeds} together",
+               *seeds_loop(spec, on_device, args, device))
     base = rows[0][1]
     table = Table(title=f"{args.model}, batch {args.batch}, {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
                         f"{args.steps} timed steps scaled to {steps_per_epoch} steps an epoch")

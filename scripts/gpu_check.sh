@@ -29,11 +29,11 @@ step() {  # step NAME SECONDS COMMAND...: run with a timeout, log to $OUT/NAME.t
 
 { nvidia-smi -L; $PY -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name())'; } \
   > "$OUT/machine.txt" 2>&1
-step gpu_tests 110 $PY -m pytest -m gpu -q -x -p no:cacheprovider tests/test_gpu.py
-step bench_epoch 150 $PY scripts/bench_epoch.py "${ROOT_ARGS[@]}" --model vgg19 --batch 64 --steps 200 \
+step gpu_tests 100 $PY -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py
+step bench_epoch 180 $PY scripts/bench_epoch.py "${ROOT_ARGS[@]}" --model vgg19 --batch 64 --steps 200 \
   --warmup 10 --workers 8
 if [ -n "${CIFAR_ROOT:-}" ]; then
-  step slimming_vgg19 250 $PY -m prunebench method=slimming model=vgg19 dataset.root="$CIFAR_ROOT" \
+  step slimming_vgg19 230 $PY -m prunebench method=slimming model=vgg19 dataset.root="$CIFAR_ROOT" \
     progress=false schedule=short schedule.epochs=3 strategy.finetune.epochs=2 "strategies=[finetune,scratch_b]" \
     train.precision=bf16 train.channels_last=true train.compile=on \
     cache_dir=/tmp/prunebench-stages hydra.run.dir="$OUT/slimming_vgg19"
