@@ -101,7 +101,8 @@ class Step:
         self.run: Callable = self.body
         if self.fast:
             import torch._dynamo.config as dynamo
-            dynamo.recompile_limit = max(dynamo.recompile_limit, RECOMPILE_LIMIT)  # else stage 9 trains eagerly
+            name = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"  # torch < 2.6
+            setattr(dynamo, name, max(getattr(dynamo, name), RECOMPILE_LIMIT))  # else stage 9 trains eagerly
             self.run = torch.compile(self.body, backend=speed.backend)
         self.steps = 0
         self.graph: Optional[torch.cuda.CUDAGraph] = None
