@@ -270,6 +270,19 @@ class DistributedConfig:
 
 
 @dataclass
+class TrainConfig:
+    """How stages train (prunebench.train.step), not what: only ``precision`` changes results,
+    so only a non-default precision enters the cache keys."""
+    precision: str = "fp32"  # fp32 | bf16: autocast of forward and loss
+    channels_last: bool = False  # NHWC memory order for model and inputs
+    compile: str = "off"  # off | on: torch.compile the whole step (+ one CUDA graph on CUDA)
+    backend: str = "inductor"  # torch.compile backend (aot_eager: traced, no code generation)
+    cuda_graph: bool = True  # with compile=on on CUDA: capture the whole step once, replay it
+    parallel_stages: int = 1  # retraining stages of one run trained at once (threads, a CUDA stream each)
+    batch_seeds: bool = False  # with seeds=[...]: the unpruned models of all seeds train as one batched model
+
+
+@dataclass
 class Config:
     model: ModelConfig = MISSING
     dataset: DatasetConfig = MISSING
@@ -280,6 +293,7 @@ class Config:
     # lottery runs for weight-level methods only; guided (pruning as architecture search) on request
     strategies: List[str] = field(default_factory=lambda: ["finetune", "scratch_e", "scratch_b", "uniform", "lottery"])
     seed: int = 0
+    seeds: Optional[List[int]] = None  # several seeds in one process (one set of rows each); None: `seed`
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     cache_dir: str = "outputs/stages"  # stage folders, shared by every run and sweep
     retry_failed: bool = False  # rerun stages that diverged before, and retrain unreadable finished ones
@@ -289,6 +303,7 @@ class Config:
     dry_run: bool = False  # print each stage's model, epochs and cache state; train nothing
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     paper: Dict[str, Any] = field(default_factory=dict)  # the paper's figures, printed beside ours
 
 

@@ -7,7 +7,9 @@ channels, the pruning package selects and cuts, strategies (``prunebench.strateg
 retrain the pruned model, the training loop trains every stage."""
 import dataclasses
 import logging
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -25,6 +27,7 @@ from prunebench.stages import Stage, StageBusy, UnreadableStage, settings
 from prunebench.strategies import scratch_b_epochs
 from prunebench.train import HookList, MaskHook, Recipe, TrainHooks, evaluate, train
 from prunebench.train.loop import write_history
+from prunebench.train.step import speed_from_config
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +52,17 @@ def base_settings(cfg: DictConfig) -> Dict:
     single-process model: same key)."""
     out = {"model": settings(cfg.model), "seed": cfg.seed,
            "dataset": settings(cfg.dataset, exclude=("root", "download", "workers")),
-           "schedule": settings(cfg.schedule, exclude=("name", "eval_batch_size", "eval_every"))}
+           "schedule": settings(cfg.schedule, exclude=("name", "eval_batch_size", "eval_every")),
+           **precision_settings(cfg)}
     if distributed.world_size() > 1 and not cfg.distributed.sync_bn:
         out["bn_shards"] = distributed.world_size()
     return out
+
+
+def precision_settings(cfg: DictConfig) -> Dict:
+    """The one ``train`` setting that changes results, when not at its default (fp32)."""
+    precision = cfg.train.precision if "train" in cfg else "fp32"
+    return {} if precision == "fp32" else {"precision": precision}
 
 
 class Run:
@@ -74,6 +84,8 @@ class Run:
         self.common = base_settings(cfg)
         self.strategies = [strategies.create(name) for name in cfg.strategies]
         self.results: Dict[str, Dict] = {}
+        self.speed = speed_from_config(cfg.get("train"))
+        self.rng_lock = threading.RLock()  # held from seeding the global RNG to the last init draw
 
     @cached_property
     def data(self) -> datasets.Data:
@@ -166,30 +178,37 @@ class Run:
         try:
             out = train(model, self.data, recipe, seed=self.cfg.seed, checkpoint=stage.checkpoint, hooks=hooks,
                         desc=stage.kind, progress=self.cfg.progress, snapshots=snapshots, eval_every=s.eval_every,
-                        eval_batch_size=s.eval_batch_size, on_epoch=logger.log)
+                        eval_batch_size=s.eval_batch_size, on_epoch=logger.log, speed=self.speed)
         finally:
             logger.close()
+        return self.after_training(stage, model, out, masks)
+
+    def after_training(self, stage: Stage, model, out: Dict, masks: Optional[Dict] = None) -> Dict:
+        """The metrics of a trained stage from ``train``'s (or ``train_batched``'s) output."""
         metrics = self.describe(model, stage, masks)
         best = best_of(out["history"], metrics["acc1"])
         if distributed.is_main():
             write_history(out["history"], stage.dir / "history.csv")
-        return {**metrics, **best, "epochs": recipe.epochs,
+        return {**metrics, **best, "epochs": out["epochs"],
                 "seconds": round(out["seconds"], 2), "train_loss": out["loss"], "history": out["history"]}
 
     def fresh(self, spec: Dict, reinit: bool = False):
         """A newly initialised model. The unpruned model (and the sparse stage, and SNIP)
         start from the seed's init; re-initialisations of the strategies draw another one,
-        so Scratch-E is never the lottery ticket's reset by accident."""
-        torch.manual_seed(self.cfg.seed + (REINIT_SEED_OFFSET if reinit else 0))
-        return models.build(spec).to(self.device)
+        so Scratch-E is never the lottery ticket's reset by accident. Stages trained side by side
+        (``train.parallel_stages``) draw their inits one at a time under ``rng_lock``."""
+        with self.rng_lock:
+            torch.manual_seed(self.cfg.seed + (REINIT_SEED_OFFSET if reinit else 0))
+            return models.build(spec).to(self.device)
 
     def from_scratch(self) -> Tuple[torch.nn.Module, Optional[Dict]]:
         """The pruned architecture re-initialised, with its weight-level masks (None for
         structured methods); masked kept weights re-drawn at the density-corrected scale."""
-        model = self.fresh(models.load_spec(self.results["pruned"]["stage"]), reinit=True)
         masks = self.masks()
-        if masks:
-            sparse_init(model, masks)
+        with self.rng_lock:  # sparse_init draws on from fresh()'s seed
+            model = self.fresh(models.load_spec(self.results["pruned"]["stage"]), reinit=True)
+            if masks:
+                sparse_init(model, masks)
         return model, masks
 
     def load(self, row: str, attach: bool = False):
@@ -245,7 +264,7 @@ class Run:
             pruned["iteration_lr"] = cfg.strategy.finetune.lr
         out["pruned"] = ("pruned", pruned)
         retrain = {"pruned": Stage(self.cache, "pruned", pruned).key, "seed": cfg.seed,
-                   "schedule": self.common["schedule"]}
+                   "schedule": self.common["schedule"], **precision_settings(cfg)}
         for strategy in self.strategies:
             out[strategy.name] = (strategy.name, {**retrain, **strategy.cache_values(cfg)})
         return out
@@ -259,12 +278,14 @@ class Run:
             needs = ["unpruned"] if self.cfg.method.sparse_init == "unpruned" else []
             self.stage("sparse", *values["sparse"], self.sparse_stage, needs=needs)
         self.stage("pruned", *values["pruned"], self.prune_stage(source), needs=[source])
+        tasks = []
         for strategy in self.strategies:
             if not strategy.applies(self):
                 log.info("%s: does not apply to %s", strategy.name, self.cfg.method.name)
                 continue
-            self.stage(strategy.name, *values[strategy.name], lambda st, s=strategy: s.train(self, st),
-                       needs=strategy.needs)
+            tasks.append((strategy.name, lambda s=strategy: self.stage(
+                s.name, *values[s.name], lambda st: s.train(self, st), needs=s.needs)))
+        self.side_by_side(tasks)
         return self.rows()
 
     def unpruned_stage(self, stage: Stage) -> Dict:
@@ -275,6 +296,25 @@ class Run:
             models.load_pretrained(model)
             recipe = self.with_recipe(epochs=0)
         return self.trained(stage, model, recipe, snapshots=self.snapshots(stage))
+
+    def side_by_side(self, tasks: List[Tuple[str, Callable[[], Dict]]]) -> None:
+        """Run independent stages (row, work), ``train.parallel_stages`` at a time: threads, on CUDA
+        a stream each; each stage's inits come from its own seed, so the results are the
+        sequential ones. Rows keep the order of ``tasks``."""
+        n = self.cfg.train.parallel_stages if "train" in self.cfg else 1
+        if distributed.world_size() > 1:
+            n = 1  # under torchrun every rank must meet the same collectives in the same order
+        if n <= 1 or len(tasks) <= 1:
+            for _, work in tasks:
+                work()
+            return
+        before = list(self.results)
+        with ThreadPoolExecutor(max_workers=n, thread_name_prefix="stage") as pool:
+            futures = [pool.submit(on_own_stream, work, self.device) for _, work in tasks]
+            for f in futures:
+                f.result()  # re-raises a stage's error here
+        order = before + [row for row, _ in tasks if row in self.results and row not in before]
+        self.results = {row: self.results[row] for row in order}
 
     def sparse_options(self) -> Dict:
         defaults = {"sparse_init": "scratch", "sparse_epochs": None, "sparse_lr": None}
@@ -419,6 +459,17 @@ class Run:
         return rows
 
 
+def on_own_stream(work: Callable[[], Dict], device: torch.device) -> Dict:
+    """``work()`` on a CUDA stream of its own (on other devices: as it is)."""
+    if device.type != "cuda":
+        return work()
+    stream = torch.cuda.Stream(device)
+    with torch.cuda.stream(stream):
+        out = work()
+    stream.synchronize()
+    return out
+
+
 def best_of(history: List[Dict], final_acc1: float) -> Dict:
     """``acc1_best`` and ``best_epoch`` over a history whose last epoch scored ``final_acc1``."""
     if history and history[-1].get("acc1") is None:
@@ -436,7 +487,11 @@ def layer_widths_of(spec: Dict) -> Dict[str, int]:
 
 
 def run(cfg: DictConfig) -> List[Dict]:
-    """Run the whole protocol for ``cfg``; return the rows of the result table."""
+    """Run the whole protocol for ``cfg``; return the rows of the result table
+    (``seeds=[...]``: every seed's rows, see :mod:`prunebench.seeds`)."""
+    if cfg.get("seeds"):
+        from prunebench import seeds
+        return seeds.run(cfg)
     return Run(cfg).execute()
 
 

@@ -5,18 +5,20 @@ Times, in one run on the same model, batch size and device:
 - reference: torchvision-style DataLoader with PIL transforms (pad 4 + random crop,
   flip, ToTensor, Normalize), fp32, with 1 and with N workers;
 - prunebench: data held on the device as uint8, augmentation on the device in
-  whole batches, the shared training loop (prunebench.train.train).
+  whole batches, the training step of prunebench.train.step: eager fp32, and the
+  fast path (bf16 autocast, channels_last, torch.compile, on CUDA the whole step
+  in one CUDA graph), each over the same batches (``--loops`` picks the rows);
+- ``--seeds`` seeds trained as one batched model (compare with the eager row: one seed).
 
 Each loop runs `--steps` steps (after `--warmup` untimed ones) and the time is
 scaled to one epoch of the training set. Prints one table and a summary line.
 
-    python scripts/bench_epoch.py --device cpu --steps 10          # a CPU machine, ~2 minutes
-    python scripts/bench_epoch.py --root /data --steps 200          # CIFAR-10 on the GPU
+    python scripts/bench_epoch.py --device cpu --steps 10 --loops reference,eager   # a CPU machine
+    python scripts/bench_epoch.py --root /data --steps 200                            # CIFAR-10 on the GPU
 """
 import argparse
 import math
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +32,10 @@ from prunebench import data as datasets
 from prunebench import models
 from prunebench.config import DatasetConfig, ModelConfig
 from prunebench.pipeline import resolve_device
-from prunebench.train import Recipe, train
+from prunebench.train import Recipe, TrainHooks
+from prunebench.train.step import Speed, Step, optimizer
+
+FAST = Speed(precision="bf16", channels_last=True, compile="on")
 
 
 class PILImages(Dataset):
@@ -77,15 +82,44 @@ def reference_loop(model, d, args, device, workers):
     return time.perf_counter() - t0, loss.item()
 
 
-def prunebench_loop(model, d, args, device, tmp):
-    recipe = Recipe(epochs=1, lr=0.1, batch_size=args.batch, steps_per_epoch=args.warmup)
-    train(model, d, recipe, seed=0, checkpoint=tmp / "warm.pt", progress=False)  # warm-up
-    recipe = Recipe(epochs=1, lr=0.1, batch_size=args.batch, steps_per_epoch=args.steps)
+def step_loop(model, d, args, device, speed):
+    """The inner loop of prunebench.train.train with ``speed``: warm-up steps (compilation and
+    CUDA-graph capture happen there), then timed steps; the loss is read once at the end."""
+    recipe = Recipe(epochs=1, lr=0.1, batch_size=args.batch)
+    if speed.channels_last:
+        model.to(memory_format=torch.channels_last)
+    step = Step(model, optimizer(model, recipe, device, speed), TrainHooks(), speed, device)
+    model.train()
+    gen = torch.Generator(device=device).manual_seed(0)
+    batches = d.train_batches(args.batch, gen)
+    for _ in range(args.warmup):
+        step(*next(batches))
+    sync(device)
+    step.loss_sum.zero_()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        step(*next(batches))
+    loss = step.loss_sum.item() / args.steps
+    sync(device)
+    return time.perf_counter() - t0, loss
+
+
+def seeds_loop(spec, d, args, device):
+    """``--seeds`` models of one architecture trained as one batched model (train.batch_seeds)."""
+    from prunebench.train.batched import train_batched
+    seeds = list(range(args.seeds))
+    models_ = []
+    for s in seeds:
+        torch.manual_seed(s)
+        models_.append(models.build(spec).to(device))
+    train_batched(models_, d, Recipe(epochs=1, lr=0.1, batch_size=args.batch, steps_per_epoch=args.warmup),
+                  seeds=seeds)
     sync(device)
     t0 = time.perf_counter()
-    out = train(model, d, recipe, seed=1, checkpoint=tmp / "timed.pt", progress=False)
+    out = train_batched(models_, d, Recipe(epochs=1, lr=0.1, batch_size=args.batch, steps_per_epoch=args.steps),
+                        seeds=seeds)
     sync(device)
-    return time.perf_counter() - t0, out["loss"]
+    return time.perf_counter() - t0, sum(o["loss"] for o in out) / len(out)
 
 
 def main():
@@ -94,7 +128,10 @@ def main():
     p.add_argument("--model", default="vgg19", help="vgg11..vgg19, resnet20..resnet110")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=100, help="timed steps per loop")
-    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first (the fast path: at least 4)")
+    p.add_argument("--loops", default="reference,eager,fast,seeds",
+                   help="rows: reference (DataLoader), eager, fast, seeds (--seeds models batched)")
+    p.add_argument("--seeds", type=int, default=5, help="models of the seeds row, trained as one batched model")
     p.add_argument("--workers", default="1,8", help="DataLoader workers of the reference loops")
     p.add_argument("--root", default=None, help="folder holding cifar-10-batches-py (default: synthetic 32x32)")
     args = p.parse_args()
@@ -107,24 +144,32 @@ def main():
     arch, depth = ("vgg", int(args.model[3:])) if args.model.startswith("vgg") else ("resnet", int(args.model[6:]))
     spec = models.spec_from_config(OmegaConf.structured(ModelConfig(name=args.model, arch=arch, depth=depth)),
                                    3, d.num_classes)
-    steps_per_epoch = len(d.train_y) // args.batch
-    tmp = Path(torch.hub.get_dir()).parent / "prunebench-bench"
-    tmp.mkdir(parents=True, exist_ok=True)
     rows = []
 
     def record(name, seconds, loss):
         rows.append((name, seconds / args.steps * steps_per_epoch, loss))
 
-    for w in [int(w) for w in args.workers.split(",") if w]:
+    loops = set(args.loops.split(","))
+    if "fast" in loops and args.warmup < 4:
+        p.error("the fast path captures its CUDA graph at step 4: use --warmup 4 or more")
+    steps_per_epoch = len(d.train_y) // args.batch
+    if args.warmup + args.steps > steps_per_epoch:
+        p.error(f"--warmup + --steps must fit in one epoch ({steps_per_epoch} steps)")
+    for w in [int(w) for w in args.workers.split(",") if w and "reference" in loops]:
         torch.manual_seed(0)
         record(f"reference: DataLoader, {w} worker{'s' if w > 1 else ''}, fp32",
                *reference_loop(models.build(spec).to(device), d, args, device, w))
-    torch.manual_seed(0)
-    on_device = d.to(device)
-    record("prunebench: data on device, eager", *prunebench_loop(models.build(spec).to(device), on_device, args,
-                                                                  device, tmp))
-    for f in tmp.glob("*.pt"):
-        f.unlink()
+    on_device = d.to(device) if loops & {"eager", "fast", "seeds"} else None
+    for name, speed, label in (("eager", Speed(), "eager fp32"),
+                               ("fast", FAST, "bf16, channels_last, compiled" +
+                                (" + one CUDA graph" if device.type == "cuda" else ""))):
+        if name in loops:
+            torch.manual_seed(0)
+            record(f"prunebench: data on device, {label}", *step_loop(models.build(spec).to(device), on_device,
+                                                                      args, device, speed))
+    if "seeds" in loops:
+        record(f"prunebench: {args.seeds} seeds batched (vmap), eager fp32, all {args.seeds} together",
+               *seeds_loop(spec, on_device, args, device))
     base = rows[0][1]
     table = Table(title=f"{args.model}, batch {args.batch}, {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
                         f"{args.steps} timed steps scaled to {steps_per_epoch} steps an epoch")
@@ -134,7 +179,7 @@ def main():
         table.add_row(name, f"{s:.2f}", f"{base / s:.2f}x", f"{loss:.3f}" if math.isfinite(loss) else "nan")
     Console().print(table)
     best = min(rows, key=lambda r: r[1])
-    print(f"summary: {best[0]} is fastest at {best[1]:.2f} s/epoch, {base / best[1]:.2f}x the reference recipe "
+    print(f"summary: {best[0]} is fastest at {best[1]:.2f} s/epoch, {base / best[1]:.2f}x the first row "
           f"({base:.2f} s/epoch)")
 
 

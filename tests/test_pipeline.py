@@ -1,5 +1,7 @@
+import json
 import math
 import os
+from pathlib import Path
 
 import pytest
 
@@ -103,3 +105,22 @@ def test_a_stage_locked_by_a_live_job_is_waited_for_then_its_row_fails(smoke_cfg
     assert all("not run" in r["note"] for k, r in rows.items() if k != "unpruned")
     (stage.dir / "lock").write_text(f"{os.uname().nodename} 999999999")  # a dead one: taken over
     assert all(r["status"] == "ok" for r in pipeline.run(cfg))
+
+
+def test_stages_side_by_side_equal_sequential_ones(smoke_cfg):
+    import shutil
+    from prunebench.pipeline import Run
+    sequential = Run(smoke_cfg()).execute()
+    retrained = [r for r in sequential if r["row"] not in ("unpruned", "sparse", "pruned")]
+    assert len(retrained) >= 3
+    loss = {r["row"]: json.loads((Path(r["stage"]) / "metrics.json").read_text())["train_loss"] for r in retrained}
+    for r in retrained:  # train them again, side by side, from the same pruned stage
+        shutil.rmtree(r["stage"])
+    parallel = Run(smoke_cfg("train.parallel_stages=3")).execute()
+    assert [r["row"] for r in parallel] == [r["row"] for r in sequential]
+    for a, b in zip(sequential, parallel):
+        assert a["status"] == b["status"] == "ok", a["row"]
+        for key in ("acc1", "params", "flops", "epochs", "stage"):
+            assert a[key] == b[key], (a["row"], key)
+    assert {r: json.loads((Path(b["stage"]) / "metrics.json").read_text())["train_loss"]
+            for r, b in ((b["row"], b) for b in parallel if b["row"] in loss)} == loss

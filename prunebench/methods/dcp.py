@@ -102,6 +102,7 @@ def output_point(model: nn.Module, group) -> str:
 class DCP(ChannelPruning):
     sparse = True
     paper = "Zhuang et al., NeurIPS 2018"
+    capturable = False  # the auxiliary losses read the labels on_batch() stores on the host
 
     def __init__(self, cfg, seed: int = 0):
         super().__init__(cfg, seed)

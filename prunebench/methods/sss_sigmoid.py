@@ -34,6 +34,7 @@ from prunebench.methods.sss import SSS, Factors
 
 class SSSSigmoid(SSS):
     paper = "Huang & Wang, ECCV 2018 + alpha-sigmoid gates (Luo & Wu, 2020)"
+    capturable = False  # alpha is a host float raised each epoch: a captured step would keep the first one
 
     def __init__(self, cfg, seed: int = 0):
         super().__init__(cfg, seed)

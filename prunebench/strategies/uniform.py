@@ -57,15 +57,16 @@ class Uniform(Strategy):
         target = run.results["pruned"][match]
         tol = run.cfg.strategy.uniform.tolerance
         if run.method.kind == "weight":
-            model = run.fresh(run.base_spec, reinit=True)
-            full = run.results["unpruned"][match]
-            if match == "params":  # only conv/linear weights are masked; BN and biases stay
-                prunable = sum(w.numel() for w in prunable_weights(model).values())
-                keep = (target - (full - prunable)) / prunable
-            else:  # FLOPs are counted on convolutions and linear layers, all of them masked
-                keep = target / full
-            masks = uniform_masks(model, keep, run.cfg.seed)
-            sparse_init(model, masks)
+            with run.rng_lock:  # sparse_init draws on from fresh()'s seed (stages may run side by side)
+                model = run.fresh(run.base_spec, reinit=True)
+                full = run.results["unpruned"][match]
+                if match == "params":  # only conv/linear weights are masked; BN and biases stay
+                    prunable = sum(w.numel() for w in prunable_weights(model).values())
+                    keep = (target - (full - prunable)) / prunable
+                else:  # FLOPs are counted on convolutions and linear layers, all of them masked
+                    keep = target / full
+                masks = uniform_masks(model, keep, run.cfg.seed)
+                sparse_init(model, masks)
             b = run.budget(run.results["pruned"]["flops"])
             out = run.trained(stage, model, run.with_recipe(epochs=b["epochs"]), masks=masks)
             gap = (out[match] - target) / target

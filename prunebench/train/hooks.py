@@ -6,7 +6,11 @@ from torch import nn
 
 
 class TrainHooks:
-    """No-op hooks; methods override the ones they need."""
+    """No-op hooks; methods override the ones they need. ``capturable``: the hooks run traced by
+    torch.compile and captured in a CUDA graph (tensor lr, no host reads); False: the stage
+    trains with the eager step (``train.compile=on`` falls back)."""
+
+    capturable = True
 
     def on_batch(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
         """Called with each training batch before its forward pass (a penalty that needs the labels)."""
@@ -19,7 +23,8 @@ class TrainHooks:
         """Called after ``backward()`` and before ``step()``: add to the gradients."""
 
     def after_step(self, model: nn.Module, lr: float) -> None:
-        """Called after every optimizer step with the step's learning rate (masks, proximal steps)."""
+        """Called after every optimizer step with the step's learning rate (masks, proximal steps):
+        a float, or a device scalar tensor on the compiled path (use it in tensor arithmetic only)."""
 
     def on_epoch_end(self, model: nn.Module, epoch: int) -> None:
         """Called after each epoch with its 0-based index."""
@@ -30,6 +35,7 @@ class HookList(TrainHooks):
 
     def __init__(self, hooks: Iterable[TrainHooks]):
         self.hooks = list(hooks)
+        self.capturable = all(h.capturable for h in self.hooks)
 
     def on_batch(self, model, x, y):
         for h in self.hooks:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -22,6 +21,7 @@ from prunebench.data import Data
 from prunebench.errors import Diverged, PrunebenchError
 from prunebench.train.evaluate import evaluate
 from prunebench.train.hooks import TrainHooks
+from prunebench.train.step import EAGER, Speed, Step, optimizer, tensor_lr
 
 log = logging.getLogger(__name__)
 
@@ -70,23 +70,25 @@ def read_checkpoint(checkpoint: Path, device) -> Optional[Dict]:
 def train(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpoint: Path,
           hooks: TrainHooks = TrainHooks(), desc: str = "train", progress: bool = True,
           snapshots: Optional[Dict[int, Path]] = None, eval_every: int = 0, eval_batch_size: int = 1000,
-          on_epoch: Optional[Callable[[Dict], None]] = None) -> dict:
+          on_epoch: Optional[Callable[[Dict], None]] = None, speed: Speed = EAGER) -> dict:
     """Train ``model`` in place; return {"epochs", "seconds", "loss", "history"}. Raises
     :class:`Diverged` when the loss stops being finite. ``snapshots`` maps an
     epoch k to a file that receives the weights after k epochs (0: before training).
     ``eval_every`` > 0: test top-1 after every that many epochs and after the last one
     (0: never here; the caller evaluates the final model). ``history`` has one entry
     per epoch: {"epoch" (1-based), "lr" (of that epoch), "loss" (mean train loss), "acc1"};
-    ``on_epoch`` receives each new entry (experiment loggers)."""
+    ``on_epoch`` receives each new entry (experiment loggers). ``speed``: precision, memory
+    format and the compiled / CUDA-graph step (:mod:`.step`)."""
     if eval_every < 0:
         raise ValueError(f"eval_every must be >= 0, got {eval_every}")
     if data.train_size == 0:  # not a divergence: there is nothing to learn from
         raise PrunebenchError("the training set is empty; check the data set's settings (dataset.root, sizes)")
     device = data.device
     model.to(device)
+    if speed.channels_last:
+        model.to(memory_format=torch.channels_last)
     net = distributed.wrap(model)  # the steps call net (DDP under torchrun); hooks and files use model
-    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                          weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
+    opt = optimizer(model, recipe, device, speed)
     milestones = sorted({int(round(m * recipe.epochs)) for m in recipe.milestones})
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=recipe.gamma)
     start, seconds, last_loss, history = 0, 0.0, float("nan"), []
@@ -100,7 +102,10 @@ def train(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpoint
         sched.load_state_dict(state["scheduler"])
         start, seconds, last_loss = state["epoch"], state["seconds"], state["loss"]
         history = state.get("history", [])
+        if speed.fast:
+            tensor_lr(opt, device)
     progress = progress and distributed.is_main()
+    step = Step(model, opt, hooks, speed, device, net=net)
     bar = tqdm(total=recipe.epochs, initial=start, desc=desc, disable=not progress, leave=True,
                dynamic_ncols=True)
     snapshots = snapshots or {}
@@ -110,29 +115,21 @@ def train(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpoint
         t0 = time.perf_counter()
         model.train()
         gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
-        loss_sum = torch.zeros((), device=device)
+        loss_sum = step.loss_sum
+        loss_sum.zero_()
         steps = 0
-        lr_epoch = opt.param_groups[0]["lr"]
+        lr_epoch = float(opt.param_groups[0]["lr"])
         inner = tqdm(total=data.steps_per_epoch(recipe.batch_size, recipe.steps_per_epoch), desc=f"epoch {epoch + 1}",
                      disable=not progress, leave=False, dynamic_ncols=True)
         for x, y in map(distributed.shard, data.train_batches(recipe.batch_size, gen, recipe.steps_per_epoch)):
-            hooks.on_batch(model, x, y)
-            loss = F.cross_entropy(net(x), y)
-            extra = hooks.penalty(model)
-            opt.zero_grad(set_to_none=True)
-            (loss if extra is None else loss + extra).backward()
-            hooks.regularize(model)
-            lr = opt.param_groups[0]["lr"]
-            opt.step()
-            hooks.after_step(model, lr)
-            loss_sum += loss.detach()
+            step(x, y)
             steps += 1
             if steps % CHECK_EVERY == 0:
                 running = distributed.mean(loss_sum).item() / steps  # the one host sync every CHECK_EVERY steps
                 if not math.isfinite(running):
                     inner.close()
                     raise Diverged(f"loss became NaN/inf in epoch {epoch + 1}")
-                inner.set_postfix(loss=f"{running:.3f}", lr=f"{lr:.3g}", refresh=False)
+                inner.set_postfix(loss=f"{running:.3f}", lr=f"{lr_epoch:.3g}", refresh=False)
                 inner.update(CHECK_EVERY)
         inner.close()
         last_loss = distributed.mean(loss_sum).item() / max(steps, 1)
@@ -153,7 +150,7 @@ def train(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpoint
             write_history(history, history_csv)
         if on_epoch is not None:
             on_epoch(history[-1])
-        bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{opt.param_groups[0]['lr']:.2g}",
+        bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{float(opt.param_groups[0]['lr']):.2g}",
                         **({"acc1": f"{acc1:.2f}"} if acc1 is not None else {}))
         bar.update(1)
     bar.close()

@@ -1,0 +1,78 @@
+"""The fast step on CUDA: the whole step captured in one CUDA graph computes what the
+eager step computes. CUDA only (pytest marker ``gpu``; skipped without a GPU, the one
+allowed skip); ``scripts/gpu_check.sh`` runs these first when a GPU is lent."""
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from prunebench import methods
+from prunebench.config import SlimmingConfig, SSSConfig
+from prunebench.pruning.masks import uniform_masks
+from prunebench.train import HookList, MaskHook, TrainHooks, train
+from prunebench.train.step import Speed, Step, optimizer
+from tests.test_fast_step import RECIPE, RESNET, VGG, assert_same, build, float64, twice  # noqa: F401
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+GRAPHED = Speed(compile="on", backend="aot_eager")  # traced and captured; no code generation
+INDUCTOR = Speed(compile="on")
+
+
+@pytest.fixture(scope="module")
+def gpu_data():
+    from prunebench import data
+    from prunebench.config import DatasetConfig
+    torch.backends.cudnn.allow_tf32 = False  # fp32 convolutions, so eager and compiled can be compared
+    torch.backends.cuda.matmul.allow_tf32 = False
+    return data.load(OmegaConf.structured(DatasetConfig(name="synthetic", pad=2, flip=True,
+                                                        train_size=320))).to("cuda")
+
+
+def slimming_and_mask():
+    slim = methods.create(OmegaConf.structured(SlimmingConfig(name="slimming", sparsity=1e-2)))
+    masks = {k: v.cuda() for k, v in uniform_masks(build(VGG), 0.3, seed=0).items()}
+    return lambda m: HookList([slim, MaskHook(masks)])
+
+
+def test_the_whole_step_is_one_cuda_graph_and_a_schedule_step_keeps_it(gpu_data):
+    model = build(VGG).cuda()
+    opt = optimizer(model, RECIPE, gpu_data.device, GRAPHED)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[1], gamma=0.1)
+    step = Step(model, opt, TrainHooks(), GRAPHED, gpu_data.device)
+    batches = list(gpu_data.train_batches(32, torch.Generator(device="cuda").manual_seed(0), steps=6))
+    for x, y in batches:
+        step(x, y)
+    graph = step.graph
+    assert graph is not None
+    sched.step()
+    for x, y in batches:
+        step(x, y)
+    assert step.graph is graph and torch.isfinite(step.loss_sum)
+
+
+def test_captured_vgg_with_slimming_and_a_mask_equals_eager_float64(gpu_data, float64, tmp_path):
+    eager, fast = twice(gpu_data, tmp_path, VGG, slimming_and_mask(), speed=GRAPHED)
+    assert_same(eager, fast)
+
+
+def test_captured_resnet_with_sss_equals_eager_float64(gpu_data, float64, tmp_path):
+    sss = methods.create(OmegaConf.structured(SSSConfig(name="sss", selection="threshold", sparsity=2.0)))
+
+    def hooks(model):
+        sss.attach(model, (3, 16, 16))
+        return sss
+
+    eager, fast = twice(gpu_data, tmp_path, RESNET, hooks, speed=GRAPHED)
+    assert_same(eager, fast)
+
+
+def test_inductor_and_graph_track_eager_in_fp32(gpu_data, tmp_path):
+    eager, fast = twice(gpu_data, tmp_path, VGG, slimming_and_mask(), speed=INDUCTOR, dtype=torch.float32)
+    assert_same(eager, fast, rtol=1e-3, atol=5e-3)
+
+
+def test_bf16_channels_last_graph_trains(gpu_data, tmp_path):
+    model = build(VGG)
+    h = train(model, gpu_data, RECIPE, seed=0, checkpoint=tmp_path / "c.pt", progress=False,
+              speed=Speed(precision="bf16", channels_last=True, compile="on"))["history"]
+    assert all(torch.isfinite(torch.tensor(x["loss"])) for x in h) and h[-1]["loss"] < h[0]["loss"] + 0.5
