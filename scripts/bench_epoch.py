@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from prunebench import data as datasets
 from prunebench import models
-from prunebench.config import DatasetConfig, ModelConfig
+from prunebench.config import DatasetConfig, ModelConfig, SyntheticDatasetConfig
 from prunebench.pipeline import resolve_device
 from prunebench.train import Recipe, TrainHooks
 from prunebench.train.step import Speed, Step, optimizer
@@ -139,7 +139,7 @@ def main():
     if args.root:
         dcfg = DatasetConfig(name="cifar10", root=args.root, download=False)
     else:
-        dcfg = DatasetConfig(name="synthetic", pad=4, flip=True, image_size=32, train_size=50_000, test_size=10)
+        dcfg = SyntheticDatasetConfig(name="synthetic", pad=4, flip=True, image_size=32, train_size=50_000, test_size=10)
     d = datasets.load(OmegaConf.structured(dcfg))
     arch, depth = ("vgg", int(args.model[3:])) if args.model.startswith("vgg") else ("resnet", int(args.model[6:]))
     spec = models.spec_from_config(OmegaConf.structured(ModelConfig(name=args.model, arch=arch, depth=depth)),

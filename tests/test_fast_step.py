@@ -15,7 +15,7 @@ import torch
 from omegaconf import OmegaConf
 
 from prunebench import data, methods, models
-from prunebench.config import DatasetConfig, SlimmingConfig, SSSConfig
+from prunebench.config import SlimmingConfig, SSSConfig, SyntheticDatasetConfig
 from prunebench.data.images import ImageData
 from prunebench.models import resnet, vgg
 from prunebench.pruning.masks import uniform_masks
@@ -28,7 +28,7 @@ RECIPE = Recipe(epochs=2, lr=0.05, batch_size=32, milestones=[0.5])  # 10 steps 
 
 @pytest.fixture(scope="module")
 def synthetic():
-    return data.load(OmegaConf.structured(DatasetConfig(name="synthetic", pad=2, flip=True, train_size=320)))
+    return data.load(OmegaConf.structured(SyntheticDatasetConfig(name="synthetic", pad=2, flip=True, train_size=320)))
 
 
 @pytest.fixture

@@ -21,10 +21,10 @@ INDUCTOR = Speed(compile="on")
 @pytest.fixture(scope="module")
 def gpu_data():
     from prunebench import data
-    from prunebench.config import DatasetConfig
+    from prunebench.config import SyntheticDatasetConfig
     torch.backends.cudnn.allow_tf32 = False  # fp32 convolutions, so eager and compiled can be compared
     torch.backends.cuda.matmul.allow_tf32 = False
-    return data.load(OmegaConf.structured(DatasetConfig(name="synthetic", pad=2, flip=True,
+    return data.load(OmegaConf.structured(SyntheticDatasetConfig(name="synthetic", pad=2, flip=True,
                                                         train_size=320))).to("cuda")
 
 
