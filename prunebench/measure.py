@@ -116,7 +116,8 @@ def latency(model: nn.Module, input_shape: Sequence[int], batch: int = 1,
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    x = torch.randn(batch, *input_shape, device=device)
+    # its own generator: the global one belongs to model inits (stages side by side draw theirs meanwhile)
+    x = torch.randn(batch, *input_shape, device=device, generator=torch.Generator(device).manual_seed(0))
     if device.type == "cpu":  # CPU time of one thread: what neighbour processes on a shared CPU do not change
         timer = benchmark.Timer(stmt="model(x)", globals={"model": model, "x": x}, num_threads=1,
                                 timer=time.thread_time)

@@ -214,7 +214,8 @@ class Run:
     def load(self, row: str, attach: bool = False):
         """The model a finished stage saved; ``attach`` adds the method's training-time modules first."""
         folder = Path(self.results[row]["stage"])
-        model = models.build(models.load_spec(folder))
+        with self.rng_lock:  # building draws a (discarded) init from the global RNG: not amid another's
+            model = models.build(models.load_spec(folder))
         if attach:
             self.method.attach(model, self.input_shape)
         model.load_state_dict(models.load_state(folder))

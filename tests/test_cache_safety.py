@@ -121,6 +121,7 @@ NOT_KEYED = {  # settings no stage's result depends on
     "strategy.name", "device", "cache_dir", "retry_failed", "progress", "dry_run", "lock_timeout", "strict",
     "measure.latency_batch", "measure.latency_repeats", "paper",
     "logger", "distributed",  # what is logged; DDP settings (keyed by bn_shards only under torchrun)
+    "train",  # how a step runs (compiled, channels_last, side by side): train.precision is keyed, below
 }
 SPARSE_COMMON = {"sparse_init", "sparse_epochs", "sparse_lr"}
 SPARSE_READS = {"slimming": {"sparsity"} | SPARSE_COMMON}  # method settings the sparse stage trains with
@@ -131,6 +132,7 @@ ALTERNATIVES = {  # values to change to where "another value" is not obvious
     "model.growth": None, "model.compression": None, "dataset.name": None, "method.name": None, "device": "auto", "method.selection": "threshold",
     "method.sparse_init": "unpruned", "method.sparse_epochs": 2, "method.sparse_lr": 0.01,
     "method.skip": ["conv2"], "method.layer_ratios": {"conv2": 0.25}, "schedule.milestones": [0.5],
+    "train.precision": "bf16", "train.compile": "on", "train.backend": "aot_eager",
     "strategy.scratch_b.max_factor": 2.0, "strategy.uniform.match": "params", "strategy.lottery.rewind_epoch": 1,
 }
 WEIGHT_LAYERS = {"method.skip": ["features.4"], "method.layer_ratios": {"features.4": 0.25},
@@ -182,6 +184,8 @@ def direct_readers(path, rows, method, cfg):
     """The rows whose stage reads ``path``, from the stages' code."""
     top, _, rest = path.partition(".")
     strategies = {r for r in rows if r in STRATEGY_READS}
+    if path == "train.precision":  # bf16 trains other weights: every trained stage and what follows
+        return set(rows)
     if path in NOT_KEYED or top in NOT_KEYED:
         return set()
     if top in ("model", "dataset", "seed"):

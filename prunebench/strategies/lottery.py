@@ -34,7 +34,8 @@ class Lottery(Strategy):
             raise PrunebenchError(f"the lottery strategy rewinds to epoch {k} of the unpruned model, but {path} "
                                   f"was not saved when that stage trained; delete {unpruned.dir} to retrain it "
                                   f"with strategy.lottery.rewind_epoch={k}")
-        model = models.build(run.base_spec)
+        with run.rng_lock:  # building draws a (discarded) init from the global RNG
+            model = models.build(run.base_spec)
         model.load_state_dict(atomic.load(path))
         out = run.trained(stage, model.to(run.device), run.recipe, masks=run.masks())
         return {**out, "note": f"kept weights reset to the unpruned model's {'init' if k == 0 else f'epoch {k}'}; "
