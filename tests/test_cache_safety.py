@@ -4,7 +4,6 @@ locks waited for, and cache keys that follow every setting a stage reads."""
 import copy
 import logging
 import os
-import pickle
 import shutil
 import threading
 import time

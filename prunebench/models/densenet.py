@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prunebench.models.groups import ChannelGroup, ChannelSelection, selection_index
+from prunebench.models.init import he_init
 
 GROWTH = 12
 PER_LAYER = {"basic": 3, "bottleneck": 6}  # depth = PER_LAYER x layers a block + 4
@@ -127,12 +128,7 @@ class DenseNet(nn.Module):
         self.select = ChannelSelection(c, selections.get("bn"))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(self.select.index.numel(), num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.constant_(m.weight, bn_init)
-                nn.init.zeros_(m.bias)
+        he_init(self, bn_init)
 
     def forward(self, x):
         x = self.trans1(self.dense1(self.conv1(x)))

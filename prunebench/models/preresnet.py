@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prunebench.models.groups import ChannelGroup, ChannelSelection, Residual, selection_index
+from prunebench.models.init import he_init
 
 PLANES = (16, 32, 64)  # inner widths of the three stages; residual widths are these x EXPANSION
 EXPANSION = {"basic": 1, "bottleneck": 4}
@@ -115,12 +116,7 @@ class PreResNet(nn.Module):
         self.select = ChannelSelection(c, selections.get("bn"))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(self.select.index.numel(), num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.constant_(m.weight, bn_init)
-                nn.init.zeros_(m.bias)
+        he_init(self, bn_init)
 
     def forward(self, x):
         x = self.blocks(self.conv1(x))

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prunebench.models.groups import ChannelGroup, Residual, ResidualBlock
+from prunebench.models.init import he_init
 
 STAGE_WIDTHS = (16, 32, 64)
 
@@ -103,11 +104,7 @@ class ResNet(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.constant_(m.weight, bn_init)
+        he_init(self, bn_init)
 
     def forward(self, x):
         x = F.relu(self.bn1(self.conv1(x)))

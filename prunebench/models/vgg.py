@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional
 from torch import nn
 
 from prunebench.models.groups import ChannelGroup
+from prunebench.models.init import he_init
 
 WIDTHS = {
     11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
@@ -81,15 +82,7 @@ class VGG(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         build, self.reader = CLASSIFIERS[classifier]
         self.classifier = build(c, hidden or LI_HIDDEN, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.constant_(m.weight, bn_init)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        he_init(self, bn_init, linear_std=0.01)
 
     def forward(self, x):
         return self.classifier(self.pool(self.features(x)).flatten(1))

@@ -12,7 +12,7 @@ import torch
 
 from prunebench import models
 from prunebench.errors import PrunebenchError
-from prunebench.measure import spec_flops, spec_params
+from prunebench.measure import spec_flops
 from prunebench.pruning import uniform_spec
 from prunebench.pruning.masks import sparse_init, uniform_masks
 from prunebench.pruning.surgery import prunable_weights
