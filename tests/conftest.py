@@ -33,3 +33,18 @@ def run_cli(*args, cwd):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "prunebench", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=600)
+
+
+@pytest.fixture
+def starts(monkeypatch):
+    """The weights each stage's training starts from, by stage kind."""
+    from prunebench import pipeline
+
+    seen = {}
+    real = pipeline.train
+
+    def recording(model, data, recipe, **kw):
+        seen[kw["desc"]] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return real(model, data, recipe, **kw)
+    monkeypatch.setattr(pipeline, "train", recording)
+    return seen

@@ -16,19 +16,6 @@ def load(folder, name):
     return torch.load(Path(folder) / name, weights_only=True)
 
 
-@pytest.fixture
-def starts(monkeypatch):
-    """The weights each stage's training starts from, by stage kind."""
-    seen = {}
-    real = pipeline.train
-
-    def recording(model, data, recipe, **kw):
-        seen[kw["desc"]] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        return real(model, data, recipe, **kw)
-    monkeypatch.setattr(pipeline, "train", recording)
-    return seen
-
-
 def assert_masked_copy(state, source, mask):
     """``state`` is ``source`` with the pruned weights zeroed, every other tensor equal."""
     for k, v in source.items():

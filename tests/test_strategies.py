@@ -126,14 +126,8 @@ def test_sparse_init_draws_kept_weights_at_the_density_corrected_scale():
     assert expected > 3 * math.sqrt(2 / (9 * 128))  # far from the dense He scale
 
 
-def test_weight_level_scratch_starts_from_the_density_corrected_init(smoke_cfg, monkeypatch):
-    seen = {}
-    real = pipeline.train
-
-    def recording(model, data, recipe, **kw):
-        seen[kw["desc"]] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        return real(model, data, recipe, **kw)
-    monkeypatch.setattr(pipeline, "train", recording)
+def test_weight_level_scratch_starts_from_the_density_corrected_init(smoke_cfg, starts):
+    seen = starts
     rows = by_row(pipeline.run(smoke_cfg("method=magnitude", "method.pruning_ratio=0.9",
                                          "strategies=[scratch_e,lottery]")))
     mask = torch.load(Path(rows["pruned"]["stage"]) / "mask.pt", weights_only=True)
