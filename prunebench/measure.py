@@ -10,6 +10,7 @@ on a shared CPU wall time measures the neighbours (on this project's 2-core mach
 at load 6, two wall-clock medians of one model differed by up to 2.5x; thread time
 kept them within 7%)."""
 import math
+import threading
 import time
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -27,29 +28,51 @@ def count_params(model: nn.Module, masks: Optional[Dict[str, torch.Tensor]] = No
     return sum(int(masks[n].sum()) if n in masks else p.numel() for n, p in model.named_parameters())
 
 
-def _counter(model: nn.Module, input_shape: Sequence[int]) -> FlopCounterMode:
+# FlopCounterMode's module tracking uses process-wide forward hooks, which also fire for models
+# training in other threads (stages side by side): the total (counted per operator, per thread)
+# stays right, per-module figures would not. Per-layer FLOPs therefore come from hooks on the
+# layers themselves, and counts take turns.
+COUNTING = threading.Lock()
+
+
+def _own_flops(module: nn.Module, output: torch.Tensor) -> int:
+    """FLOPs of one call of a convolution or linear layer (2 x multiply-accumulates, as
+    torch.utils.flop_counter counts them); 0 for other modules."""
+    if isinstance(module, nn.Conv2d):
+        k = module.kernel_size[0] * module.kernel_size[1]
+        return 2 * output.numel() * (module.in_channels // module.groups) * k
+    if isinstance(module, nn.Linear):
+        return 2 * output.numel() * module.in_features
+    return 0
+
+
+def _count(model: nn.Module, input_shape: Sequence[int], names=()) -> Tuple[int, Dict[str, int]]:
+    """Total FLOPs of one forward of one image, and those of each layer in ``names``."""
     device = next(model.parameters()).device
+    layers = {n: 0 for n in names}
+    handles = []
+    for n in layers:
+        def record(module, inputs, output, n=n):
+            layers[n] += _own_flops(module, output)
+        handles.append(model.get_submodule(n).register_forward_hook(record))
     was_training = model.training
     model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, *input_shape, device=device))
-    model.train(was_training)
-    return counter
-
-
-def _layer_flops(model: nn.Module, counter: FlopCounterMode, names) -> Dict[str, int]:
-    per_module, prefix = counter.get_flop_counts(), type(model).__name__
-    return {n: int(sum(per_module.get(f"{prefix}.{n}", {}).values())) for n in names}
+    try:
+        with COUNTING, torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return int(round(counter.get_total_flops())), layers
 
 
 def count_flops(model: nn.Module, input_shape: Sequence[int],
                 masks: Optional[Dict[str, torch.Tensor]] = None) -> int:
     """FLOPs of one forward pass of one image of shape (C, H, W). With weight-level
     ``masks``, each layer's FLOPs are scaled by the fraction of its weights kept."""
-    counter = _counter(model, input_shape)
-    total = counter.get_total_flops()
+    total, layers = _count(model, input_shape, {name.rsplit(".", 1)[0] for name in masks or {}})
     if masks:
-        layers = _layer_flops(model, counter, {name.rsplit(".", 1)[0] for name in masks})
         for name, mask in masks.items():
             total -= layers[name.rsplit(".", 1)[0]] * (1 - mask.float().mean().item())
     return int(round(total))
@@ -74,9 +97,7 @@ def spec_flops(spec: Dict, input_shape: Sequence[int]) -> int:
 
 def spec_layer_flops(spec: Dict, input_shape: Sequence[int], layers) -> Tuple[int, Dict[str, int]]:
     """FLOPs of ``spec`` and of each module path in ``layers`` (one forward)."""
-    model = _shell(spec)
-    counter = _counter(model, input_shape)
-    return int(round(counter.get_total_flops())), _layer_flops(model, counter, layers)
+    return _count(_shell(spec), input_shape, layers)
 
 
 def spec_layer_params(spec: Dict, layers) -> Tuple[int, Dict[str, int]]:

@@ -109,7 +109,22 @@ def test_a_stage_locked_by_a_live_job_is_waited_for_then_its_row_fails(smoke_cfg
 
 def test_stages_side_by_side_equal_sequential_ones(smoke_cfg):
     import shutil
+
+    import torch
+
     from prunebench.pipeline import Run
+
+    # CPU latency timing runs on one intra-op thread (torch.utils.benchmark sets the process-wide count),
+    # which changes the summation order of a stage training beside it: one thread throughout
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        check_side_by_side(smoke_cfg, shutil, Run)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def check_side_by_side(smoke_cfg, shutil, Run):
     sequential = Run(smoke_cfg()).execute()
     retrained = [r for r in sequential if r["row"] not in ("unpruned", "sparse", "pruned")]
     assert len(retrained) >= 3
