@@ -17,6 +17,7 @@ from torch import nn
 
 from prunebench.errors import PrunebenchError
 from prunebench.models.groups import ChannelGroup
+from prunebench.models.vgg import layout_with_widths
 
 WIDTHS = {
     11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
@@ -97,14 +98,7 @@ class ImageNetVGG(nn.Module):
         return groups
 
     def spec_with_widths(self, widths: Dict[str, int]) -> Dict[str, Any]:
-        new, k = [], 0
-        for w in self.spec["widths"]:
-            if w == "M":
-                new.append(w)
-            else:
-                k += 1
-                new.append(int(widths.get(f"conv{k}", w)))
-        return {**self.spec, "widths": new}
+        return {**self.spec, "widths": layout_with_widths(self.spec["widths"], widths)}
 
     def width_counter(self, input_shape, measure: str = "flops"):
         """widths -> FLOPs or parameters from one traced pass (the uniform search; a removed block counts 0)."""

@@ -61,6 +61,19 @@ def spec_for(depth: int, width: float, in_channels: int, num_classes: int, bn_in
     return spec
 
 
+def layout_with_widths(layout: List[Any], widths: Dict[str, int]) -> List[Any]:
+    """A VGG layout (widths and "M" pools) with the k-th convolution's width replaced by
+    ``widths["conv<k>"]`` where given."""
+    new, k = [], 0
+    for w in layout:
+        if w == "M":
+            new.append(w)
+        else:
+            k += 1
+            new.append(int(widths.get(f"conv{k}", w)))
+    return new
+
+
 class VGG(nn.Module):
     def __init__(self, widths: List[Any], in_channels: int, num_classes: int, bn_init: float = 1.0,
                  classifier: str = "linear", hidden: Optional[int] = None):
@@ -96,11 +109,4 @@ class VGG(nn.Module):
         return groups
 
     def spec_with_widths(self, widths: Dict[str, int], selections: Optional[Dict] = None) -> Dict[str, Any]:
-        new, k = [], 0
-        for w in self.spec["widths"]:
-            if w == "M":
-                new.append(w)
-            else:
-                k += 1
-                new.append(int(widths.get(f"conv{k}", w)))
-        return {**self.spec, "widths": new}
+        return {**self.spec, "widths": layout_with_widths(self.spec["widths"], widths)}
