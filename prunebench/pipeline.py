@@ -25,7 +25,8 @@ from prunebench.pruning.masks import apply_masks, density, select_weights, spars
 from prunebench.pruning.selection import iteration_config
 from prunebench.stages import Stage, StageBusy, UnreadableStage, settings
 from prunebench.strategies import scratch_b_epochs
-from prunebench.train import HookList, MaskHook, Recipe, TrainHooks, evaluate, train
+from prunebench.train import Recipe, TrainHooks, evaluate, train
+from prunebench.train.job import TrainJob, train_job
 from prunebench.train.loop import write_history
 from prunebench.train.step import speed_from_config
 
@@ -86,6 +87,7 @@ class Run:
         self.results: Dict[str, Dict] = {}
         self.speed = speed_from_config(cfg.get("train"))
         self.rng_lock = threading.RLock()  # held from seeding the global RNG to the last init draw
+        self.trainer: Callable[[TrainJob], Dict] = train_job  # seeds.py batches the jobs of several seeds
 
     @cached_property
     def data(self) -> datasets.Data:
@@ -169,22 +171,24 @@ class Run:
                 masks: Optional[Dict] = None, snapshots: Optional[Dict] = None) -> Dict:
         """Train ``model`` with ``recipe`` in ``stage``, then describe it. The metrics carry the
         per-epoch ``history``, ``acc1`` (the last epoch) and ``acc1_best`` (the best evaluated
-        epoch, what the authors' scripts print as "Best acc")."""
-        hooks = HookList([h for h in (hooks, MaskHook(masks) if masks else None) if h is not None])
+        epoch, what the authors' scripts print as "Best acc"). The training itself is a
+        :class:`TrainJob` handed to ``self.trainer`` (alone, or with other seeds' jobs batched)."""
         if masks:
             apply_masks(model, masks)
         s = self.cfg.schedule
         logger = loggers.create(self.cfg.logger, stage.dir, stage.kind, {"stage": stage.kind, **stage.values})
+        job = TrainJob(kind=stage.kind, model=model, data=self.data, recipe=recipe, seed=self.cfg.seed,
+                       checkpoint=stage.checkpoint, hooks=hooks, masks=masks, snapshots=snapshots or {},
+                       on_epoch=logger.log, eval_every=s.eval_every, eval_batch_size=s.eval_batch_size,
+                       progress=self.cfg.progress, speed=self.speed)
         try:
-            out = train(model, self.data, recipe, seed=self.cfg.seed, checkpoint=stage.checkpoint, hooks=hooks,
-                        desc=stage.kind, progress=self.cfg.progress, snapshots=snapshots, eval_every=s.eval_every,
-                        eval_batch_size=s.eval_batch_size, on_epoch=logger.log, speed=self.speed)
+            out = self.trainer(job)
         finally:
             logger.close()
         return self.after_training(stage, model, out, masks)
 
     def after_training(self, stage: Stage, model, out: Dict, masks: Optional[Dict] = None) -> Dict:
-        """The metrics of a trained stage from ``train``'s (or ``train_batched``'s) output."""
+        """The metrics of a trained stage from its trainer's output."""
         metrics = self.describe(model, stage, masks)
         best = best_of(out["history"], metrics["acc1"])
         if distributed.is_main():

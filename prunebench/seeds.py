@@ -1,18 +1,31 @@
 """Several seeds in one process (``seeds=[0,1,2,3,4]``): one :class:`Run` per seed, each
 with its own stage folders and rows (the ``seed`` column tells them apart, so the
-table and ``prunebench-report`` see ordinary per-seed runs). With
-``train.batch_seeds=true`` the unpruned stages of the seeds not cached yet train first,
-together, as one batched model (:mod:`prunebench.train.batched`); each Run then finds
-its unpruned stage cached and goes on alone. Liu et al. 2019 report the mean of 5 runs."""
+table and ``prunebench-report`` see ordinary per-seed runs). Liu et al. 2019 report
+the mean of 5 runs.
+
+With ``train.batch_seeds=true`` the runs go forward together and every stage that the
+seeds train on one architecture trains as one batched model
+(:func:`prunebench.train.batched.train_batched`): the unpruned models, the sparse
+stages of methods whose hooks are batchable (slimming), and the retrainings of
+predefined architectures (finetune, scratch_e, scratch_b, uniform, lottery). The
+:class:`SeedBatcher` runs one thread per seed, one at a time (each holds the turn
+until it asks for training or finishes, so the global RNG, the files and the logs see
+what sequential runs see); when every seed still running is waiting for training, the
+waiting jobs of one kind and architecture train together, and a job that cannot be
+batched (other hooks, another architecture, a stage cached for some seeds only) trains
+alone. Every seed still writes and caches its own stage folder."""
 import copy
 import logging
-from typing import Dict, List
+import threading
+from typing import Dict, List, Optional
 
 from omegaconf import DictConfig
 
+from prunebench import distributed
+from prunebench.errors import Diverged, PrunebenchError
 from prunebench.pipeline import Run
-from prunebench.stages import Stage
-from prunebench.train.batched import train_batched
+from prunebench.train.batched import CannotBatch, train_batched
+from prunebench.train.job import TrainJob, train_job
 
 log = logging.getLogger(__name__)
 
@@ -24,32 +37,119 @@ def with_seed(cfg: DictConfig, seed: int) -> DictConfig:
     return out
 
 
-def batch_unpruned(runs: List[Run]) -> None:
-    """Train the unpruned stages of ``runs`` that are not cached, as one batched model."""
-    todo = [r for r in runs if Stage(r.cache, *r.stage_values()["unpruned"]).result() is None]
-    if len(todo) < 2:
-        return
-    lead = todo[0]
-    for r in todo[1:]:
-        r.__dict__["data"] = lead.data  # one copy of the data set for every seed
-    stages = [Stage(r.cache, *r.stage_values()["unpruned"]) for r in todo]
-    for st in stages:
-        st.dir.mkdir(parents=True, exist_ok=True)
-    models = [r.fresh(r.base_spec) for r in todo]
-    s = lead.cfg.schedule
-    log.info("unpruned: seeds %s batched", [r.cfg.seed for r in todo])
-    outs = train_batched(models, lead.data, lead.recipe, seeds=[r.cfg.seed for r in todo],
-                         eval_every=s.eval_every, eval_batch_size=s.eval_batch_size,
-                         snapshots=[r.snapshots(st) for r, st in zip(todo, stages)])
-    for r, st, model, out in zip(todo, stages, models, outs):
-        r.stage("unpruned", st.kind, st.values, lambda stage, r=r, m=model, o=out: r.after_training(stage, m, o))
+class Waiting:
+    """A seed's job waiting for the batcher, and what became of it."""
+
+    def __init__(self, job: TrainJob):
+        self.job = job
+        self.out: Optional[Dict] = None
+        self.error: Optional[BaseException] = None
+        self.done = False
+
+    def key(self):
+        j = self.job
+        if not j.batchable():
+            return id(self)
+        return (j.kind, repr(getattr(j.model, "spec", None)), j.recipe, j.masks is None)
+
+
+class SeedBatcher:
+    """Runs the seeds' runs side by side, taking turns, and trains their jobs batched."""
+
+    def __init__(self):
+        self.turn = threading.Condition(threading.RLock())
+        self.live = 0
+        self.waiting: List[Waiting] = []
+
+    def execute(self, runs: List[Run]) -> List[List[Dict]]:
+        """Every run's rows, in the order of ``runs``; a run's error is raised here after the
+        other runs have finished (what they trained is cached)."""
+        rows: List[Optional[List[Dict]]] = [None] * len(runs)
+        errors: List[BaseException] = []
+
+        def body(i: int, r: Run) -> None:
+            with self.turn:
+                try:
+                    rows[i] = r.execute()
+                except BaseException as e:  # noqa: BLE001 - handed to the main thread
+                    errors.append(e)
+                finally:
+                    self.live -= 1
+                    self.progress()
+
+        for r in runs:
+            r.trainer = self.train
+        self.live = len(runs)
+        threads = [threading.Thread(target=body, args=(i, r), name=f"seed{r.cfg.seed}", daemon=True)
+                   for i, r in enumerate(runs)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(0.5)  # short joins: Ctrl-C reaches the main thread; finished stages stay cached
+        if errors:
+            raise errors[0]
+        return rows
+
+    def train(self, job: TrainJob) -> Dict:
+        """A run's trainer: wait until every live seed waits or has finished, then train."""
+        w = Waiting(job)
+        self.waiting.append(w)
+        self.progress()
+        while not w.done:
+            self.turn.wait()
+        if w.error is not None:
+            raise w.error
+        return w.out
+
+    def progress(self) -> None:
+        """While every live seed waits for training: train the first waiting job's group."""
+        while self.waiting and len(self.waiting) == self.live:
+            key = self.waiting[0].key()
+            group = sorted((w for w in self.waiting if w.key() == key), key=lambda w: w.job.seed)
+            self.waiting = [w for w in self.waiting if w.key() != key]
+            self.train_group(group)
+            self.turn.notify_all()
+
+    def train_group(self, group: List[Waiting]) -> None:
+        if len(group) > 1:
+            seeds = [w.job.seed for w in group]
+            try:
+                log.info("%s: seeds %s batched", group[0].job.kind, seeds)
+                for w, out in zip(group, train_batched([w.job for w in group])):
+                    w.out, w.done = out, True
+                return
+            except CannotBatch as e:
+                log.info("%s: seeds %s one by one: %s", group[0].job.kind, seeds, e)
+            except Diverged as e:  # the seeds that did not diverge go on alone, from their checkpoints
+                log.warning("%s; the seeds %s go on one by one", e, seeds)
+            except BaseException as e:  # noqa: BLE001 - each seed's run gets the error
+                for w in group:
+                    w.error, w.done = e, True
+                return
+        for w in group:
+            try:
+                w.out = train_job(w.job)
+            except BaseException as e:  # noqa: BLE001 - raised in the seed's own thread
+                w.error = e
+            w.done = True
 
 
 def run(cfg: DictConfig) -> List[Dict]:
+    if len(set(cfg.seeds)) != len(cfg.seeds):
+        raise PrunebenchError(f"seeds must differ from each other, got {list(cfg.seeds)}")
     runs = [Run(with_seed(cfg, s)) for s in cfg.seeds]
-    if cfg.get("train") is not None and cfg.train.batch_seeds:
-        batch_unpruned(runs)
-    rows = []
-    for r in runs:
-        rows += r.execute()
-    return rows
+    batch = cfg.get("train") is not None and cfg.train.batch_seeds
+    if batch and distributed.world_size() > 1:
+        log.info("train.batch_seeds: under torchrun the seeds train one by one, each across the ranks")
+        batch = False
+    if not batch:
+        return [row for r in runs for row in r.execute()]
+    for r in runs[1:]:
+        r.__dict__["data"] = runs[0].data  # one copy of the data set for every seed
+    if cfg.train.parallel_stages > 1:
+        log.info("train.batch_seeds: the seeds' stages train batched, so parallel_stages=%d is not used",
+                 cfg.train.parallel_stages)
+        for r in runs:
+            r.cfg.train.parallel_stages = 1
+    return [row for rows in SeedBatcher().execute(runs) for row in rows]

@@ -8,7 +8,9 @@ Times, in one run on the same model, batch size and device:
   whole batches, the training step of prunebench.train.step: eager fp32, and the
   fast path (bf16 autocast, channels_last, torch.compile, on CUDA the whole step
   in one CUDA graph), each over the same batches (``--loops`` picks the rows);
-- ``--seeds`` seeds trained as one batched model (compare with the eager row: one seed).
+- ``--seeds`` seeds trained as one batched model (``train.batch_seeds``), eager fp32 and
+  on the fast path; the summary gives each as a multiple of one seed's time on the same
+  path (the target: five seeds at most twice one).
 
 Each loop runs `--steps` steps (after `--warmup` untimed ones) and the time is
 scaled to one epoch of the training set. Prints one table and a summary line.
@@ -17,6 +19,7 @@ scaled to one epoch of the training set. Prints one table and a summary line.
     python scripts/bench_epoch.py --root /data --steps 200                            # CIFAR-10 on the GPU
 """
 import argparse
+import dataclasses
 import math
 import time
 
@@ -104,22 +107,36 @@ def step_loop(model, d, args, device, speed):
     return time.perf_counter() - t0, loss
 
 
-def seeds_loop(spec, d, args, device):
-    """``--seeds`` models of one architecture trained as one batched model (train.batch_seeds)."""
-    from prunebench.train.batched import train_batched
+def seeds_loop(spec, d, args, device, speed):
+    """``--seeds`` models of one architecture trained as one batched model (``train.batch_seeds``):
+    the step of prunebench.train.batched, each seed on its own batch, ``speed`` as in the other rows
+    (channels_last aside: batches of seeds are 5-D)."""
+    from prunebench.train.batched import SeedStack, per_seed_cross_entropy
     seeds = list(range(args.seeds))
     models_ = []
     for s in seeds:
         torch.manual_seed(s)
         models_.append(models.build(spec).to(device))
-    train_batched(models_, d, Recipe(epochs=1, lr=0.1, batch_size=args.batch, steps_per_epoch=args.warmup),
-                  seeds=seeds)
+    stack = SeedStack(models_).train()
+    recipe = Recipe(epochs=1, lr=0.1, batch_size=args.batch)
+    speed = dataclasses.replace(speed, channels_last=False)
+    step = Step(stack.tree, optimizer(stack.tree, recipe, device, speed), TrainHooks(), speed, device, net=stack,
+                criterion=per_seed_cross_entropy, models=len(seeds))
+    streams = [d.train_batches(args.batch, torch.Generator(device=device).manual_seed(s)) for s in seeds]
+
+    def one():
+        batches = [next(b) for b in streams]
+        step(torch.stack([b[0] for b in batches]), torch.stack([b[1] for b in batches]))
+    for _ in range(args.warmup):
+        one()
     sync(device)
+    step.loss_sum.zero_()
     t0 = time.perf_counter()
-    out = train_batched(models_, d, Recipe(epochs=1, lr=0.1, batch_size=args.batch, steps_per_epoch=args.steps),
-                        seeds=seeds)
+    for _ in range(args.steps):
+        one()
+    loss = step.loss_sum.mean().item() / args.steps
     sync(device)
-    return time.perf_counter() - t0, sum(o["loss"] for o in out) / len(out)
+    return time.perf_counter() - t0, loss
 
 
 def main():
@@ -129,8 +146,9 @@ def main():
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=100, help="timed steps per loop")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (the fast path: at least 4)")
-    p.add_argument("--loops", default="reference,eager,fast,seeds",
-                   help="rows: reference (DataLoader), eager, fast, seeds (--seeds models batched)")
+    p.add_argument("--loops", default="reference,eager,fast,seeds,seeds_fast",
+                   help="rows: reference (DataLoader), eager, fast, seeds and seeds_fast (--seeds models batched, "
+                        "eager and fast)")
     p.add_argument("--seeds", type=int, default=5, help="models of the seeds row, trained as one batched model")
     p.add_argument("--workers", default="1,8", help="DataLoader workers of the reference loops")
     p.add_argument("--root", default=None, help="folder holding cifar-10-batches-py (default: synthetic 32x32)")
@@ -146,11 +164,14 @@ def main():
                                    3, d.num_classes)
     rows = []
 
+    per_loop = {}
+
     def record(name, seconds, loss):
         rows.append((name, seconds / args.steps * steps_per_epoch, loss))
+        per_loop[name] = rows[-1][1]
 
     loops = set(args.loops.split(","))
-    if "fast" in loops and args.warmup < 4:
+    if loops & {"fast", "seeds_fast"} and args.warmup < 4:
         p.error("the fast path captures its CUDA graph at step 4: use --warmup 4 or more")
     steps_per_epoch = len(d.train_y) // args.batch
     if args.warmup + args.steps > steps_per_epoch:
@@ -159,7 +180,7 @@ def main():
         torch.manual_seed(0)
         record(f"reference: DataLoader, {w} worker{'s' if w > 1 else ''}, fp32",
                *reference_loop(models.build(spec).to(device), d, args, device, w))
-    on_device = d.to(device) if loops & {"eager", "fast", "seeds"} else None
+    on_device = d.to(device) if loops & {"eager", "fast", "seeds", "seeds_fast"} else None
     for name, speed, label in (("eager", Speed(), "eager fp32"),
                                ("fast", FAST, "bf16, channels_last, compiled" +
                                 (" + one CUDA graph" if device.type == "cuda" else ""))):
@@ -167,9 +188,11 @@ def main():
             torch.manual_seed(0)
             record(f"prunebench: data on device, {label}", *step_loop(models.build(spec).to(device), on_device,
                                                                       args, device, speed))
-    if "seeds" in loops:
-        record(f"prunebench: {args.seeds} seeds batched (vmap), eager fp32, all {args.seeds} together",
-               *seeds_loop(spec, on_device, args, device))
+    fast_label = "bf16, compiled" + (" + one CUDA graph" if device.type == "cuda" else "")
+    for name, speed, label in (("seeds", Speed(), "eager fp32"), ("seeds_fast", FAST, fast_label)):
+        if name in loops:
+            record(f"prunebench: {args.seeds} seeds batched (vmap), {label}, all {args.seeds} together",
+                   *seeds_loop(spec, on_device, args, device, speed))
     base = rows[0][1]
     table = Table(title=f"{args.model}, batch {args.batch}, {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
                         f"{args.steps} timed steps scaled to {steps_per_epoch} steps an epoch")
@@ -181,6 +204,12 @@ def main():
     best = min(rows, key=lambda r: r[1])
     print(f"summary: {best[0]} is fastest at {best[1]:.2f} s/epoch, {base / best[1]:.2f}x the first row "
           f"({base:.2f} s/epoch)")
+    by_kind = {("seeds" if "seeds batched" in n else "one") + (":fast" if "compiled" in n else ":eager"): t
+               for n, t in per_loop.items() if n.startswith("prunebench")}
+    for path in ("eager", "fast"):
+        if f"seeds:{path}" in by_kind and f"one:{path}" in by_kind:
+            print(f"summary: {args.seeds} seeds batched, {path}: {by_kind[f'seeds:{path}']:.2f} s/epoch, "
+                  f"{by_kind[f'seeds:{path}'] / by_kind[f'one:{path}']:.2f}x one seed's {by_kind[f'one:{path}']:.2f}")
 
 
 if __name__ == "__main__":

@@ -38,13 +38,13 @@ def run_cli(*args, cwd):
 @pytest.fixture
 def starts(monkeypatch):
     """The weights each stage's training starts from, by stage kind."""
-    from prunebench import pipeline
+    from prunebench.train import job
 
     seen = {}
-    real = pipeline.train
+    real = job.train
 
     def recording(model, data, recipe, **kw):
         seen[kw["desc"]] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return real(model, data, recipe, **kw)
-    monkeypatch.setattr(pipeline, "train", recording)
+    monkeypatch.setattr(job, "train", recording)
     return seen

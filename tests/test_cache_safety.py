@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from prunebench import atomic, pipeline
 from prunebench.errors import PrunebenchError
 from prunebench.stages import Stage
-from prunebench.train import Recipe, train
+from prunebench.train import Recipe, job, train
 from tests.cases import DATA
 from tests.conftest import compose_config
 
@@ -104,9 +104,9 @@ def test_a_stage_finished_by_another_job_while_waiting_is_reused(smoke_cfg, tmp_
             shutil.copy(os.path.join(done["unpruned"]["stage"], f), stage.dir / f)
         (stage.dir / "lock").unlink()
     threading.Thread(target=other_job_finishes).start()
-    real_train = pipeline.train
+    real_train = job.train
     trained = []
-    monkeypatch.setattr(pipeline, "train", lambda *a, **k: trained.append(k["desc"]) or real_train(*a, **k))
+    monkeypatch.setattr(job, "train", lambda *a, **k: trained.append(k["desc"]) or real_train(*a, **k))
     rows = by_row(pipeline.run(cfg))
     assert rows["unpruned"]["acc1"] == done["unpruned"]["acc1"] and rows["unpruned"]["status"] == "ok"
     assert "unpruned" not in trained and "scratch_e" in trained

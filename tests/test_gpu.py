@@ -76,3 +76,14 @@ def test_bf16_channels_last_graph_trains(gpu_data, tmp_path):
     h = train(model, gpu_data, RECIPE, seed=0, checkpoint=tmp_path / "c.pt", progress=False,
               speed=Speed(precision="bf16", channels_last=True, compile="on"))["history"]
     assert all(torch.isfinite(torch.tensor(x["loss"])) for x in h) and h[-1]["loss"] < h[0]["loss"] + 0.5
+
+
+def test_seeds_batched_in_one_cuda_graph_equal_single_eager_runs(gpu_data, float64, tmp_path):
+    from tests.test_batched_seeds import SEEDS, assert_equal_runs, jobs, slimming
+    from prunebench.train.batched import train_batched
+    from prunebench.train.job import train_job
+    masks = {s: uniform_masks(build(VGG), 0.3, seed=s) for s in SEEDS}
+    single = jobs(gpu_data, tmp_path / "single", slimming(), masks)
+    outs_single = [train_job(j) for j in single]
+    batched = jobs(gpu_data, tmp_path / "batched", slimming(), masks, speed=GRAPHED)
+    assert_equal_runs(single, batched, outs_single, train_batched(batched), atol=1e-6)

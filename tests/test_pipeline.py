@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from prunebench import pipeline
+from prunebench.train import job
 from prunebench.errors import PrunebenchError
 from prunebench.strategies import scratch_b_epochs
 from prunebench.stages import Stage
@@ -57,7 +58,8 @@ def test_rerun_reuses_every_stage(smoke_cfg, monkeypatch):
 
     def no_training(*a, **k):
         raise AssertionError("a cached stage was trained again")
-    monkeypatch.setattr(pipeline, "train", no_training)
+    monkeypatch.setattr(pipeline, "train", no_training)  # the pruning iterations
+    monkeypatch.setattr(job, "train", no_training)  # every stage
     second = pipeline.run(smoke_cfg())
     assert [(r["row"], r["acc1"], r["stage"]) for r in first] == [(r["row"], r["acc1"], r["stage"]) for r in second]
 

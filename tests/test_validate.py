@@ -5,6 +5,7 @@ import os
 import pytest
 
 from prunebench import pipeline
+from prunebench.train import job
 from prunebench.errors import PrunebenchError
 from tests.conftest import compose_config, run_cli
 from tests.test_data import dataset_cfg, write_fake_cifar10
@@ -15,6 +16,7 @@ def no_training(monkeypatch):
     def fail(*a, **k):
         raise AssertionError("trained before the input was checked")
     monkeypatch.setattr(pipeline, "train", fail)
+    monkeypatch.setattr(job, "train", fail)
 
 
 @pytest.mark.parametrize("override,message", [

@@ -67,6 +67,20 @@ def read_checkpoint(checkpoint: Path, device) -> Optional[Dict]:
         return None
 
 
+def save_checkpoint(checkpoint: Path, model_state: Dict, opt_state: Dict, sched_state: Dict, epoch: int,
+                    seconds: float, history: List[Dict]) -> None:
+    """The state after ``epoch`` epochs, which an interrupted stage resumes from, and its
+    ``history.csv`` beside it (the batched trainer writes each seed's in this same form)."""
+    atomic.save({"model": model_state, "optimizer": opt_state, "scheduler": sched_state, "epoch": epoch,
+                 "seconds": seconds, "loss": history[-1]["loss"], "history": history}, checkpoint)
+    write_history(history, Path(checkpoint).parent / "history.csv")
+
+
+def epoch_generator(seed: int, epoch: int, device) -> torch.Generator:
+    """The generator of one epoch's data order and augmentation: a function of the seed and epoch only."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
+
+
 def train(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpoint: Path,
           hooks: TrainHooks = TrainHooks(), desc: str = "train", progress: bool = True,
           snapshots: Optional[Dict[int, Path]] = None, eval_every: int = 0, eval_batch_size: int = 1000,
@@ -93,7 +107,6 @@ def train(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpoint
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=recipe.gamma)
     start, seconds, last_loss, history = 0, 0.0, float("nan"), []
     checkpoint = Path(checkpoint)
-    history_csv = checkpoint.parent / "history.csv"
     distributed.barrier()  # every rank past its last read of the folder before rank 0 writes to it
     state = read_checkpoint(checkpoint, device)
     if state is not None:
@@ -114,7 +127,7 @@ def train(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpoint
             atomic.save(model.state_dict(), snapshots[epoch])
         t0 = time.perf_counter()
         model.train()
-        gen = torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
+        gen = epoch_generator(seed, epoch, device)
         loss_sum = step.loss_sum
         loss_sum.zero_()
         steps = 0
@@ -144,10 +157,8 @@ def train(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpoint
             acc1 = evaluate(model, data, eval_batch_size)["acc1"]
         history.append({"epoch": epoch + 1, "lr": lr_epoch, "loss": last_loss, "acc1": acc1})
         if distributed.is_main():
-            atomic.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                         "scheduler": sched.state_dict(), "epoch": epoch + 1, "seconds": seconds,
-                         "loss": last_loss, "history": history}, checkpoint)
-            write_history(history, history_csv)
+            save_checkpoint(checkpoint, model.state_dict(), opt.state_dict(), sched.state_dict(), epoch + 1,
+                            seconds, history)
         if on_epoch is not None:
             on_epoch(history[-1])
         bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{float(opt.param_groups[0]['lr']):.2g}",

@@ -84,15 +84,22 @@ def capturable(hooks: TrainHooks) -> bool:
 
 class Step:
     """``step(x, y)`` trains on one batch and adds its cross-entropy to ``loss_sum`` (a device
-    scalar). ``opt`` must hold its lr as a device tensor when ``speed.fast``."""
+    scalar). ``opt`` must hold its lr as a device tensor when ``speed.fast``.
+
+    ``criterion(net(x), y)`` gives the loss: a scalar, or one loss per model when ``net`` is
+    several models batched (:class:`prunebench.train.batched.SeedStack`, ``models`` of them):
+    their sum is back-propagated, so each model gets its own loss's gradient, and
+    ``loss_sum`` holds one sum per model."""
 
     def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, hooks: TrainHooks, speed: Speed,
-                 device: torch.device, net: Optional[nn.Module] = None):
+                 device: torch.device, net: Optional[nn.Module] = None,
+                 criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy, models: int = 0):
         speed.check()
         self.model, self.opt, self.hooks, self.speed = model, opt, hooks, speed
         self.net = model if net is None else net  # what the forward calls: DDP's wrapper under torchrun
+        self.criterion = criterion
         self.device = torch.device(device)
-        self.loss_sum = torch.zeros((), device=self.device)
+        self.loss_sum = torch.zeros((models,) if models else (), device=self.device)
         self.dtype = PRECISIONS[speed.precision]
         self.fast = speed.fast and capturable(hooks)
         if speed.fast and not self.fast:
@@ -119,9 +126,10 @@ class Step:
         model, hooks, opt = self.model, self.hooks, self.opt
         with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None,
                             cache_enabled=False if self.graphed else None):
-            loss = F.cross_entropy(self.net(x), y)
+            loss = self.criterion(self.net(x), y)
             extra = hooks.penalty(model)
-        (loss if extra is None else loss + extra).backward()
+        total = loss if loss.dim() == 0 else loss.sum()
+        (total if extra is None else total + extra).backward()
         hooks.regularize(model)
         lr = self.lr()
         opt.step()
