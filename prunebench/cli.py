@@ -41,7 +41,8 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
 
 def title(cfg: DictConfig) -> str:
     return (f"{cfg.method.name} on {cfg.model.name} / {cfg.dataset.name}, "
-            f"pruning_ratio {cfg.method.pruning_ratio}, seed {cfg.seed}")
+            f"pruning_ratio {cfg.method.pruning_ratio}, "
+            + (f"seeds {list(cfg.seeds)}" if cfg.get("seeds") else f"seed {cfg.seed}"))
 
 
 def sweep_device(cfg: DictConfig) -> None:

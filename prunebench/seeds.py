@@ -13,17 +13,21 @@ until it asks for training or finishes, so the global RNG, the files and the log
 what sequential runs see); when every seed still running is waiting for training, the
 waiting jobs of one kind and architecture train together, and a job that cannot be
 batched (other hooks, another architecture, a stage cached for some seeds only) trains
-alone. Every seed still writes and caches its own stage folder."""
+alone; with ``train.parallel_stages=N`` these trainings run N at a time (threads, a CUDA
+stream each: the seeds' retrainings of differing pruned architectures side by side), and
+each seed's own stages go one after another. Every seed still writes and caches its own
+stage folder."""
 import copy
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional
 
 from omegaconf import DictConfig
 
 from prunebench import distributed
 from prunebench.errors import Diverged, PrunebenchError
-from prunebench.pipeline import Run
+from prunebench.pipeline import Run, on_own_stream
 from prunebench.train.batched import CannotBatch, train_batched
 from prunebench.train.job import TrainJob, train_job
 
@@ -50,13 +54,14 @@ class Waiting:
         j = self.job
         if not j.batchable():
             return id(self)
-        return (j.kind, repr(getattr(j.model, "spec", None)), j.recipe, j.masks is None)
+        return (j.kind, repr(getattr(j.model, "spec", None)), repr(j.recipe), j.masks is None)
 
 
 class SeedBatcher:
     """Runs the seeds' runs side by side, taking turns, and trains their jobs batched."""
 
-    def __init__(self):
+    def __init__(self, parallel: int = 1):
+        self.parallel = parallel  # groups trained side by side (train.parallel_stages), a CUDA stream each
         self.turn = threading.Condition(threading.RLock())
         self.live = 0
         self.waiting: List[Waiting] = []
@@ -103,12 +108,29 @@ class SeedBatcher:
         return w.out
 
     def progress(self) -> None:
-        """While every live seed waits for training: train the first waiting job's group."""
-        while self.waiting and len(self.waiting) == self.live:
-            key = self.waiting[0].key()
-            group = sorted((w for w in self.waiting if w.key() == key), key=lambda w: w.job.seed)
-            self.waiting = [w for w in self.waiting if w.key() != key]
-            self.train_group(group)
+        """When every live seed waits for training: train every waiting job, those of one kind
+        and architecture as one group, ``parallel`` groups side by side."""
+        if not self.waiting or len(self.waiting) != self.live:
+            return
+        waiting, self.waiting = self.waiting, []
+        try:
+            groups: Dict[object, List[Waiting]] = {}
+            for w in waiting:
+                groups.setdefault(w.key(), []).append(w)
+            work = [lambda g=sorted(g, key=lambda w: w.job.seed): self.train_group(g) for g in groups.values()]
+            if self.parallel <= 1 or len(work) == 1:
+                for w in work:
+                    w()
+            else:
+                log.info("%d trainings of the seeds side by side, %d at a time", len(work), self.parallel)
+                with ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="seeds") as pool:
+                    for f in [pool.submit(on_own_stream, w, waiting[0].job.data.device) for w in work]:
+                        f.result()  # train_group keeps each job's error for its own seed
+        except BaseException as e:  # noqa: BLE001 - no seed may wait for a training that will not come
+            for w in waiting:
+                if not w.done:
+                    w.error, w.done = e, True
+        finally:
             self.turn.notify_all()
 
     def train_group(self, group: List[Waiting]) -> None:
@@ -147,9 +169,7 @@ def run(cfg: DictConfig) -> List[Dict]:
         return [row for r in runs for row in r.execute()]
     for r in runs[1:]:
         r.__dict__["data"] = runs[0].data  # one copy of the data set for every seed
-    if cfg.train.parallel_stages > 1:
-        log.info("train.batch_seeds: the seeds' stages train batched, so parallel_stages=%d is not used",
-                 cfg.train.parallel_stages)
-        for r in runs:
-            r.cfg.train.parallel_stages = 1
-    return [row for rows in SeedBatcher().execute(runs) for row in rows]
+    parallel = cfg.train.parallel_stages
+    for r in runs:  # the batcher trains side by side what the seeds wait for; each seed's stages go in turn
+        r.cfg.train.parallel_stages = 1
+    return [row for rows in SeedBatcher(parallel).execute(runs) for row in rows]

@@ -196,3 +196,40 @@ def test_a_seed_given_twice_is_refused(smoke_cfg):
     from prunebench.errors import PrunebenchError
     with pytest.raises(PrunebenchError, match="seeds must differ"):
         pipeline.run(smoke_cfg("seeds=[0,0]"))
+
+
+def test_seeds_trainings_side_by_side_equal_sequential_ones(smoke_cfg, caplog):
+    """The seeds' retrainings of differing pruned architectures (slimming finds one per seed) train
+    ``parallel_stages`` at a time; one intra-op thread, as in test_pipeline's side-by-side test."""
+    import shutil
+
+    from prunebench import pipeline
+    over = ("seeds=[0,1]", "method=slimming", "strategies=[finetune,scratch_e]")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        sequential = pipeline.run(smoke_cfg(*over))
+        retrained = [r for r in sequential if r["row"] in ("finetune", "scratch_e")]
+        assert len({r["params"] for r in retrained if r["row"] == "finetune"}) == 2  # two architectures
+        loss = {(r["seed"], r["row"]): train_loss(r) for r in retrained}
+        for r in retrained:
+            shutil.rmtree(r["stage"])
+        with caplog.at_level(logging.INFO, logger="prunebench.seeds"):
+            parallel = pipeline.run(smoke_cfg(*over, "train.parallel_stages=2"))
+    finally:
+        torch.set_num_threads(threads)
+    assert "2 trainings of the seeds side by side" in caplog.text
+    assert [(r["seed"], r["row"]) for r in parallel] == [(r["seed"], r["row"]) for r in sequential]
+    for a, b in zip(sequential, parallel):
+        assert b["status"] == "ok" and a["stage"] == b["stage"] and a["acc1"] == b["acc1"], (a["seed"], a["row"])
+    assert {(b["seed"], b["row"]): train_loss(b) for b in parallel if (b["seed"], b["row"]) in loss} == loss
+
+
+def test_an_error_in_the_batcher_reaches_every_seed_instead_of_a_hang(smoke_cfg, monkeypatch):
+    from prunebench import pipeline
+
+    def broken(self):
+        raise RuntimeError("no key")
+    monkeypatch.setattr(seeds_module.Waiting, "key", broken)
+    with pytest.raises(RuntimeError, match="no key"):
+        pipeline.run(smoke_cfg("seeds=[0,1]", "strategies=[finetune]"))

@@ -98,3 +98,12 @@ def test_joblib_sweep_with_two_workers_trains_the_unpruned_stage_once(tmp_path):
     [sweep] = (tmp_path / "outputs" / "multirun").iterdir()
     tables = [read_results(f) for f in sweep.glob("*/results.csv")]
     assert len(tables) == 2 and all(r["status"] == "ok" for rows in tables for r in rows)
+
+
+def test_several_seeds_show_a_seed_column_and_write_every_seed(tmp_path):
+    p = run_cli("experiment=smoke", "seeds=[0,1]", "strategies=[finetune]", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    [run_dir] = (tmp_path / "outputs" / "runs").iterdir()
+    rows = read_results(run_dir / "results.csv")
+    assert sorted({r["seed"] for r in rows}) == ["0", "1"] and all(r["status"] == "ok" for r in rows)
+    assert "seeds [0, 1]" in p.stdout and "| row | seed |" in (run_dir / "results.md").read_text()

@@ -27,7 +27,9 @@ def fmt(key: str, value) -> str:
 
 
 def _shown(rows: List[Dict]) -> List[str]:
-    return [c for c in SHOWN if any(r.get(c) not in (None, "") for r in rows)]
+    """The columns with a value; the seed beside the row when the rows come from several seeds."""
+    shown = [c for c in SHOWN if any(r.get(c) not in (None, "") for r in rows)]
+    return shown[:1] + ["seed"] + shown[1:] if len({r.get("seed") for r in rows}) > 1 else shown
 
 
 def write_csv(rows: List[Dict], path: Path) -> None:
