@@ -233,3 +233,25 @@ def test_an_error_in_the_batcher_reaches_every_seed_instead_of_a_hang(smoke_cfg,
     monkeypatch.setattr(seeds_module.Waiting, "key", broken)
     with pytest.raises(RuntimeError, match="no key"):
         pipeline.run(smoke_cfg("seeds=[0,1]", "strategies=[finetune]"))
+
+
+def test_a_seed_that_diverges_stops_the_batch_and_the_others_go_on_from_their_checkpoints(synthetic, float64,
+                                                                                          tmp_path):
+    from prunebench.train.hooks import TrainHooks
+
+    class PoisonSecondSeed(TrainHooks):  # batchable: acts on the stacked tensors, seed index 1 only
+        def on_epoch_end(self, model, epoch):
+            if epoch == 0:
+                with torch.no_grad():
+                    next(model.parameters())[1].fill_(float("nan"))
+
+    whole = jobs(synthetic, tmp_path / "whole")
+    outs_whole = train_batched(whole)
+    poisoned = jobs(synthetic, tmp_path / "poisoned", PoisonSecondSeed())
+    with pytest.raises(Diverged, match=rf"epoch 2 \(seeds \[{SEEDS[1]}\]"):
+        train_batched(poisoned)
+    states = [torch.load(j.checkpoint, weights_only=True) for j in poisoned]
+    assert [s["epoch"] for s in states] == [1, 1]  # every seed stands at the last epoch whose loss was finite
+    alone = jobs(synthetic, tmp_path / "poisoned")[0]  # seed 0 goes on alone, to the batched result
+    out = train_job(alone)
+    assert out["history"][-1]["loss"] == pytest.approx(outs_whole[0]["history"][-1]["loss"], rel=1e-6)
