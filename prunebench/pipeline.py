@@ -88,6 +88,7 @@ class Run:
         self.speed = speed_from_config(cfg.get("train"))
         self.rng_lock = threading.RLock()  # held from seeding the global RNG to the last init draw
         self.trainer: Callable[[TrainJob], Dict] = train_job  # seeds.py batches the jobs of several seeds
+        self.idle: Callable[[float], None] = time.sleep  # waiting for another job's stage lock (seeds.py: in turn)
 
     @cached_property
     def data(self) -> datasets.Data:
@@ -108,7 +109,7 @@ class Run:
             log.info("%s: cached %s", row, stage.dir)
         else:
             try:
-                with stage.lock(self.cfg.lock_timeout, LOCK_POLL_S):
+                with stage.lock(self.cfg.lock_timeout, LOCK_POLL_S, sleep=self.idle):
                     result = self.main_cached(stage)  # another job may have finished it while we waited
                     if result is None:
                         if distributed.is_main() and (stage.dir / "metrics.json").exists():

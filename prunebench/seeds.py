@@ -83,7 +83,7 @@ class SeedBatcher:
                     self.progress()
 
         for r in runs:
-            r.trainer = self.train
+            r.trainer, r.idle = self.train, self.idle
         self.live = len(runs)
         threads = [threading.Thread(target=body, args=(i, r), name=f"seed{r.cfg.seed}", daemon=True)
                    for i, r in enumerate(runs)]
@@ -95,6 +95,16 @@ class SeedBatcher:
         if errors:
             raise errors[0]
         return rows
+
+    def idle(self, seconds: float) -> None:
+        """A run's wait for a stage that another process is writing: the other seeds go on meanwhile
+        (this seed counts as not live, so nobody waits for its training), then it takes its turn back."""
+        self.live -= 1
+        try:
+            self.progress()
+            self.turn.wait(seconds)
+        finally:
+            self.live += 1
 
     def train(self, job: TrainJob) -> Dict:
         """A run's trainer: wait until every live seed waits or has finished, then train."""
@@ -145,7 +155,10 @@ class SeedBatcher:
                 log.info("%s: seeds %s one by one: %s", group[0].job.kind, seeds, e)
             except Diverged as e:  # the seeds that did not diverge go on alone, from their checkpoints
                 log.warning("%s; the seeds %s go on one by one", e, seeds)
-            except BaseException as e:  # noqa: BLE001 - each seed's run gets the error
+            except Exception as e:  # noqa: BLE001 - what fails batched may train alone: each seed tries
+                log.warning("%s: seeds %s could not train batched (%s: %s); they go on one by one",
+                            group[0].job.kind, seeds, type(e).__name__, e)
+            except BaseException as e:  # noqa: BLE001 - an interrupt: each seed's run gets it
                 for w in group:
                     w.error, w.done = e, True
                 return

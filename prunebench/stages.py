@@ -15,7 +15,7 @@ import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Callable, Dict, Iterable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -138,10 +138,11 @@ class Stage:
         return host, pid.strip()
 
     @contextmanager
-    def lock(self, timeout: float = 0.0, poll: float = 5.0):
+    def lock(self, timeout: float = 0.0, poll: float = 5.0, sleep: Callable[[float], None] = time.sleep):
         """Hold the stage's lock. A lock held by a live job is waited for, polling every ``poll``
-        seconds, up to ``timeout`` seconds (0: not at all), then :class:`StageBusy`; one left by a
-        dead process on this host is taken over. Under torchrun rank 0 holds it for every rank."""
+        seconds (``sleep`` waits between looks: the seed batcher lets the other seeds go on
+        meanwhile), up to ``timeout`` seconds (0: not at all), then :class:`StageBusy`; one left by
+        a dead process on this host is taken over. Under torchrun rank 0 holds it for every rank."""
         if not distributed.is_main():
             yield self
             return
@@ -165,7 +166,7 @@ class Stage:
             if not waiting:
                 log.info("%s is being written by %s (pid %s); waiting up to %g s", self.dir, host, pid, timeout)
                 waiting = True
-            time.sleep(min(poll, left))
+            sleep(min(poll, left))
         try:
             atomic.write_json(self.dir / "settings.json", {"stage": self.kind, **self.values})
             yield self

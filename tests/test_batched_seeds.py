@@ -255,3 +255,58 @@ def test_a_seed_that_diverges_stops_the_batch_and_the_others_go_on_from_their_ch
     alone = jobs(synthetic, tmp_path / "poisoned")[0]  # seed 0 goes on alone, to the batched result
     out = train_job(alone)
     assert out["history"][-1]["loss"] == pytest.approx(outs_whole[0]["history"][-1]["loss"], rel=1e-6)
+
+
+def test_a_seed_waiting_for_another_jobs_stage_lets_the_other_seeds_go_on(smoke_cfg, monkeypatch, caplog):
+    """Seed 1's unpruned stage is locked by another live job: seed 0 trains meanwhile (before the
+    lock goes), instead of both waiting for each other until lock_timeout."""
+    import os
+    import threading
+    import time
+
+    from prunebench import pipeline
+    from prunebench.stages import Stage
+    over = ("strategies=[finetune]", "lock_timeout=120")
+    one = smoke_cfg("seed=1", *over)
+    locked = Stage(one.cache_dir, "unpruned", pipeline.base_settings(one))
+    locked.dir.mkdir(parents=True)
+    (locked.dir / "lock").write_text(f"{os.uname().nodename} {os.getppid()}")  # held by a live job
+    seed0 = Stage(one.cache_dir, "unpruned", pipeline.base_settings(smoke_cfg("seed=0", *over)))
+    monkeypatch.setattr(pipeline, "LOCK_POLL_S", 0.05)
+    seen = {}
+
+    def other_job_lets_go():
+        deadline = time.monotonic() + 100
+        while not (seed0.dir / "metrics.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen["seed 0 trained while seed 1 waited"] = (seed0.dir / "metrics.json").exists()
+        (locked.dir / "lock").unlink()
+    t = threading.Thread(target=other_job_lets_go)
+    t.start()
+    rows = pipeline.run(smoke_cfg("seeds=[0,1]", *over))
+    t.join()
+    assert seen == {"seed 0 trained while seed 1 waited": True}
+    assert all(r["status"] == "ok" for r in rows) and sorted({r["seed"] for r in rows}) == [0, 1]
+
+
+def test_a_batched_training_that_fails_goes_on_seed_by_seed(smoke_cfg, monkeypatch, caplog):
+    from prunebench import pipeline
+
+    def broken(js):
+        raise RuntimeError("vmap cannot batch this")
+    monkeypatch.setattr(seeds_module, "train_batched", broken)
+    with caplog.at_level(logging.INFO, logger="prunebench.seeds"):
+        rows = pipeline.run(smoke_cfg("seeds=[0,1]", "strategies=[finetune]"))
+    assert "could not train batched (RuntimeError: vmap cannot batch this)" in caplog.text
+    assert all(r["status"] == "ok" for r in rows)
+
+
+def test_slimming_on_a_torchvision_model_trains_its_seeds_batched(smoke_cfg, caplog):
+    """The channel groups of a torchvision model come from a traced graph: traced on the plain model
+    before stacking (a trace through stacked weights would fail), so slimming's hook finds them."""
+    from prunebench import pipeline
+    with caplog.at_level(logging.INFO, logger="prunebench.seeds"):
+        rows = pipeline.run(smoke_cfg("seeds=[0,1]", "model=torchvision", "model.name=mobilenet_v2", "model.width=1.0",
+                                      "method=slimming", "dataset.image_size=32", "strategies=[finetune]"))
+    assert "sparse: seeds [0, 1] batched" in caplog.text and "could not train batched" not in caplog.text
+    assert all(r["status"] == "ok" for r in rows)

@@ -110,18 +110,19 @@ def stacked_masks(masks: Sequence[Dict[str, torch.Tensor]]) -> Dict[str, torch.T
 
 def seed_optimizer_state(state: Dict, i: int) -> Dict:
     """Seed i's slice of the stacked SGD's state dict: the state dict of its own SGD (the
-    parameters are in the same order)."""
-    return {"state": {k: {n: (v[i].clone() if isinstance(v, torch.Tensor) and v.dim() else v) for n, v in s.items()}
+    parameters are in the same order; every tensor of SGD's state, the momentum buffer, has
+    its parameter's shape, so the stacked one leads with the seed)."""
+    return {"state": {k: {n: (v[i].clone() if isinstance(v, torch.Tensor) else v) for n, v in s.items()}
                       for k, s in state["state"].items()},
             "param_groups": copy.deepcopy(state["param_groups"])}
 
 
 def stacked_optimizer_state(states: Sequence[Dict]) -> Dict:
-    """The seeds' SGD state dicts stacked into the batched SGD's."""
+    """The seeds' SGD state dicts stacked into the batched SGD's (the inverse of :func:`seed_optimizer_state`)."""
     out = {"state": {}, "param_groups": copy.deepcopy(states[0]["param_groups"])}
     for k, s in states[0]["state"].items():
-        out["state"][k] = {n: (torch.stack([st["state"][k][n] for st in states])
-                               if isinstance(v, torch.Tensor) and v.dim() else v) for n, v in s.items()}
+        out["state"][k] = {n: (torch.stack([st["state"][k][n] for st in states]) if isinstance(v, torch.Tensor) else v)
+                           for n, v in s.items()}
     return out
 
 
@@ -158,8 +159,10 @@ def train_batched(jobs: List[TrainJob]) -> List[Dict]:
     for model, state in zip(models, states):
         if state is not None:
             model.load_state_dict(state["model"])
+    if hasattr(models[0], "channel_groups"):
+        models[0].channel_groups()  # traced on the plain model and cached, so the stack's copy carries them
     stack = SeedStack(models)
-    masks = stacked_masks([j.masks for j in jobs]) if lead.masks else None
+    masks = stacked_masks([j.masks for j in jobs]) if lead.masks is not None else None
     hooks = HookList([h for h in (lead.hooks, MaskHook({k: m.to(device) for k, m in masks.items()}) if masks else None)
                       if h is not None])
     opt = optimizer(stack.tree, recipe, device, speed)
