@@ -137,15 +137,19 @@ def test_the_stack_runs_each_seed_through_its_own_weights(synthetic):
     assert sum(p.numel() for p in stack.parameters()) == 2 * sum(p.numel() for p in models[0].parameters())
 
 
-def test_a_diverged_batch_goes_on_seed_by_seed(smoke_cfg, monkeypatch, caplog):
+@pytest.mark.parametrize("error,logged", [
+    (Diverged("loss became NaN/inf in epoch 1 (seeds [1], batched with [0, 1])"), "go on one by one"),
+    (RuntimeError("vmap cannot batch this"), "could not train batched (RuntimeError: vmap cannot batch this)"),
+])
+def test_a_batched_training_that_fails_goes_on_seed_by_seed(smoke_cfg, monkeypatch, caplog, error, logged):
     from prunebench import pipeline
 
-    def diverge(js):
-        raise Diverged("loss became NaN/inf in epoch 1 (seeds [1], batched with [0, 1])")
-    monkeypatch.setattr(seeds_module, "train_batched", diverge)
+    def broken(js):
+        raise error
+    monkeypatch.setattr(seeds_module, "train_batched", broken)
     with caplog.at_level(logging.INFO, logger="prunebench.seeds"):
         rows = pipeline.run(smoke_cfg("seeds=[0,1]", "strategies=[finetune]"))
-    assert "go on one by one" in caplog.text
+    assert logged in caplog.text
     assert all(r["status"] == "ok" for r in rows) and sorted({r["seed"] for r in rows}) == [0, 1]
 
 
@@ -287,18 +291,6 @@ def test_a_seed_waiting_for_another_jobs_stage_lets_the_other_seeds_go_on(smoke_
     t.join()
     assert seen == {"seed 0 trained while seed 1 waited": True}
     assert all(r["status"] == "ok" for r in rows) and sorted({r["seed"] for r in rows}) == [0, 1]
-
-
-def test_a_batched_training_that_fails_goes_on_seed_by_seed(smoke_cfg, monkeypatch, caplog):
-    from prunebench import pipeline
-
-    def broken(js):
-        raise RuntimeError("vmap cannot batch this")
-    monkeypatch.setattr(seeds_module, "train_batched", broken)
-    with caplog.at_level(logging.INFO, logger="prunebench.seeds"):
-        rows = pipeline.run(smoke_cfg("seeds=[0,1]", "strategies=[finetune]"))
-    assert "could not train batched (RuntimeError: vmap cannot batch this)" in caplog.text
-    assert all(r["status"] == "ok" for r in rows)
 
 
 def test_slimming_on_a_torchvision_model_trains_its_seeds_batched(smoke_cfg, caplog):
