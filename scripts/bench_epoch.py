@@ -85,26 +85,30 @@ def reference_loop(model, d, args, device, workers):
     return time.perf_counter() - t0, loss.item()
 
 
+def timed(step, next_batch, args, device):
+    """Warm-up steps (compilation and CUDA-graph capture happen there), then ``args.steps`` timed
+    steps; the loss (the mean over models when several train batched) is read once at the end."""
+    for _ in range(args.warmup):
+        step(*next_batch())
+    sync(device)
+    step.loss_sum.zero_()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        step(*next_batch())
+    loss = step.loss_sum.mean().item() / args.steps
+    sync(device)
+    return time.perf_counter() - t0, loss
+
+
 def step_loop(model, d, args, device, speed):
-    """The inner loop of prunebench.train.train with ``speed``: warm-up steps (compilation and
-    CUDA-graph capture happen there), then timed steps; the loss is read once at the end."""
+    """The inner loop of prunebench.train.train with ``speed``."""
     recipe = Recipe(epochs=1, lr=0.1, batch_size=args.batch)
     if speed.channels_last:
         model.to(memory_format=torch.channels_last)
     step = Step(model, optimizer(model, recipe, device, speed), TrainHooks(), speed, device)
     model.train()
-    gen = torch.Generator(device=device).manual_seed(0)
-    batches = d.train_batches(args.batch, gen)
-    for _ in range(args.warmup):
-        step(*next(batches))
-    sync(device)
-    step.loss_sum.zero_()
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        step(*next(batches))
-    loss = step.loss_sum.item() / args.steps
-    sync(device)
-    return time.perf_counter() - t0, loss
+    batches = d.train_batches(args.batch, torch.Generator(device=device).manual_seed(0))
+    return timed(step, lambda: next(batches), args, device)
 
 
 def seeds_loop(spec, d, args, device, speed):
@@ -124,19 +128,10 @@ def seeds_loop(spec, d, args, device, speed):
                 criterion=per_seed_cross_entropy, models=len(seeds))
     streams = [d.train_batches(args.batch, torch.Generator(device=device).manual_seed(s)) for s in seeds]
 
-    def one():
+    def next_batch():
         batches = [next(b) for b in streams]
-        step(torch.stack([b[0] for b in batches]), torch.stack([b[1] for b in batches]))
-    for _ in range(args.warmup):
-        one()
-    sync(device)
-    step.loss_sum.zero_()
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        one()
-    loss = step.loss_sum.mean().item() / args.steps
-    sync(device)
-    return time.perf_counter() - t0, loss
+        return torch.stack([b[0] for b in batches]), torch.stack([b[1] for b in batches])
+    return timed(step, next_batch, args, device)
 
 
 def main():

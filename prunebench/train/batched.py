@@ -35,12 +35,11 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 from tqdm import tqdm
 
-from prunebench import atomic
 from prunebench.errors import Diverged, PrunebenchError
 from prunebench.train.evaluate import evaluate
 from prunebench.train.hooks import HookList, MaskHook
 from prunebench.train.job import TrainJob
-from prunebench.train.loop import CHECK_EVERY, epoch_generator, read_checkpoint, save_checkpoint
+from prunebench.train.loop import CHECK_EVERY, epoch_generator, read_checkpoint, save_checkpoint, save_snapshot
 from prunebench.train.step import Step, optimizer, tensor_lr
 
 
@@ -184,14 +183,9 @@ def train_batched(jobs: List[TrainJob]) -> List[Dict]:
     bar = tqdm(total=recipe.epochs, initial=start, desc=f"{lead.kind} seeds {seeds}", disable=not lead.progress,
                leave=True, dynamic_ncols=True)
 
-    def snapshot(epoch):
-        for j in jobs:
-            path = j.snapshots.get(epoch)
-            if path is not None and not path.exists():
-                atomic.save(j.model.state_dict(), path)
-
     for epoch in range(start, recipe.epochs):
-        snapshot(epoch)
+        for j in jobs:
+            save_snapshot(j.model, j.snapshots, epoch)
         t0 = time.perf_counter()
         stack.train()
         lr_epoch = float(opt.param_groups[0]["lr"])
@@ -230,6 +224,7 @@ def train_batched(jobs: List[TrainJob]) -> List[Dict]:
         bar.update(1)
     bar.close()
     stack.unstack(models)
-    snapshot(recipe.epochs)
+    for j in jobs:
+        save_snapshot(j.model, j.snapshots, recipe.epochs)
     return [{"epochs": recipe.epochs, "seconds": seconds[i], "loss": last[i], "history": histories[i]}
             for i in range(S)]

@@ -76,6 +76,12 @@ def save_checkpoint(checkpoint: Path, model_state: Dict, opt_state: Dict, sched_
     write_history(history, Path(checkpoint).parent / "history.csv")
 
 
+def save_snapshot(model: nn.Module, snapshots: Dict[int, Path], epoch: int) -> None:
+    """The weights after ``epoch`` epochs into ``snapshots[epoch]``, if asked for and not saved yet (rank 0)."""
+    if epoch in snapshots and not Path(snapshots[epoch]).exists() and distributed.is_main():
+        atomic.save(model.state_dict(), snapshots[epoch])
+
+
 def epoch_generator(seed: int, epoch: int, device) -> torch.Generator:
     """The generator of one epoch's data order and augmentation: a function of the seed and epoch only."""
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
@@ -123,8 +129,7 @@ def train(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpoint
                dynamic_ncols=True)
     snapshots = snapshots or {}
     for epoch in range(start, recipe.epochs):
-        if epoch in snapshots and not Path(snapshots[epoch]).exists() and distributed.is_main():
-            atomic.save(model.state_dict(), snapshots[epoch])
+        save_snapshot(model, snapshots, epoch)
         t0 = time.perf_counter()
         model.train()
         gen = epoch_generator(seed, epoch, device)
@@ -165,6 +170,5 @@ def train(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpoint
                         **({"acc1": f"{acc1:.2f}"} if acc1 is not None else {}))
         bar.update(1)
     bar.close()
-    if recipe.epochs in snapshots and not Path(snapshots[recipe.epochs]).exists() and distributed.is_main():
-        atomic.save(model.state_dict(), snapshots[recipe.epochs])
+    save_snapshot(model, snapshots, recipe.epochs)
     return {"epochs": recipe.epochs, "seconds": seconds, "loss": last_loss, "history": history}
