@@ -17,7 +17,7 @@ not clipped at zero as the authors' MXNet code does (the paper states no such
 constraint, and a negative factor folds into BatchNorm like a positive one); a
 layer keeps ``min_channels`` channels even if all its factors vanish, as every
 prunebench method does."""
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import torch
 from torch import nn
@@ -144,15 +144,20 @@ class SSS(Method):
 
     def scores(self, model, data) -> Dict[str, torch.Tensor]:
         f = self.factors(model)
+        return self.per_group(model, lambda name: self.multiplier(f, name).detach().abs())
+
+    def per_group(self, model, value: Callable[[str], torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """Each channel group's scores from ``value`` of its factor's name: at block level the
+        block's value stands for every channel of each group inside it."""
         out = {}
-        if self.cfg.level == "block":  # the block's factor stands for every channel of each group inside it
+        if self.cfg.level == "block":
             for b in model.residual_blocks():
-                s = self.multiplier(f, b.name).detach().abs()
+                s = value(b.name)
                 for g in b.groups:
                     out[g] = s.expand(self.width(model, g)).clone()
             return out
         for g in conv_groups(model):
-            out[g.name] = self.multiplier(f, g.name).detach().abs()
+            out[g.name] = value(g.name)
         return out
 
     @staticmethod

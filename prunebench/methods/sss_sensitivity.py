@@ -57,14 +57,7 @@ class SSSSensitivity(SSS):
         return {n: (t / batches).float().cpu() for n, t in zip(names, totals)}
 
     def scores(self, model, data) -> Dict[str, torch.Tensor]:
-        sens = self.sensitivities(model, data)
-        out = {}
-        for g in model.channel_groups():
-            s = sens[g.name]
-            if self.cfg.level == "block":  # the block's sensitivity stands for every channel of its inner width
-                s = s.expand(model.get_submodule(g.conv).out_channels).clone()
-            out[g.name] = s
-        return out
+        return self.per_group(model, self.sensitivities(model, data).__getitem__)
 
     def select(self, model, scores, cfg) -> Dict[str, torch.Tensor]:
         if self.cfg.level == "channel":
