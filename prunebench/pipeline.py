@@ -355,8 +355,6 @@ class Run:
                 out = self.describe(model, stage, masks)
                 validate.warn_if_unpruned(before, out["params"], self.cfg)
                 return {**out, "epochs": 0, "seconds": round(time.perf_counter() - t0, 2)}
-            if mcfg.iterations < 1:
-                raise PrunebenchError(f"method.iterations must be >= 1, got {mcfg.iterations}")
             step_cfg = iteration_config(mcfg)
             tuned = 0
             for i in range(mcfg.iterations):

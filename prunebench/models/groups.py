@@ -55,7 +55,6 @@ class Residual:
     block: str  # module path of the block
     conv: str  # the branch's last convolution
     bn: Optional[str]  # the BatchNorm after it, where the branch ends there (ResNet's bn2), else None
-    group: Optional[str] = None  # the group whose width 0 removes the whole block, if the model allows it
 
 
 class ChannelSelection(nn.Module):

@@ -14,6 +14,7 @@ from torch import nn
 
 from prunebench.errors import PrunebenchError
 from prunebench.models.groups import ChannelGroup, ResidualBlock
+from prunebench.models.init import he_init
 
 BLOCKS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3)),
           101: ("bottleneck", (3, 4, 23, 3))}
@@ -103,12 +104,7 @@ class ImageNetResNet(nn.Module):
             self.add_module(f"layer{s + 1}", nn.Sequential(*blocks))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(c, num_classes)
-        for m in self.modules():  # as torchvision's ResNet
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        he_init(self)  # as torchvision's ResNet: He fan-out convolutions, BatchNorm 1 / 0, default linear
 
     def forward(self, x):
         x = self.maxpool(F.relu(self.bn1(self.conv1(x))))

@@ -1,5 +1,6 @@
 """The initialisation of the CIFAR models, as the authors' models do it
-(rethinking-network-pruning, cifar/*/models): He normal with fan-out for every
+(rethinking-network-pruning, cifar/*/models), and of the ImageNet ResNet (torchvision's
+is the same with ``bn_init`` 1): He normal with fan-out for every
 convolution, BatchNorm scale ``bn_init`` (1, or network slimming's 0.5) and shift 0,
 and, where ``linear_std`` is given (VGG), linear layers N(0, linear_std²) with zero
 bias; otherwise linear layers keep PyTorch's default."""

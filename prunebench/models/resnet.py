@@ -115,7 +115,7 @@ class ResNet(nn.Module):
                 for k, block in enumerate(self.blocks) if not block.removed]
 
     def residuals(self) -> List[Residual]:
-        return [Residual(f"blocks.{k}", f"blocks.{k}.conv2", f"blocks.{k}.bn2", f"block{k + 1}")
+        return [Residual(f"blocks.{k}", f"blocks.{k}.conv2", f"blocks.{k}.bn2")
                 for k, block in enumerate(self.blocks) if not block.removed]
 
     def residual_blocks(self) -> List[ResidualBlock]:
