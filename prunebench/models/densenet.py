@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunebench.models.groups import ChannelGroup, ChannelSelection, selection_index
+from prunebench.models.groups import ChannelGroup, ChannelSelection, selections_with_widths
 from prunebench.models.init import he_init
 
 GROWTH = 12
@@ -153,7 +153,5 @@ class DenseNet(nn.Module):
     def spec_with_widths(self, widths: Dict[str, int], selections: Optional[Dict[str, List[int]]] = None
                          ) -> Dict[str, Any]:
         bottlenecks = [int(widths.get(f"layer{k + 1}_conv1", w)) for k, w in enumerate(self.spec["bottleneck_widths"])]
-        chosen = {g.name: selection_index(self.spec["selections"].get(g.name), self.get_submodule(g.select).channels,
-                                          widths.get(g.name), (selections or {}).get(g.name))
-                  for g in self.channel_groups() if g.kind == "select"}
+        chosen = selections_with_widths(self, widths, selections)
         return {**self.spec, "bottleneck_widths": bottlenecks, "selections": chosen}

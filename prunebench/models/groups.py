@@ -97,6 +97,15 @@ def selection_index(current: Optional[List[int]], channels: int, width: Optional
     return None if index is None or index == list(range(channels)) else index
 
 
+def selections_with_widths(model: nn.Module, widths: Dict[str, int],
+                           selections: Optional[Dict[str, List[int]]] = None) -> Dict[str, Optional[List[int]]]:
+    """Every selection group's new index (:func:`selection_index`) for a model whose spec keeps
+    its ``selections`` (PreResNet, DenseNet)."""
+    return {g.name: selection_index(model.spec["selections"].get(g.name), model.get_submodule(g.select).channels,
+                                    widths.get(g.name), (selections or {}).get(g.name))
+            for g in model.channel_groups() if g.kind == "select"}
+
+
 def conv_groups(model: nn.Module) -> List[ChannelGroup]:
     """The groups a producing convolution's filters stand for: what filter criteria prune."""
     groups = [g for g in model.channel_groups() if g.kind == "conv"]

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional
 import torch.nn.functional as F
 from torch import nn
 
-from prunebench.models.groups import ChannelGroup, ChannelSelection, Residual, selection_index
+from prunebench.models.groups import ChannelGroup, ChannelSelection, Residual, selections_with_widths
 from prunebench.models.init import he_init
 
 PLANES = (16, 32, 64)  # inner widths of the three stages; residual widths are these x EXPANSION
@@ -140,7 +140,5 @@ class PreResNet(nn.Module):
                          ) -> Dict[str, Any]:
         inner = [[int(widths.get(f"block{k + 1}_conv{j + 1}", w)) for j, w in enumerate(ws)]
                  for k, ws in enumerate(self.spec["block_widths"])]
-        chosen = {g.name: selection_index(self.spec["selections"].get(g.name), self.get_submodule(g.select).channels,
-                                          widths.get(g.name), (selections or {}).get(g.name))
-                  for g in self.channel_groups() if g.kind == "select"}
+        chosen = selections_with_widths(self, widths, selections)
         return {**self.spec, "block_widths": inner, "selections": chosen}
