@@ -279,7 +279,8 @@ class TrainConfig:
     backend: str = "inductor"  # torch.compile backend (aot_eager: traced, no code generation)
     cuda_graph: bool = True  # with compile=on on CUDA: capture the whole step once, replay it
     parallel_stages: int = 1  # retraining stages of one run trained at once (threads, a CUDA stream each)
-    batch_seeds: bool = True  # with seeds=[...]: the stages the seeds train on one architecture train as one batched model
+    batch_seeds: bool = True  # with seeds=[...]: the seeds' stages train together (false: one seed after another)
+    seed_batching: str = "interleaved"  # interleaved: a step each in turn, a CUDA stream each | stacked: one vmap model
 
 
 @dataclass

@@ -3,33 +3,40 @@ with its own stage folders and rows (the ``seed`` column tells them apart, so th
 table and ``prunebench-report`` see ordinary per-seed runs). Liu et al. 2019 report
 the mean of 5 runs.
 
-With ``train.batch_seeds=true`` the runs go forward together and every stage that the
-seeds train on one architecture trains as one batched model
-(:func:`prunebench.train.batched.train_batched`): the unpruned models, the sparse
-stages of methods whose hooks are batchable (slimming), and the retrainings of
-predefined architectures (finetune, scratch_e, scratch_b, uniform, lottery). The
-:class:`SeedBatcher` runs one thread per seed, one at a time (each holds the turn
-until it asks for training or finishes, so the global RNG, the files and the logs see
-what sequential runs see); when every seed still running is waiting for training, the
-waiting jobs of one kind and architecture train together, and a job that cannot be
-batched (other hooks, another architecture, a stage cached for some seeds only) trains
-alone; with ``train.parallel_stages=N`` these trainings run N at a time (threads, a CUDA
-stream each: the seeds' retrainings of differing pruned architectures side by side), and
-each seed's own stages go one after another. Every seed still writes and caches its own
-stage folder."""
+With ``train.batch_seeds=true`` the runs go forward together. The :class:`SeedBatcher`
+runs one thread per seed, one at a time (each holds the turn until it asks for training
+or finishes, so the global RNG, the files and the logs see what sequential runs see);
+when every seed still running is waiting for training, the waiting trainings go
+together, as ``train.seed_batching`` says:
+
+- ``interleaved`` (the default): every waiting training at once, each taking one step
+  in turn, on CUDA each on a stream of its own
+  (:func:`prunebench.train.interleaved.train_interleaved`): any architecture, method or
+  recipe, each seed's arithmetic that of its single-seed run (models that draw from the
+  global RNG while training, dropout, aside);
+- ``stacked``: the waiting trainings of one kind and architecture as one batched model
+  (:func:`prunebench.train.batched.train_batched`: the unpruned models, the sparse
+  stages of methods whose hooks are batchable (slimming), and the retrainings of
+  predefined architectures); a training that cannot be batched trains alone, and with
+  ``train.parallel_stages=N`` these trainings run N at a time (threads, a CUDA stream each).
+
+Every seed still writes and caches its own stage folder."""
 import copy
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional
 
+import torch
 from omegaconf import DictConfig
 
 from prunebench import distributed
 from prunebench.errors import Diverged, PrunebenchError
 from prunebench.pipeline import Run, on_own_stream
 from prunebench.train.batched import CannotBatch, train_batched
+from prunebench.train.interleaved import train_interleaved
 from prunebench.train.job import TrainJob, train_job
+from prunebench.validate import SEED_BATCHING, one_of
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +57,23 @@ class Waiting:
         self.error: Optional[BaseException] = None
         self.done = False
 
-    def key(self):
+    def key(self, mode: str):
         j = self.job
+        if mode == "interleaved":
+            return mode  # every waiting training in one group
         if not j.batchable():
             return id(self)
         return (j.kind, repr(getattr(j.model, "spec", None)), repr(j.recipe), j.masks is None)
 
 
 class SeedBatcher:
-    """Runs the seeds' runs side by side, taking turns, and trains their jobs batched."""
+    """Runs the seeds' runs side by side, taking turns, and trains their jobs together
+    (``mode``: interleaved or stacked)."""
 
-    def __init__(self, parallel: int = 1):
-        self.parallel = parallel  # groups trained side by side (train.parallel_stages), a CUDA stream each
+    def __init__(self, parallel: int = 1, mode: str = "interleaved"):
+        one_of("train.seed_batching", mode, SEED_BATCHING)
+        self.parallel = parallel  # stacked groups trained side by side (train.parallel_stages), a CUDA stream each
+        self.mode = mode
         self.turn = threading.Condition(threading.RLock())
         self.live = 0
         self.waiting: List[Waiting] = []
@@ -118,15 +130,16 @@ class SeedBatcher:
         return w.out
 
     def progress(self) -> None:
-        """When every live seed waits for training: train every waiting job, those of one kind
-        and architecture as one group, ``parallel`` groups side by side."""
+        """When every live seed waits for training: train every waiting job, in groups
+        (interleaved: all in one; stacked: those of one kind and architecture), ``parallel``
+        groups side by side."""
         if not self.waiting or len(self.waiting) != self.live:
             return
         waiting, self.waiting = self.waiting, []
         try:
             groups: Dict[object, List[Waiting]] = {}
             for w in waiting:
-                groups.setdefault(w.key(), []).append(w)
+                groups.setdefault(w.key(self.mode), []).append(w)
             work = [lambda g=sorted(g, key=lambda w: w.job.seed): self.train_group(g) for g in groups.values()]
             if self.parallel <= 1 or len(work) == 1:
                 for w in work:
@@ -144,6 +157,9 @@ class SeedBatcher:
             self.turn.notify_all()
 
     def train_group(self, group: List[Waiting]) -> None:
+        if len(group) > 1 and self.mode == "interleaved":
+            self.interleave(group)
+            return
         if len(group) > 1:
             seeds = [w.job.seed for w in group]
             try:
@@ -169,6 +185,38 @@ class SeedBatcher:
                 w.error = e
             w.done = True
 
+    def interleave(self, group: List[Waiting]) -> None:
+        """The group's jobs a step each in turn. A job that fails for another reason than
+        divergence (memory, say, with every model on the device at once) trains again alone,
+        from its checkpoint or from the weights it started from."""
+        log.info("seeds %s: %s side by side, a step each in turn", [w.job.seed for w in group],
+                 ", ".join(w.job.kind for w in group))
+        starts = [None if w.job.checkpoint.exists() else
+                  {k: v.detach().to("cpu", copy=True) for k, v in w.job.model.state_dict().items()} for w in group]
+        try:
+            outs = train_interleaved([w.job for w in group])
+        except BaseException as e:  # noqa: BLE001 - an interrupt: each seed's run gets it
+            for w in group:
+                w.error, w.done = e, True
+            return
+        for w, out, start in zip(group, outs, starts):
+            if isinstance(out, Exception) and not isinstance(out, Diverged):
+                log.warning("%s of seed %d failed beside the other seeds (%s: %s); it trains again alone",
+                            w.job.kind, w.job.seed, type(out).__name__, out)
+                if start is not None and not w.job.checkpoint.exists():
+                    w.job.model.load_state_dict(start)
+                if w.job.data.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                try:
+                    out = train_job(w.job)
+                except BaseException as e:  # noqa: BLE001 - raised in the seed's own thread
+                    out = e
+            if isinstance(out, BaseException):
+                w.error = out
+            else:
+                w.out = out
+            w.done = True
+
 
 def run(cfg: DictConfig) -> List[Dict]:
     if len(set(cfg.seeds)) != len(cfg.seeds):
@@ -185,4 +233,8 @@ def run(cfg: DictConfig) -> List[Dict]:
     parallel = cfg.train.parallel_stages
     for r in runs:  # the batcher trains side by side what the seeds wait for; each seed's stages go in turn
         r.cfg.train.parallel_stages = 1
-    return [row for rows in SeedBatcher(parallel).execute(runs) for row in rows]
+    batcher = SeedBatcher(parallel, cfg.train.get("seed_batching", "interleaved"))
+    if batcher.mode == "interleaved" and parallel > 1:
+        log.info("train.parallel_stages=%d: with train.seed_batching=interleaved the waiting trainings of the seeds "
+                 "all go side by side already", parallel)
+    return [row for rows in batcher.execute(runs) for row in rows]

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 SELECTIONS = ("global", "layer", "threshold")
 SPARSE_INITS = ("scratch", "unpruned")
+SEED_BATCHING = ("interleaved", "stacked")  # train.seed_batching: how seeds=[...] train together
 
 
 def positive(name: str, value: Any, optional: bool = False) -> None:
@@ -71,6 +72,13 @@ def check_schedule(cfg: DictConfig) -> None:
     ft = cfg.strategy.finetune
     positive("strategy.finetune.epochs", ft.epochs)
     positive("strategy.finetune.lr", ft.lr)
+
+
+def check_train(cfg: DictConfig) -> None:
+    if cfg.get("train") is None:
+        return
+    at_least("train.parallel_stages", cfg.train.parallel_stages, 1)
+    one_of("train.seed_batching", cfg.train.get("seed_batching", "interleaved"), SEED_BATCHING)
 
 
 def check_method(cfg: DictConfig) -> None:
@@ -135,6 +143,7 @@ def check(cfg: DictConfig) -> None:
     """Raise :class:`PrunebenchError` on the first bad input of ``cfg``; train nothing, load no data."""
     check_names(cfg)
     check_schedule(cfg)
+    check_train(cfg)
     check_method(cfg)
     check_data(cfg)
     check_model(cfg, methods.METHODS[cfg.method.name].kind)

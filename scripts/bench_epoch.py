@@ -8,9 +8,11 @@ Times, in one run on the same model, batch size and device:
   whole batches, the training step of prunebench.train.step: eager fp32, and the
   fast path (bf16 autocast, channels_last, torch.compile, on CUDA the whole step
   in one CUDA graph), each over the same batches (``--loops`` picks the rows);
-- ``--seeds`` seeds trained as one batched model (``train.batch_seeds``), eager fp32 and
-  on the fast path; the summary gives each as a multiple of one seed's time on the same
-  path (the target: five seeds at most twice one).
+- ``--seeds`` seeds trained together (``train.batch_seeds``), eager fp32 and on the fast
+  path, both ways ``train.seed_batching`` offers: ``stacked`` (one vmap model: rows
+  seeds, seeds_fast) and ``interleaved`` (each seed its own step, taking turns, a CUDA
+  stream each: rows streams, streams_fast); the summary gives each as a multiple of one
+  seed's time on the same path (the target: five seeds at most twice one).
 
 Each loop runs `--steps` steps (after `--warmup` untimed ones) and the time is
 scaled to one epoch of the training set. Prints one table and a summary line.
@@ -22,6 +24,7 @@ import argparse
 import dataclasses
 import math
 import time
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -85,19 +88,37 @@ def reference_loop(model, d, args, device, workers):
     return time.perf_counter() - t0, loss.item()
 
 
-def timed(step, next_batch, args, device):
+def timed(lanes, args, device):
     """Warm-up steps (compilation and CUDA-graph capture happen there), then ``args.steps`` timed
-    steps; the loss (the mean over models when several train batched) is read once at the end."""
+    steps. ``lanes`` is a list of (step, next_batch, stream): every lane takes one step in turn,
+    on its own CUDA stream when it has one. The loss (the mean over models and lanes) is read
+    once at the end."""
+    def one_round():
+        for step, next_batch, stream in lanes:
+            with torch.cuda.stream(stream) if stream is not None else nullcontext():
+                step(*next_batch())
+
+    def join():
+        for _, _, stream in lanes:
+            if stream is not None:
+                torch.cuda.current_stream(device).wait_stream(stream)
+        sync(device)
+
+    for _, _, stream in lanes:
+        if stream is not None:
+            stream.wait_stream(torch.cuda.current_stream(device))  # the models' init is done
     for _ in range(args.warmup):
-        step(*next_batch())
-    sync(device)
-    step.loss_sum.zero_()
+        one_round()
+    join()
+    for step, _, _ in lanes:
+        step.loss_sum.zero_()
     t0 = time.perf_counter()
     for _ in range(args.steps):
-        step(*next_batch())
-    loss = step.loss_sum.mean().item() / args.steps
-    sync(device)
-    return time.perf_counter() - t0, loss
+        one_round()
+    join()
+    seconds = time.perf_counter() - t0
+    loss = sum(step.loss_sum.mean().item() for step, _, _ in lanes) / len(lanes) / args.steps
+    return seconds, loss
 
 
 def step_loop(model, d, args, device, speed):
@@ -108,7 +129,7 @@ def step_loop(model, d, args, device, speed):
     step = Step(model, optimizer(model, recipe, device, speed), TrainHooks(), speed, device)
     model.train()
     batches = d.train_batches(args.batch, torch.Generator(device=device).manual_seed(0))
-    return timed(step, lambda: next(batches), args, device)
+    return timed([(step, lambda: next(batches), None)], args, device)
 
 
 def seeds_loop(spec, d, args, device, speed):
@@ -131,7 +152,24 @@ def seeds_loop(spec, d, args, device, speed):
     def next_batch():
         batches = [next(b) for b in streams]
         return torch.stack([b[0] for b in batches]), torch.stack([b[1] for b in batches])
-    return timed(step, next_batch, args, device)
+    return timed([(step, next_batch, None)], args, device)
+
+
+def interleaved_loop(spec, d, args, device, speed):
+    """``--seeds`` models, each with its own step (its own CUDA graph on the fast path) and its
+    own data, taking steps in turn, each seed on a CUDA stream of its own so that the GPU runs
+    the seeds' kernels side by side."""
+    lanes = []
+    recipe = Recipe(epochs=1, lr=0.1, batch_size=args.batch)
+    for s in range(args.seeds):
+        torch.manual_seed(s)
+        model = models.build(spec).to(device).train()
+        if speed.channels_last:
+            model.to(memory_format=torch.channels_last)
+        step = Step(model, optimizer(model, recipe, device, speed), TrainHooks(), speed, device)
+        batches = d.train_batches(args.batch, torch.Generator(device=device).manual_seed(s))
+        lanes.append((step, lambda b=batches: next(b), torch.cuda.Stream(device) if device.type == "cuda" else None))
+    return timed(lanes, args, device)
 
 
 def main():
@@ -141,10 +179,11 @@ def main():
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=100, help="timed steps per loop")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (the fast path: at least 4)")
-    p.add_argument("--loops", default="reference,eager,fast,seeds,seeds_fast",
+    p.add_argument("--loops", default="reference,eager,fast,seeds,seeds_fast,streams,streams_fast",
                    help="rows: reference (DataLoader), eager, fast, seeds and seeds_fast (--seeds models batched, "
-                        "eager and fast)")
-    p.add_argument("--seeds", type=int, default=5, help="models of the seeds row, trained as one batched model")
+                        "eager and fast), streams and streams_fast (--seeds models taking steps in turn, a CUDA "
+                        "stream each)")
+    p.add_argument("--seeds", type=int, default=5, help="models of the seeds and streams rows, trained together")
     p.add_argument("--workers", default="1,8", help="DataLoader workers of the reference loops")
     p.add_argument("--root", default=None, help="folder holding cifar-10-batches-py (default: synthetic 32x32)")
     args = p.parse_args()
@@ -158,15 +197,15 @@ def main():
     spec = models.spec_from_config(OmegaConf.structured(ModelConfig(name=args.model, arch=arch, depth=depth)),
                                    3, d.num_classes)
     rows = []
-
     per_loop = {}
+    one, together = {}, {}  # path (eager | fast) -> one seed's s/epoch; row -> (s/epoch of all the seeds, path)
 
     def record(name, seconds, loss):
         rows.append((name, seconds / args.steps * steps_per_epoch, loss))
         per_loop[name] = rows[-1][1]
 
     loops = set(args.loops.split(","))
-    if loops & {"fast", "seeds_fast"} and args.warmup < 4:
+    if loops & {"fast", "seeds_fast", "streams_fast"} and args.warmup < 4:
         p.error("the fast path captures its CUDA graph at step 4: use --warmup 4 or more")
     steps_per_epoch = len(d.train_y) // args.batch
     if args.warmup + args.steps > steps_per_epoch:
@@ -175,7 +214,7 @@ def main():
         torch.manual_seed(0)
         record(f"reference: DataLoader, {w} worker{'s' if w > 1 else ''}, fp32",
                *reference_loop(models.build(spec).to(device), d, args, device, w))
-    on_device = d.to(device) if loops & {"eager", "fast", "seeds", "seeds_fast"} else None
+    on_device = d.to(device) if loops - {"reference"} else None
     for name, speed, label in (("eager", Speed(), "eager fp32"),
                                ("fast", FAST, "bf16, channels_last, compiled" +
                                 (" + one CUDA graph" if device.type == "cuda" else ""))):
@@ -183,11 +222,22 @@ def main():
             torch.manual_seed(0)
             record(f"prunebench: data on device, {label}", *step_loop(models.build(spec).to(device), on_device,
                                                                       args, device, speed))
+            one[name] = per_loop[rows[-1][0]]
     fast_label = "bf16, compiled" + (" + one CUDA graph" if device.type == "cuda" else "")
-    for name, speed, label in (("seeds", Speed(), "eager fp32"), ("seeds_fast", FAST, fast_label)):
+    cl_label = "bf16, channels_last, compiled" + (" + a CUDA graph each" if device.type == "cuda" else "")
+    for name, speed, label, path in (("seeds", Speed(), "eager fp32", "eager"),
+                                     ("seeds_fast", FAST, fast_label, "fast")):
         if name in loops:
             record(f"prunebench: {args.seeds} seeds batched (vmap), {label}, all {args.seeds} together",
                    *seeds_loop(spec, on_device, args, device, speed))
+            together[f"batched (vmap), {path}"] = (per_loop[rows[-1][0]], path)
+    streams = "a CUDA stream each" if device.type == "cuda" else "in turn"
+    for name, speed, label, path in (("streams", Speed(), "eager fp32", "eager"),
+                                     ("streams_fast", FAST, cl_label, "fast")):
+        if name in loops:
+            record(f"prunebench: {args.seeds} seeds interleaved, {streams}, {label}, all {args.seeds} together",
+                   *interleaved_loop(spec, on_device, args, device, speed))
+            together[f"interleaved, {path}"] = (per_loop[rows[-1][0]], path)
     base = rows[0][1]
     table = Table(title=f"{args.model}, batch {args.batch}, {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
                         f"{args.steps} timed steps scaled to {steps_per_epoch} steps an epoch")
@@ -199,13 +249,9 @@ def main():
     best = min(rows, key=lambda r: r[1])
     print(f"summary: {best[0]} is fastest at {best[1]:.2f} s/epoch, {base / best[1]:.2f}x the first row "
           f"({base:.2f} s/epoch)")
-    by_kind = {("seeds" if "seeds batched" in n else "one") + (":fast" if "compiled" in n else ":eager"): t
-               for n, t in per_loop.items() if n.startswith("prunebench")}
-    for path in ("eager", "fast"):
-        if f"seeds:{path}" in by_kind and f"one:{path}" in by_kind:
-            print(f"summary: {args.seeds} seeds batched, {path}: {by_kind[f'seeds:{path}']:.2f} s/epoch, "
-                  f"{by_kind[f'seeds:{path}'] / by_kind[f'one:{path}']:.2f}x one seed's {by_kind[f'one:{path}']:.2f}")
-
+    for name, (t, path) in together.items():
+        if path in one:
+            print(f"summary: {args.seeds} seeds {name}: {t:.2f} s/epoch, {t / one[path]:.2f}x one seed's {one[path]:.2f}")
 
 if __name__ == "__main__":
     main()

@@ -19,6 +19,7 @@ from prunebench.train.step import Speed
 from tests.test_fast_step import RECIPE, VGG, build, float64, synthetic  # noqa: F401
 
 SEEDS = [0, 3]
+STACKED = "train.seed_batching=stacked"  # the stacked (vmap) model; interleaved: tests/test_interleaved.py
 
 
 def inits():
@@ -148,7 +149,7 @@ def test_a_batched_training_that_fails_goes_on_seed_by_seed(smoke_cfg, monkeypat
         raise error
     monkeypatch.setattr(seeds_module, "train_batched", broken)
     with caplog.at_level(logging.INFO, logger="prunebench.seeds"):
-        rows = pipeline.run(smoke_cfg("seeds=[0,1]", "strategies=[finetune]"))
+        rows = pipeline.run(smoke_cfg("seeds=[0,1]", STACKED, "strategies=[finetune]"))
     assert logged in caplog.text
     assert all(r["status"] == "ok" for r in rows) and sorted({r["seed"] for r in rows}) == [0, 1]
 
@@ -170,7 +171,7 @@ def test_seeds_batched_in_the_pipeline_give_the_single_seed_stages(smoke_cfg, tm
     from prunebench import pipeline
     over = (f"method={method}", "strategies=[finetune,scratch_e,scratch_b]", "schedule.eval_every=1")
     with caplog.at_level(logging.INFO, logger="prunebench.seeds"):
-        batched = pipeline.run(smoke_cfg("seeds=[0,1]", *over))  # train.batch_seeds is on by default
+        batched = pipeline.run(smoke_cfg("seeds=[0,1]", STACKED, *over))  # train.batch_seeds is on by default
     for row in batched_rows:
         assert f"{row}: seeds [0, 1] batched" in caplog.text, row
     assert "one by one" not in caplog.text
@@ -208,7 +209,7 @@ def test_seeds_trainings_side_by_side_equal_sequential_ones(smoke_cfg, caplog):
     import shutil
 
     from prunebench import pipeline
-    over = ("seeds=[0,1]", "method=slimming", "strategies=[finetune,scratch_e]")
+    over = ("seeds=[0,1]", STACKED, "method=slimming", "strategies=[finetune,scratch_e]")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -232,7 +233,7 @@ def test_seeds_trainings_side_by_side_equal_sequential_ones(smoke_cfg, caplog):
 def test_an_error_in_the_batcher_reaches_every_seed_instead_of_a_hang(smoke_cfg, monkeypatch):
     from prunebench import pipeline
 
-    def broken(self):
+    def broken(self, mode):
         raise RuntimeError("no key")
     monkeypatch.setattr(seeds_module.Waiting, "key", broken)
     with pytest.raises(RuntimeError, match="no key"):
@@ -298,7 +299,7 @@ def test_slimming_on_a_torchvision_model_trains_its_seeds_batched(smoke_cfg, cap
     before stacking (a trace through stacked weights would fail), so slimming's hook finds them."""
     from prunebench import pipeline
     with caplog.at_level(logging.INFO, logger="prunebench.seeds"):
-        rows = pipeline.run(smoke_cfg("seeds=[0,1]", "model=torchvision", "model.name=mobilenet_v2", "model.width=1.0",
+        rows = pipeline.run(smoke_cfg("seeds=[0,1]", STACKED, "model=torchvision", "model.name=mobilenet_v2", "model.width=1.0",
                                       "method=slimming", "dataset.image_size=32", "strategies=[finetune]"))
     assert "sparse: seeds [0, 1] batched" in caplog.text and "could not train batched" not in caplog.text
     assert all(r["status"] == "ok" for r in rows)

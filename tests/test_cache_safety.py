@@ -131,7 +131,7 @@ ALTERNATIVES = {  # values to change to where "another value" is not obvious
     "model.growth": None, "model.compression": None, "dataset.name": None, "method.name": None, "device": "auto", "method.selection": "threshold",
     "method.sparse_init": "unpruned", "method.sparse_epochs": 2, "method.sparse_lr": 0.01,
     "method.skip": ["conv2"], "method.layer_ratios": {"conv2": 0.25}, "schedule.milestones": [0.5],
-    "train.precision": "bf16", "train.compile": "on", "train.backend": "aot_eager",
+    "train.precision": "bf16", "train.compile": "on", "train.backend": "aot_eager", "train.seed_batching": "stacked",
     "strategy.scratch_b.max_factor": 2.0, "strategy.uniform.match": "params", "strategy.lottery.rewind_epoch": 1,
 }
 WEIGHT_LAYERS = {"method.skip": ["features.4"], "method.layer_ratios": {"features.4": 0.25},

@@ -69,3 +69,23 @@ def test_train_batches_are_a_permutation_with_fixed_shapes():
     assert [len(y) for _, y in batches] == [32, 32, 32]  # last partial batch dropped
     again = list(d.train_batches(32, torch.Generator().manual_seed(0)))
     assert all(torch.equal(a[1], b[1]) for a, b in zip(batches, again))
+
+
+@pytest.mark.parametrize("batch,steps,chunk", [(16, None, 32), (16, None, 5), (7, 40, 3), (2000, None, 32)])
+def test_chunked_augmentation_gives_the_batches_of_a_batch_by_batch_one(monkeypatch, batch, steps, chunk):
+    """Crops and flips are drawn batch by batch and applied a chunk at a time: the batches do not
+    depend on the chunk size, and equal an augmentation of each batch on its own (so stages
+    trained before the chunking came keep their results)."""
+    from prunebench.data import images
+    d = data.load(dataset_cfg(name="synthetic", pad=4, flip=True, train_size=1000))
+
+    def batch_by_batch(g):
+        order = torch.randperm(d.train_x.shape[0], generator=g)
+        for i in range(d.steps_per_epoch(batch, steps)):
+            idx = order[i * batch:(i + 1) * batch]
+            yield d.normalize(d.augment(d.train_x[idx], g)), d.train_y[idx]
+    expected = list(batch_by_batch(torch.Generator().manual_seed(1)))
+    monkeypatch.setattr(images, "CHUNK_BATCHES", chunk)
+    got = list(d.train_batches(batch, torch.Generator().manual_seed(1), steps))
+    assert len(got) == len(expected) == d.steps_per_epoch(batch, steps)
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(got, expected))

@@ -157,3 +157,28 @@ def test_speed_settings_keep_cache_keys_and_precision_changes_them(smoke_cfg):
     for row in base:
         assert bf16[row] != base[row], row  # every stage trained (or pruned from one trained) in bf16
     assert Run(smoke_cfg("train.compile=false")).speed.compile == "off"
+
+
+def test_a_new_thread_gets_the_cudagraph_bookkeeping_that_compiled_cuda_steps_read():
+    """torch before 2.13 keeps inductor's CUDA-graph bookkeeping in thread-local slots of the
+    importing thread only; a compiled CUDA step in a seed's or a stage's thread asserted on it
+    (seen on the GPU check: torch 2.11, the second seed thread's finetune stage)."""
+    import threading
+
+    from torch._inductor import cudagraph_trees as trees
+
+    from prunebench.train.step import cudagraph_state_for_this_thread
+    seen = {}
+
+    def in_thread():
+        seen["before"] = hasattr(trees.local, "tree_manager_containers")
+        cudagraph_state_for_this_thread()
+        seen["after"] = hasattr(trees.local, "tree_manager_containers")  # what torch 2.11's get_obj reads
+        seen["in_tls"] = torch._C._is_key_in_tls("tree_manager_containers")
+        mine = trees.get_obj(trees.local, "tree_manager_containers")
+        cudagraph_state_for_this_thread()  # a second call keeps what the thread has
+        seen["kept"] = trees.get_obj(trees.local, "tree_manager_containers") is mine
+    t = threading.Thread(target=in_thread)
+    t.start()
+    t.join()
+    assert seen == {"before": False, "after": True, "in_tls": True, "kept": True}

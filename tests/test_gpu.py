@@ -87,3 +87,54 @@ def test_seeds_batched_in_one_cuda_graph_equal_single_eager_runs(gpu_data, float
     outs_single = [train_job(j) for j in single]
     batched = jobs(gpu_data, tmp_path / "batched", slimming(), masks, speed=GRAPHED)
     assert_equal_runs(single, batched, outs_single, train_batched(batched), atol=1e-6)
+
+
+def test_trainings_interleaved_on_cuda_streams_equal_each_alone_float64(gpu_data, float64, tmp_path):
+    """Each job's step (one CUDA-graph replay) and its batches go on a stream of its own: what
+    lands on the device equals the job trained alone on the default stream."""
+    from prunebench.train.interleaved import train_interleaved
+    from prunebench.train.job import train_job
+    from tests.test_interleaved import mixed_jobs
+
+    def on_gpu(jobs):
+        for j in jobs:
+            j.model.double()
+            j.masks = None if j.masks is None else {k: v.cuda() for k, v in j.masks.items()}
+        return jobs
+    alone = on_gpu(mixed_jobs(gpu_data, tmp_path / "alone", GRAPHED))
+    outs_alone = [train_job(j) for j in alone]
+    together = on_gpu(mixed_jobs(gpu_data, tmp_path / "together", GRAPHED))
+    outs = train_interleaved(together)
+    for a, b, oa, ob in zip(alone, together, outs_alone, outs):
+        assert [h["loss"] for h in ob["history"]] == pytest.approx([h["loss"] for h in oa["history"]], rel=1e-9)
+        assert [h["acc1"] for h in ob["history"]] == [h["acc1"] for h in oa["history"]]
+        for (name, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+            assert torch.allclose(x.double(), y.double(), atol=1e-9), (a.kind, name)
+
+
+def test_a_compiled_cuda_step_trains_in_a_thread_other_than_the_first(gpu_data, tmp_path):
+    """Seeds and stages side by side train in threads of their own. With torch before 2.13 a
+    compiled CUDA step there failed inductor's thread-local assertion (pytorch/pytorch#123177)
+    once another thread had compiled first; Step gives each thread its slot."""
+    import threading
+
+    import torch._inductor.cudagraph_trees  # noqa: F401 - imported (and its slots set) in this thread first
+
+    def run(folder):
+        return train(build(VGG).cuda(), gpu_data, RECIPE, seed=0, checkpoint=folder / "checkpoint.pt",
+                     progress=False, speed=GRAPHED)  # dynamo traces the SGD step whatever the backend
+    (tmp_path / "main").mkdir()
+    (tmp_path / "thread").mkdir()
+    here = run(tmp_path / "main")
+    seen = {}
+
+    def in_thread():
+        try:
+            seen["out"] = run(tmp_path / "thread")
+        except BaseException as e:  # noqa: BLE001 - reported below
+            seen["error"] = e
+    t = threading.Thread(target=in_thread)
+    t.start()
+    t.join()
+    assert "error" not in seen, seen.get("error")
+    assert seen["out"]["epochs"] == here["epochs"] and torch.isfinite(torch.tensor(seen["out"]["loss"]))

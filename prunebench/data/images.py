@@ -9,6 +9,9 @@ import torch.nn.functional as F
 
 from prunebench.data.base import Data
 
+CHUNK_BATCHES = 32  # batches of one epoch augmented at once
+
+
 @dataclass
 class ImageData(Data):
     train_x: torch.Tensor  # uint8 (N, C, H, W)
@@ -47,19 +50,32 @@ class ImageData(Data):
 
     def augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Random crop after zero padding, and random horizontal flip, of a uint8 batch."""
-        b, c, h, w = x.shape
+        return self.apply(x, *self.draw(x.shape[0], generator))
+
+    def draw(self, b: int, generator: torch.Generator) -> Tuple[Optional[torch.Tensor], ...]:
+        """The random crop offsets (dy, dx) and flips of a batch of ``b`` images (None where
+        that augmentation is off), drawn from ``generator`` in this order."""
+        dy = dx = flip = None
         if self.pad:
+            dy = torch.randint(0, 2 * self.pad + 1, (b, 1, 1, 1), device=self.device, generator=generator)
+            dx = torch.randint(0, 2 * self.pad + 1, (b, 1, 1, 1), device=self.device, generator=generator)
+        if self.flip:
+            flip = torch.rand(b, device=self.device, generator=generator) < 0.5
+        return dy, dx, flip
+
+    def apply(self, x: torch.Tensor, dy: Optional[torch.Tensor], dx: Optional[torch.Tensor],
+              flip: Optional[torch.Tensor]) -> torch.Tensor:
+        """Crop (at offsets dy, dx after zero padding) and flip a uint8 batch as drawn by :meth:`draw`."""
+        b, c, h, w = x.shape
+        if dy is not None:
             p = self.pad
             padded = F.pad(x, (p, p, p, p))
-            dy = torch.randint(0, 2 * p + 1, (b, 1, 1, 1), device=x.device, generator=generator)
-            dx = torch.randint(0, 2 * p + 1, (b, 1, 1, 1), device=x.device, generator=generator)
             rows = dy + torch.arange(h, device=x.device).view(1, 1, h, 1)
             cols = dx + torch.arange(w, device=x.device).view(1, 1, 1, w)
             batch = torch.arange(b, device=x.device).view(b, 1, 1, 1)
             chan = torch.arange(c, device=x.device).view(1, c, 1, 1)
             x = padded[batch, chan, rows, cols]
-        if self.flip:
-            flip = torch.rand(b, device=x.device, generator=generator) < 0.5
+        if flip is not None:
             x = torch.where(flip.view(b, 1, 1, 1), x.flip(3), x)
         return x
 
@@ -71,12 +87,25 @@ class ImageData(Data):
     def train_batches(self, batch_size: int, generator: torch.Generator,
                       steps: Optional[int] = None) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         """One epoch of augmented, normalised batches in a random order. The last
-        partial batch is dropped, so every step has the same shape."""
+        partial batch is dropped, so every step has the same shape. The crops and flips
+        are drawn batch by batch, then applied to ``CHUNK_BATCHES`` batches at once (a few
+        large kernels instead of a dozen small ones a step): the batches are those of a
+        batch-by-batch augmentation, the same for every chunk size."""
         n = self.train_x.shape[0]
         order = torch.randperm(n, device=self.device, generator=generator)
-        for i in range(self.steps_per_epoch(batch_size, steps)):
-            idx = order[i * batch_size:(i + 1) * batch_size]
-            yield self.normalize(self.augment(self.train_x[idx], generator)), self.train_y[idx]
+        total = self.steps_per_epoch(batch_size, steps)
+        for first in range(0, total, CHUNK_BATCHES):
+            sizes = [order[i * batch_size:(i + 1) * batch_size].numel()
+                     for i in range(first, min(first + CHUNK_BATCHES, total))]
+            draws = [self.draw(size, generator) for size in sizes]
+            idx = order[first * batch_size:first * batch_size + sum(sizes)]
+            x = self.normalize(self.apply(self.train_x[idx], *[None if d[0] is None else torch.cat(d)
+                                                                 for d in zip(*draws)]))
+            y = self.train_y[idx]
+            start = 0
+            for size in sizes:
+                yield x[start:start + size], y[start:start + size]
+                start += size
 
     def sample_batches(self, num_images: int, batch_size: int,
                        generator: torch.Generator) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:

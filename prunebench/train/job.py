@@ -3,18 +3,20 @@
 ``Run.trained`` describes the training of a stage as a :class:`TrainJob` and hands it
 to its trainer: :func:`train_job` trains it alone (the default); with ``seeds=[...]``
 and ``train.batch_seeds`` the trainer of :mod:`prunebench.seeds` gathers the jobs of
-every seed and trains those that share an architecture as one batched model
+every seed and trains them together: interleaved, a step each in turn
+(:func:`prunebench.train.interleaved.train_interleaved`, through :func:`training_of`), or
+those that share an architecture as one stacked model
 (:func:`prunebench.train.batched.train_batched`)."""
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Generator, Optional
 
 import torch
 from torch import nn
 
 from prunebench.data import Data
 from prunebench.train.hooks import HookList, MaskHook, TrainHooks
-from prunebench.train.loop import Recipe, train
+from prunebench.train.loop import Recipe, train, training
 from prunebench.train.step import EAGER, Speed
 
 
@@ -44,8 +46,19 @@ class TrainJob:
         return self.hooks is None or bool(getattr(self.hooks, "batchable", False))
 
 
+def settings(job: TrainJob) -> Dict:
+    """The keyword arguments of :func:`prunebench.train.train` that ``job`` sets."""
+    return dict(seed=job.seed, checkpoint=job.checkpoint, hooks=job.all_hooks(), desc=job.kind, progress=job.progress,
+                snapshots=job.snapshots, eval_every=job.eval_every, eval_batch_size=job.eval_batch_size,
+                on_epoch=job.on_epoch, speed=job.speed)
+
+
+def training_of(job: TrainJob, **options) -> Generator[None, None, Dict]:
+    """The training of ``job``, one step at a time (:func:`prunebench.train.loop.training`);
+    ``options`` override its settings (``clock``, ``progress``)."""
+    return training(job.model, job.data, job.recipe, **{**settings(job), **options})
+
+
 def train_job(job: TrainJob) -> Dict:
     """Train ``job`` alone: :func:`prunebench.train.train` with its settings."""
-    return train(job.model, job.data, job.recipe, seed=job.seed, checkpoint=job.checkpoint, hooks=job.all_hooks(),
-                 desc=job.kind, progress=job.progress, snapshots=job.snapshots, eval_every=job.eval_every,
-                 eval_batch_size=job.eval_batch_size, on_epoch=job.on_epoch, speed=job.speed)
+    return train(job.model, job.data, job.recipe, **settings(job))

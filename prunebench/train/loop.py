@@ -10,7 +10,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Generator, List, Optional
 
 import torch
 from torch import nn
@@ -87,18 +87,37 @@ def epoch_generator(seed: int, epoch: int, device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
 
 
-def train(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpoint: Path,
-          hooks: TrainHooks = TrainHooks(), desc: str = "train", progress: bool = True,
-          snapshots: Optional[Dict[int, Path]] = None, eval_every: int = 0, eval_batch_size: int = 1000,
-          on_epoch: Optional[Callable[[Dict], None]] = None, speed: Speed = EAGER) -> dict:
+def train(model: nn.Module, data: Data, recipe: Recipe, **options) -> dict:
     """Train ``model`` in place; return {"epochs", "seconds", "loss", "history"}. Raises
-    :class:`Diverged` when the loss stops being finite. ``snapshots`` maps an
-    epoch k to a file that receives the weights after k epochs (0: before training).
-    ``eval_every`` > 0: test top-1 after every that many epochs and after the last one
-    (0: never here; the caller evaluates the final model). ``history`` has one entry
-    per epoch: {"epoch" (1-based), "lr" (of that epoch), "loss" (mean train loss), "acc1"};
-    ``on_epoch`` receives each new entry (experiment loggers). ``speed``: precision, memory
-    format and the compiled / CUDA-graph step (:mod:`.step`)."""
+    :class:`Diverged` when the loss stops being finite. The options are :func:`training`'s."""
+    return run_to_end(training(model, data, recipe, **options))
+
+
+def run_to_end(steps: Generator[None, None, Dict]) -> Dict:
+    """Drive a :func:`training` through all its steps; its result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def training(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpoint: Path,
+             hooks: TrainHooks = TrainHooks(), desc: str = "train", progress: bool = True,
+             snapshots: Optional[Dict[int, Path]] = None, eval_every: int = 0, eval_batch_size: int = 1000,
+             on_epoch: Optional[Callable[[Dict], None]] = None, speed: Speed = EAGER,
+             clock: Callable[[], float] = time.perf_counter) -> Generator[None, None, Dict]:
+    """The training of ``model`` in place, one step at a time: a generator that yields after
+    every training step and returns {"epochs", "seconds", "loss", "history"}
+    (:func:`train` drives it to its end; several advanced in turn train side by side,
+    :mod:`prunebench.train.interleaved`). Raises :class:`Diverged` when the loss stops
+    being finite. ``snapshots`` maps an epoch k to a file that receives the weights after
+    k epochs (0: before training). ``eval_every`` > 0: test top-1 after every that many
+    epochs and after the last one (0: never here; the caller evaluates the final model).
+    ``history`` has one entry per epoch: {"epoch" (1-based), "lr" (of that epoch), "loss"
+    (mean train loss), "acc1"}; ``on_epoch`` receives each new entry (experiment loggers).
+    ``speed``: precision, memory format and the compiled / CUDA-graph step (:mod:`.step`).
+    ``clock`` measures ``seconds`` (interleaved: each training's share of the wall time)."""
     if eval_every < 0:
         raise ValueError(f"eval_every must be >= 0, got {eval_every}")
     if data.train_size == 0:  # not a divergence: there is nothing to learn from
@@ -130,7 +149,7 @@ def train(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpoint
     snapshots = snapshots or {}
     for epoch in range(start, recipe.epochs):
         save_snapshot(model, snapshots, epoch)
-        t0 = time.perf_counter()
+        t0 = clock()
         model.train()
         gen = epoch_generator(seed, epoch, device)
         loss_sum = step.loss_sum
@@ -149,6 +168,7 @@ def train(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpoint
                     raise Diverged(f"loss became NaN/inf in epoch {epoch + 1}")
                 inner.set_postfix(loss=f"{running:.3f}", lr=f"{lr_epoch:.3g}", refresh=False)
                 inner.update(CHECK_EVERY)
+            yield
         inner.close()
         last_loss = distributed.mean(loss_sum).item() / max(steps, 1)
         distributed.sync_buffers(model)  # rank 0's BatchNorm running statistics on every rank
@@ -156,7 +176,7 @@ def train(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpoint
             raise Diverged(f"loss became NaN/inf in epoch {epoch + 1}")
         sched.step()
         hooks.on_epoch_end(model, epoch)
-        seconds += time.perf_counter() - t0
+        seconds += clock() - t0
         acc1 = None
         if eval_every and ((epoch + 1) % eval_every == 0 or epoch + 1 == recipe.epochs):
             acc1 = evaluate(model, data, eval_batch_size)["acc1"]

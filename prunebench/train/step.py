@@ -20,6 +20,7 @@ so (``capturable = False``) and get the eager step, with a log line.
 """
 import logging
 import threading
+from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -74,6 +75,24 @@ def speed_from_config(node) -> Speed:
     return speed
 
 
+def cudagraph_state_for_this_thread() -> None:
+    """Give this thread inductor's CUDA-graph bookkeeping. Before torch 2.13 it lives in
+    thread-local slots that only the thread importing ``torch._inductor.cudagraph_trees``
+    gets, and a compiled optimizer step on CUDA in any other thread (a seed's thread, a
+    stage side by side) fails ``assert torch._C._is_key_in_tls`` (pytorch/pytorch#123177,
+    fixed in torch by pytorch/pytorch#184357, which creates the slots lazily, as this does)."""
+    try:
+        from torch._inductor import cudagraph_trees as trees
+        if hasattr(trees.local, "tree_manager_containers") or torch._C._is_key_in_tls("tree_manager_containers"):
+            return
+        trees.local.tree_manager_containers = {}
+        trees.local.tree_manager_locks = defaultdict(threading.Lock)
+        torch._C._stash_obj_in_tls("tree_manager_containers", trees.local.tree_manager_containers)
+        torch._C._stash_obj_in_tls("tree_manager_locks", trees.local.tree_manager_locks)
+    except (ImportError, AttributeError):  # another torch keeps this elsewhere: nothing to do
+        return
+
+
 def capturable(hooks: TrainHooks) -> bool:
     """Whether every hook can run traced and captured (``capturable``, default True)."""
     inner = getattr(hooks, "hooks", None)
@@ -111,6 +130,8 @@ class Step:
             import torch._dynamo.config as dynamo
             name = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"  # torch < 2.6
             setattr(dynamo, name, max(getattr(dynamo, name), RECOMPILE_LIMIT))  # else stage 9 trains eagerly
+            if self.device.type == "cuda":
+                cudagraph_state_for_this_thread()
             self.run = torch.compile(self.body, backend=speed.backend)
         self.steps = 0
         self.graph: Optional[torch.cuda.CUDAGraph] = None
