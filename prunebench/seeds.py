@@ -57,6 +57,14 @@ class Waiting:
         self.error: Optional[BaseException] = None
         self.done = False
 
+    def finish(self, result) -> None:
+        """The job's end: its result, or the error its seed's run raises."""
+        if isinstance(result, BaseException):
+            self.error = result
+        else:
+            self.out = result
+        self.done = True
+
     def key(self, mode: str):
         j = self.job
         if mode == "interleaved":
@@ -152,7 +160,7 @@ class SeedBatcher:
         except BaseException as e:  # noqa: BLE001 - no seed may wait for a training that will not come
             for w in waiting:
                 if not w.done:
-                    w.error, w.done = e, True
+                    w.finish(e)
         finally:
             self.turn.notify_all()
 
@@ -165,7 +173,7 @@ class SeedBatcher:
             try:
                 log.info("%s: seeds %s batched", group[0].job.kind, seeds)
                 for w, out in zip(group, train_batched([w.job for w in group])):
-                    w.out, w.done = out, True
+                    w.finish(out)
                 return
             except CannotBatch as e:
                 log.info("%s: seeds %s one by one: %s", group[0].job.kind, seeds, e)
@@ -176,14 +184,10 @@ class SeedBatcher:
                             group[0].job.kind, seeds, type(e).__name__, e)
             except BaseException as e:  # noqa: BLE001 - an interrupt: each seed's run gets it
                 for w in group:
-                    w.error, w.done = e, True
+                    w.finish(e)
                 return
         for w in group:
-            try:
-                w.out = train_job(w.job)
-            except BaseException as e:  # noqa: BLE001 - raised in the seed's own thread
-                w.error = e
-            w.done = True
+            w.finish(train_alone(w.job))
 
     def interleave(self, group: List[Waiting]) -> None:
         """The group's jobs a step each in turn. A job that fails for another reason than
@@ -197,7 +201,7 @@ class SeedBatcher:
             outs = train_interleaved([w.job for w in group])
         except BaseException as e:  # noqa: BLE001 - an interrupt: each seed's run gets it
             for w in group:
-                w.error, w.done = e, True
+                w.finish(e)
             return
         for w, out, start in zip(group, outs, starts):
             if isinstance(out, Exception) and not isinstance(out, Diverged):
@@ -207,15 +211,17 @@ class SeedBatcher:
                     w.job.model.load_state_dict(start)
                 if w.job.data.device.type == "cuda":
                     torch.cuda.empty_cache()
-                try:
-                    out = train_job(w.job)
-                except BaseException as e:  # noqa: BLE001 - raised in the seed's own thread
-                    out = e
-            if isinstance(out, BaseException):
-                w.error = out
-            else:
-                w.out = out
-            w.done = True
+                out = train_alone(w.job)
+            w.finish(out)
+
+
+def train_alone(job: TrainJob):
+    """What training ``job`` alone gives: its result, or the error that ended it (raised later
+    in the seed's own thread)."""
+    try:
+        return train_job(job)
+    except BaseException as e:  # noqa: BLE001 - handed to the seed's thread
+        return e
 
 
 def run(cfg: DictConfig) -> List[Dict]:

@@ -121,15 +121,21 @@ def timed(lanes, args, device):
     return seconds, loss
 
 
-def step_loop(model, d, args, device, speed):
-    """The inner loop of prunebench.train.train with ``speed``."""
+def lane(model, d, args, device, speed, seed, stream=None):
+    """One model's (step, next_batch, stream) for :func:`timed`: the inner loop of
+    prunebench.train.train with ``speed``, its batches drawn from ``seed``."""
     recipe = Recipe(epochs=1, lr=0.1, batch_size=args.batch)
     if speed.channels_last:
         model.to(memory_format=torch.channels_last)
     step = Step(model, optimizer(model, recipe, device, speed), TrainHooks(), speed, device)
     model.train()
-    batches = d.train_batches(args.batch, torch.Generator(device=device).manual_seed(0))
-    return timed([(step, lambda: next(batches), None)], args, device)
+    batches = d.train_batches(args.batch, torch.Generator(device=device).manual_seed(seed))
+    return step, lambda: next(batches), stream
+
+
+def step_loop(model, d, args, device, speed):
+    """The inner loop of prunebench.train.train with ``speed``."""
+    return timed([lane(model, d, args, device, speed, 0)], args, device)
 
 
 def seeds_loop(spec, d, args, device, speed):
@@ -160,15 +166,10 @@ def interleaved_loop(spec, d, args, device, speed):
     own data, taking steps in turn, each seed on a CUDA stream of its own so that the GPU runs
     the seeds' kernels side by side."""
     lanes = []
-    recipe = Recipe(epochs=1, lr=0.1, batch_size=args.batch)
     for s in range(args.seeds):
         torch.manual_seed(s)
-        model = models.build(spec).to(device).train()
-        if speed.channels_last:
-            model.to(memory_format=torch.channels_last)
-        step = Step(model, optimizer(model, recipe, device, speed), TrainHooks(), speed, device)
-        batches = d.train_batches(args.batch, torch.Generator(device=device).manual_seed(s))
-        lanes.append((step, lambda b=batches: next(b), torch.cuda.Stream(device) if device.type == "cuda" else None))
+        lanes.append(lane(models.build(spec).to(device), d, args, device, speed, s,
+                          torch.cuda.Stream(device) if device.type == "cuda" else None))
     return timed(lanes, args, device)
 
 
