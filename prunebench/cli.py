@@ -152,6 +152,8 @@ def main() -> None:
         scratch = tempfile.mkdtemp(prefix="prunebench-rank")
         sys.argv += [f"hydra.run.dir={scratch}", "hydra.output_subdir=null", "hydra.job_logging.root.level=WARNING"]
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # torchrun stopping the ranks: clean up first
+    else:  # a time-out or a cluster's preemption stops the run as Ctrl-C does: checkpoints kept, status logged
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         app()
     finally:

@@ -275,12 +275,12 @@ class TrainConfig:
     so only a non-default precision enters the cache keys."""
     precision: str = "fp32"  # fp32 | bf16: autocast of forward and loss
     channels_last: bool = False  # NHWC memory order for model and inputs
-    compile: str = "off"  # off | on: torch.compile the whole step (+ one CUDA graph on CUDA)
+    compile: str = "off"  # off | on: torch.compile the whole step (+ one CUDA graph on CUDA) | graph: one CUDA graph
+    # of the eager step, no compilation (eager off CUDA)
     backend: str = "inductor"  # torch.compile backend (aot_eager: traced, no code generation)
-    cuda_graph: bool = True  # with compile=on on CUDA: capture the whole step once, replay it
-    parallel_stages: int = 1  # retraining stages of one run trained at once (threads, a CUDA stream each)
-    batch_seeds: bool = True  # with seeds=[...]: the seeds' stages train together (false: one seed after another)
-    seed_batching: str = "interleaved"  # interleaved: a step each in turn, a CUDA stream each | stacked: one vmap model
+    cuda_graph: bool = True  # with compile=on on CUDA: capture the whole step once, replay it (false: compiled only)
+    max_concurrent: Optional[int] = None  # trainings in flight at once (null: every one that is ready; 1: in turn)
+    checkpoint_every: float = 60.0  # seconds of training between checkpoints (0: every epoch); the last is always saved
 
 
 @dataclass

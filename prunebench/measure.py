@@ -10,7 +10,6 @@ on a shared CPU wall time measures the neighbours (on this project's 2-core mach
 at load 6, two wall-clock medians of one model differed by up to 2.5x; thread time
 kept them within 7%)."""
 import math
-import threading
 import time
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -26,13 +25,6 @@ def count_params(model: nn.Module, masks: Optional[Dict[str, torch.Tensor]] = No
     """Parameters; with weight-level ``masks``, the non-zero count (masked weights excluded)."""
     masks = masks or {}
     return sum(int(masks[n].sum()) if n in masks else p.numel() for n, p in model.named_parameters())
-
-
-# FlopCounterMode's module tracking uses process-wide forward hooks, which also fire for models
-# training in other threads (stages side by side): the total (counted per operator, per thread)
-# stays right, per-module figures would not. Per-layer FLOPs therefore come from hooks on the
-# layers themselves, and counts take turns.
-COUNTING = threading.Lock()
 
 
 def _own_flops(module: nn.Module, output: torch.Tensor) -> int:
@@ -58,7 +50,7 @@ def _count(model: nn.Module, input_shape: Sequence[int], names=()) -> Tuple[int,
     was_training = model.training
     model.eval()
     try:
-        with COUNTING, torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(torch.zeros(1, *input_shape, device=device))
     finally:
         for h in handles:
@@ -137,7 +129,7 @@ def latency(model: nn.Module, input_shape: Sequence[int], batch: int = 1,
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    # its own generator: the global one belongs to model inits (stages side by side draw theirs meanwhile)
+    # its own generator: the global one belongs to model inits
     x = torch.randn(batch, *input_shape, device=device, generator=torch.Generator(device).manual_seed(0))
     if device.type == "cpu":  # CPU time of one thread: what neighbour processes on a shared CPU do not change
         timer = benchmark.Timer(stmt="model(x)", globals={"model": model, "x": x}, num_threads=1,

@@ -3,8 +3,8 @@ exactly the settings that change its result, with settings at their schema
 default left out, so adding a setting renames nothing. A finished stage holds
 ``metrics.json``; an unfinished one resumes from ``checkpoint.pt``; ``lock``
 keeps two jobs from writing one stage at once: a job that finds a stage locked
-waits for it (up to ``lock_timeout`` seconds) and then reuses what the other job
-wrote. Every file is written atomically (:mod:`prunebench.atomic`). Under torchrun
+looks at it again later (up to ``lock_timeout`` seconds; the scheduler trains other
+stages meanwhile) and then reuses what the other job wrote. Every file is written atomically (:mod:`prunebench.atomic`). Under torchrun
 only rank 0 writes (``prunebench.distributed``)."""
 import dataclasses
 import hashlib
@@ -137,19 +137,14 @@ class Stage:
             return None
         return host, pid.strip()
 
-    @contextmanager
-    def lock(self, timeout: float = 0.0, poll: float = 5.0, sleep: Callable[[float], None] = time.sleep):
-        """Hold the stage's lock. A lock held by a live job is waited for, polling every ``poll``
-        seconds (``sleep`` waits between looks: the seed batcher lets the other seeds go on
-        meanwhile), up to ``timeout`` seconds (0: not at all), then :class:`StageBusy`; one left by
-        a dead process on this host is taken over. Under torchrun rank 0 holds it for every rank."""
+    def take(self) -> Optional[str]:
+        """Take the stage's lock without waiting: None when this job holds it now, else who holds
+        it ("host (pid N)"). A lock left by a dead process on this host is taken over. Under
+        torchrun rank 0 holds it for every rank (the other ranks always get None)."""
         if not distributed.is_main():
-            yield self
-            return
+            return None
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / "lock"
-        deadline = time.monotonic() + timeout
-        waiting = False
         while not self._take(path):
             owner = self._owner(path)
             if owner is None:
@@ -158,17 +153,69 @@ class Stage:
             if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
                 path.unlink(missing_ok=True)  # left by a process that died: take over
                 continue
+            return f"{host} (pid {pid or '?'})"
+        atomic.write_json(self.dir / "settings.json", {"stage": self.kind, **self.values})
+        return None
+
+    def release(self) -> None:
+        if distributed.is_main():
+            (self.dir / "lock").unlink(missing_ok=True)
+
+    def busy(self, holder: str, timeout: float) -> StageBusy:
+        """The error of a job that waited ``timeout`` seconds for the lock ``holder`` keeps."""
+        return StageBusy(f"{self.dir} is being written by {holder}; waited {timeout:g} s (lock_timeout). Rerun "
+                         f"when that job is done (its result is reused), raise lock_timeout=SECONDS, or delete "
+                         f"{self.dir / 'lock'} if that job is gone")
+
+    @contextmanager
+    def lock(self, timeout: float = 0.0, poll: float = 5.0, sleep: Callable[[float], None] = time.sleep):
+        """Hold the stage's lock, waiting for a live job's lock (polling every ``poll`` seconds) up to
+        ``timeout`` seconds (0: not at all), then :class:`StageBusy`."""
+        deadline = time.monotonic() + timeout
+        said = False
+        while (holder := self.take()) is not None:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise StageBusy(f"{self.dir} is being written by {host} (pid {pid or '?'}); waited {timeout:g} s "
-                                f"(lock_timeout). Rerun when that job is done (its result is reused), raise "
-                                f"lock_timeout=SECONDS, or delete {path} if that job is gone")
-            if not waiting:
-                log.info("%s is being written by %s (pid %s); waiting up to %g s", self.dir, host, pid, timeout)
-                waiting = True
+                raise self.busy(holder, timeout)
+            if not said:
+                log.info("%s is being written by %s; waiting up to %g s", self.dir, holder, timeout)
+                said = True
             sleep(min(poll, left))
         try:
-            atomic.write_json(self.dir / "settings.json", {"stage": self.kind, **self.values})
             yield self
         finally:
-            path.unlink(missing_ok=True)
+            self.release()
+
+
+def finished(stage: Stage, retry_failed: bool) -> Optional[Dict[str, Any]]:
+    """The stage's finished result as rank 0 reads it, on every rank (under torchrun rank 0's
+    reading decides), or None when it must be trained: not there, or (``retry_failed``) failed
+    or unreadable."""
+    return distributed.broadcast(_finished(stage, retry_failed) if distributed.is_main() else None)
+
+
+def _finished(stage: Stage, retry_failed: bool) -> Optional[Dict[str, Any]]:
+    try:
+        result = stage.result()
+    except UnreadableStage as e:
+        if not retry_failed:
+            raise
+        log.warning("%s; retrained (retry_failed=true)", e)
+        return None
+    if result is not None and result["status"] == "failed" and retry_failed:
+        return None
+    return result
+
+
+def begin(stage: Stage) -> None:
+    """Before a locked stage's work: what a failed or unreadable earlier attempt left goes (retry_failed)."""
+    if distributed.is_main() and (stage.dir / "metrics.json").exists():
+        stage.reset()
+
+
+def conclude(stage: Stage, result: Dict[str, Any]) -> Dict[str, Any]:
+    """Write a locked stage's result (rank 0), drop its checkpoint, and give every rank rank 0's result."""
+    stage.finish(result)
+    if distributed.is_main():
+        stage.checkpoint.unlink(missing_ok=True)
+    return distributed.broadcast(result)

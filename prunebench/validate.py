@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 
 SELECTIONS = ("global", "layer", "threshold")
 SPARSE_INITS = ("scratch", "unpruned")
-SEED_BATCHING = ("interleaved", "stacked")  # train.seed_batching: how seeds=[...] train together
 
 
 def positive(name: str, value: Any, optional: bool = False) -> None:
@@ -77,8 +76,11 @@ def check_schedule(cfg: DictConfig) -> None:
 def check_train(cfg: DictConfig) -> None:
     if cfg.get("train") is None:
         return
-    at_least("train.parallel_stages", cfg.train.parallel_stages, 1)
-    one_of("train.seed_batching", cfg.train.get("seed_batching", "interleaved"), SEED_BATCHING)
+    if cfg.train.max_concurrent is not None:
+        at_least("train.max_concurrent", cfg.train.max_concurrent, 1)
+    if cfg.train.checkpoint_every is None or cfg.train.checkpoint_every < 0:
+        raise PrunebenchError(f"train.checkpoint_every must be >= 0 (seconds; 0: every epoch), got "
+                              f"{cfg.train.checkpoint_every}")
 
 
 def check_method(cfg: DictConfig) -> None:

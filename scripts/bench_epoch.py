@@ -5,26 +5,31 @@ Times, in one run on the same model, batch size and device:
 - reference: torchvision-style DataLoader with PIL transforms (pad 4 + random crop,
   flip, ToTensor, Normalize), fp32, with 1 and with N workers;
 - prunebench: data held on the device as uint8, augmentation on the device in
-  whole batches, the training step of prunebench.train.step: eager fp32, and the
+  whole batches, the training step of prunebench.train.step: eager fp32, the
   fast path (bf16 autocast, channels_last, torch.compile, on CUDA the whole step
-  in one CUDA graph), each over the same batches (``--loops`` picks the rows);
-- ``--seeds`` seeds trained together (``train.batch_seeds``), eager fp32 and on the fast
-  path, both ways ``train.seed_batching`` offers: ``stacked`` (one vmap model: rows
-  seeds, seeds_fast) and ``interleaved`` (each seed its own step, taking turns, a CUDA
-  stream each: rows streams, streams_fast); the summary gives each as a multiple of one
-  seed's time on the same path (the target: five seeds at most twice one).
+  in one CUDA graph) and ``graph`` (the same without compilation: the eager step
+  captured), each over the same batches (``--loops`` picks the rows); the warm-up's
+  seconds (compilation, capture) of the fast and graph rows give the epochs of a stage
+  after which compiling pays off;
+- ``alone`` and ``scheduled``: one whole training (prunebench.train.loop: its epochs, loss
+  readouts, checkpoint) on the fast path, trained alone and through the scheduler
+  (prunebench.scheduler): the scheduler's cost per step (the target: within 2%);
+- ``flight``: N trainings in flight through the scheduler, a step each in turn, a CUDA
+  stream each, for each N of ``--in-flight`` (default 1, 2, 4, 6): the seconds of one epoch
+  of all N, and the throughput against one training (the concurrency curve of the device).
 
-Each loop runs `--steps` steps (after `--warmup` untimed ones) and the time is
-scaled to one epoch of the training set. Prints one table and a summary line.
+Each loop runs `--steps` steps (after `--warmup` untimed ones; the training rows: an
+untimed first epoch of that many steps, where compilation and capture happen) and the time is
+scaled to one epoch of the training set. Prints one table and summary lines.
 
     python scripts/bench_epoch.py --device cpu --steps 10 --loops reference,eager   # a CPU machine
     python scripts/bench_epoch.py --root /data --steps 200                            # CIFAR-10 on the GPU
 """
 import argparse
-import dataclasses
 import math
+import tempfile
 import time
-from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -37,11 +42,14 @@ from torch.utils.data import DataLoader, Dataset
 from prunebench import data as datasets
 from prunebench import models
 from prunebench.config import DatasetConfig, ModelConfig, SyntheticDatasetConfig
-from prunebench.pipeline import resolve_device
+from prunebench.bench import resolve_device
+from prunebench.scheduler import train_together
 from prunebench.train import Recipe, TrainHooks
+from prunebench.train.job import TrainJob, train_job
 from prunebench.train.step import Speed, Step, optimizer
 
 FAST = Speed(precision="bf16", channels_last=True, compile="on")
+GRAPH = Speed(precision="bf16", channels_last=True, compile="graph")  # captured, not compiled
 
 
 class PILImages(Dataset):
@@ -88,103 +96,128 @@ def reference_loop(model, d, args, device, workers):
     return time.perf_counter() - t0, loss.item()
 
 
-def timed(lanes, args, device):
-    """Warm-up steps (compilation and CUDA-graph capture happen there), then ``args.steps`` timed
-    steps. ``lanes`` is a list of (step, next_batch, stream): every lane takes one step in turn,
-    on its own CUDA stream when it has one. The loss (the mean over models and lanes) is read
-    once at the end."""
-    def one_round():
-        for step, next_batch, stream in lanes:
-            with torch.cuda.stream(stream) if stream is not None else nullcontext():
-                step(*next_batch())
-
-    def join():
-        for _, _, stream in lanes:
-            if stream is not None:
-                torch.cuda.current_stream(device).wait_stream(stream)
-        sync(device)
-
-    for _, _, stream in lanes:
-        if stream is not None:
-            stream.wait_stream(torch.cuda.current_stream(device))  # the models' init is done
-    for _ in range(args.warmup):
-        one_round()
-    join()
-    for step, _, _ in lanes:
-        step.loss_sum.zero_()
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-        one_round()
-    join()
-    seconds = time.perf_counter() - t0
-    loss = sum(step.loss_sum.mean().item() for step, _, _ in lanes) / len(lanes) / args.steps
-    return seconds, loss
-
-
-def lane(model, d, args, device, speed, seed, stream=None):
-    """One model's (step, next_batch, stream) for :func:`timed`: the inner loop of
-    prunebench.train.train with ``speed``, its batches drawn from ``seed``."""
+def step_loop(model, d, args, device, speed):
+    """The inner loop of prunebench.train.train with ``speed``: ``args.warmup`` untimed steps
+    (compilation and CUDA-graph capture happen there), then ``args.steps`` timed ones; the loss
+    is read once at the end."""
     recipe = Recipe(epochs=1, lr=0.1, batch_size=args.batch)
     if speed.channels_last:
         model.to(memory_format=torch.channels_last)
     step = Step(model, optimizer(model, recipe, device, speed), TrainHooks(), speed, device)
     model.train()
-    batches = d.train_batches(args.batch, torch.Generator(device=device).manual_seed(seed))
-    return step, lambda: next(batches), stream
+    batches = d.train_batches(args.batch, torch.Generator(device=device).manual_seed(0))
+    t0 = time.perf_counter()
+    for _ in range(args.warmup):
+        step(*next(batches))
+    sync(device)
+    step_loop.warmup_seconds = time.perf_counter() - t0  # compilation and capture included
+    step.loss_sum.zero_()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        step(*next(batches))
+    sync(device)
+    return time.perf_counter() - t0, step.loss_sum.item() / args.steps
 
 
-def step_loop(model, d, args, device, speed):
-    """The inner loop of prunebench.train.train with ``speed``."""
-    return timed([lane(model, d, args, device, speed, 0)], args, device)
+class EpochClock(TrainHooks):
+    """Records when each epoch of a training ends, the device drained first."""
+
+    def __init__(self, device, ends):
+        self.device, self.ends = device, ends
+
+    def on_epoch_end(self, model, epoch):
+        sync(self.device)
+        self.ends.append((epoch, time.perf_counter()))
 
 
-def seeds_loop(spec, d, args, device, speed):
-    """``--seeds`` models of one architecture trained as one batched model (``train.batch_seeds``):
-    the step of prunebench.train.batched, each seed on its own batch, ``speed`` as in the other rows
-    (channels_last aside: batches of seeds are 5-D)."""
-    from prunebench.train.batched import SeedStack, per_seed_cross_entropy
-    seeds = list(range(args.seeds))
-    models_ = []
-    for s in seeds:
+def training_jobs(spec, d, args, device, speed, n, folder: Path, ends):
+    """``n`` trainings of two epochs of ``args.steps`` steps each (the first untimed), seeds 0..n-1."""
+    out = []
+    for s in range(n):
         torch.manual_seed(s)
-        models_.append(models.build(spec).to(device))
-    stack = SeedStack(models_).train()
-    recipe = Recipe(epochs=1, lr=0.1, batch_size=args.batch)
-    speed = dataclasses.replace(speed, channels_last=False)
-    step = Step(stack.tree, optimizer(stack.tree, recipe, device, speed), TrainHooks(), speed, device, net=stack,
-                criterion=per_seed_cross_entropy, models=len(seeds))
-    streams = [d.train_batches(args.batch, torch.Generator(device=device).manual_seed(s)) for s in seeds]
-
-    def next_batch():
-        batches = [next(b) for b in streams]
-        return torch.stack([b[0] for b in batches]), torch.stack([b[1] for b in batches])
-    return timed([(step, next_batch, None)], args, device)
+        (folder / f"t{s}").mkdir(parents=True, exist_ok=True)
+        out.append(TrainJob(kind=f"t{s}", model=models.build(spec).to(device), data=d, seed=s,
+                            recipe=Recipe(epochs=2, lr=0.1, batch_size=args.batch, steps_per_epoch=args.steps),
+                            checkpoint=folder / f"t{s}" / "checkpoint.pt", hooks=EpochClock(device, ends),
+                            progress=False, speed=speed, checkpoint_every=3600))
+    return out
 
 
-def interleaved_loop(spec, d, args, device, speed):
-    """``--seeds`` models, each with its own step (its own CUDA graph on the fast path) and its
-    own data, taking steps in turn, each seed on a CUDA stream of its own so that the GPU runs
-    the seeds' kernels side by side."""
-    lanes = []
-    for s in range(args.seeds):
-        torch.manual_seed(s)
-        lanes.append(lane(models.build(spec).to(device), d, args, device, speed, s,
-                          torch.cuda.Stream(device) if device.type == "cuda" else None))
-    return timed(lanes, args, device)
+def overhead_loop(spec, d, args, device, speed):
+    """What an epoch of the training loop adds to its steps: one evaluation of the test set (the
+    paper's schedules evaluate every epoch) and one checkpoint (model, SGD state; written every
+    ``train.checkpoint_every`` seconds), each timed ``args.repeats`` times, the device drained."""
+    from prunebench import atomic
+    from prunebench.train.evaluate import hits
+
+    model = models.build(spec).to(device)
+    if speed.channels_last:
+        model.to(memory_format=torch.channels_last)
+    opt = optimizer(model, Recipe(epochs=1, lr=0.1), device, speed)
+    step = Step(model, opt, TrainHooks(), speed, device)
+    batches = d.train_batches(args.batch, torch.Generator(device=device).manual_seed(0))
+    for _ in range(args.warmup):  # momentum buffers exist, the fast path is compiled
+        step(*next(batches))
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, work in (("evaluation", lambda: hits(model, d, 1000)),
+                           ("checkpoint", lambda: atomic.save({"model": model.state_dict(),
+                                                               "optimizer": opt.state_dict()}, Path(tmp) / "c.pt"))):
+            work()
+            sync(device)
+            t0 = time.perf_counter()
+            for _ in range(args.repeats):
+                work()
+            sync(device)
+            out[name] = (time.perf_counter() - t0) / args.repeats
+    return out
+
+
+def timed_epoch(ends, n):
+    """Seconds from the first training's end of epoch 1 to the last one's end of epoch 2."""
+    first = min(t for e, t in ends if e == 0)
+    last = max(t for e, t in ends if e == 1)
+    assert sum(1 for e, _ in ends if e == 1) == n, ends
+    return last - first
+
+
+def alone_loop(spec, d, args, device, speed):
+    ends = []
+    with tempfile.TemporaryDirectory() as tmp:
+        [job] = training_jobs(spec, d, args, device, speed, 1, Path(tmp), ends)
+        out = train_job(job)
+    return timed_epoch(ends, 1), out["loss"]
+
+
+def flight_loop(spec, d, args, device, speed, n):
+    """``n`` trainings through the scheduler, all in flight."""
+    ends = []
+    with tempfile.TemporaryDirectory() as tmp:
+        outs = train_together(training_jobs(spec, d, args, device, speed, n, Path(tmp) / "jobs", ends),
+                              Path(tmp) / "stages")
+    bad = [o for o in outs if o["status"] != "ok"]
+    if bad:
+        raise RuntimeError(f"a training failed: {bad[0].get('note')}")
+    return timed_epoch(ends, n), sum(o["loss"] for o in outs) / n
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto")
     p.add_argument("--model", default="vgg19", help="vgg11..vgg19, resnet20..resnet110")
+    p.add_argument("--width", type=float, default=1.0, help="width multiplier of the model (a small one on a CPU "
+                                                            "shows the per-step cost of the loop and the scheduler)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=100, help="timed steps per loop")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (the fast path: at least 4)")
-    p.add_argument("--loops", default="reference,eager,fast,seeds,seeds_fast,streams,streams_fast",
-                   help="rows: reference (DataLoader), eager, fast, seeds and seeds_fast (--seeds models batched, "
-                        "eager and fast), streams and streams_fast (--seeds models taking steps in turn, a CUDA "
-                        "stream each)")
-    p.add_argument("--seeds", type=int, default=5, help="models of the seeds and streams rows, trained together")
+    p.add_argument("--loops", default="reference,eager,fast,graph,overhead,alone,scheduled,flight",
+                   help="rows: reference (DataLoader), eager, fast (the step alone), graph (the step captured, not "
+                        "compiled), overhead (an epoch's "
+                        "evaluation and checkpoint, against the fast step's epoch), alone and scheduled (one whole "
+                        "training on the fast path, alone and through the scheduler), flight (--in-flight "
+                        "trainings through the scheduler)")
+    p.add_argument("--in-flight", default="1,2,4,6", help="numbers of trainings in flight of the flight rows")
+    p.add_argument("--repeats", type=int, default=3, help="timed evaluations and checkpoints of the overhead row")
     p.add_argument("--workers", default="1,8", help="DataLoader workers of the reference loops")
     p.add_argument("--root", default=None, help="folder holding cifar-10-batches-py (default: synthetic 32x32)")
     args = p.parse_args()
@@ -195,18 +228,18 @@ def main():
         dcfg = SyntheticDatasetConfig(name="synthetic", pad=4, flip=True, image_size=32, train_size=50_000, test_size=10)
     d = datasets.load(OmegaConf.structured(dcfg))
     arch, depth = ("vgg", int(args.model[3:])) if args.model.startswith("vgg") else ("resnet", int(args.model[6:]))
-    spec = models.spec_from_config(OmegaConf.structured(ModelConfig(name=args.model, arch=arch, depth=depth)),
-                                   3, d.num_classes)
+    spec = models.spec_from_config(OmegaConf.structured(ModelConfig(name=args.model, arch=arch, depth=depth,
+                                                                    width=args.width)), 3, d.num_classes)
     rows = []
     per_loop = {}
-    one, together = {}, {}  # path (eager | fast) -> one seed's s/epoch; row -> (s/epoch of all the seeds, path)
 
     def record(name, seconds, loss):
         rows.append((name, seconds / args.steps * steps_per_epoch, loss))
         per_loop[name] = rows[-1][1]
+        print(f"row: {name}: {rows[-1][1]:.2f} s/epoch", flush=True)  # as it comes, should the run be cut short
 
     loops = set(args.loops.split(","))
-    if loops & {"fast", "seeds_fast", "streams_fast"} and args.warmup < 4:
+    if loops & {"fast", "graph", "alone", "scheduled", "flight"} and args.warmup < 4:
         p.error("the fast path captures its CUDA graph at step 4: use --warmup 4 or more")
     steps_per_epoch = len(d.train_y) // args.batch
     if args.warmup + args.steps > steps_per_epoch:
@@ -216,31 +249,54 @@ def main():
         record(f"reference: DataLoader, {w} worker{'s' if w > 1 else ''}, fp32",
                *reference_loop(models.build(spec).to(device), d, args, device, w))
     on_device = d.to(device) if loops - {"reference"} else None
-    for name, speed, label in (("eager", Speed(), "eager fp32"),
-                               ("fast", FAST, "bf16, channels_last, compiled" +
-                                (" + one CUDA graph" if device.type == "cuda" else ""))):
+    graph = " + one CUDA graph" if device.type == "cuda" else ""
+    warmups = {}
+    for name, speed, label in (("eager", Speed(), "eager fp32"), ("fast", FAST, f"bf16, channels_last, compiled{graph}"),
+                               ("graph", GRAPH, f"bf16, channels_last, not compiled{graph}")):
         if name in loops:
             torch.manual_seed(0)
             record(f"prunebench: data on device, {label}", *step_loop(models.build(spec).to(device), on_device,
                                                                       args, device, speed))
-            one[name] = per_loop[rows[-1][0]]
-    fast_label = "bf16, compiled" + (" + one CUDA graph" if device.type == "cuda" else "")
-    cl_label = "bf16, channels_last, compiled" + (" + a CUDA graph each" if device.type == "cuda" else "")
-    for name, speed, label, path in (("seeds", Speed(), "eager fp32", "eager"),
-                                     ("seeds_fast", FAST, fast_label, "fast")):
-        if name in loops:
-            record(f"prunebench: {args.seeds} seeds batched (vmap), {label}, all {args.seeds} together",
-                   *seeds_loop(spec, on_device, args, device, speed))
-            together[f"batched (vmap), {path}"] = (per_loop[rows[-1][0]], path)
+            warmups[name] = (step_loop.warmup_seconds, rows[-1][1])
+            print(f"row: {name}: {args.warmup} warm-up steps (compilation, capture) took {warmups[name][0]:.1f} s",
+                  flush=True)
+    summary = []
+    if "fast" in warmups and "graph" in warmups:
+        (wf, ef), (wg, eg) = warmups["fast"], warmups["graph"]
+        verdict = (f"compiling pays off after {(wf - wg) / (eg - ef):.0f} epochs of a stage" if eg > ef else
+                   "the captured step is as fast as the compiled one: compiling never pays off")
+        summary.append(f"summary: a stage's warm-up takes {wf:.1f} s compiled and {wg:.1f} s captured; an epoch "
+                       f"{ef:.2f} s against {eg:.2f} s: {verdict}")
+    if "overhead" in loops:
+        shares = overhead_loop(spec, on_device, args, device, FAST)
+        path = next((k for k in ("fast", "graph") if k in warmups), None)  # the step-only epoch to compare with
+        for name, seconds in shares.items():
+            print(f"row: one {name}: {seconds:.3f} s", flush=True)
+            if path:
+                epoch = warmups[path][1]
+                summary.append(f"summary: one {name} takes {seconds:.3f} s, {100 * seconds / epoch:.1f}% of an epoch "
+                               f"of the {path} step ({epoch:.2f} s)")
+    if "alone" in loops:
+        record("one training (loop, readouts), fast path, alone", *alone_loop(spec, on_device, args, device, FAST))
+    if "scheduled" in loops:
+        record("one training, fast path, through the scheduler",
+               *flight_loop(spec, on_device, args, device, FAST, 1))
+        if "alone" in loops:
+            a, b = per_loop[rows[-2][0]], per_loop[rows[-1][0]]
+            summary.append(f"summary: the scheduler costs {100 * (b - a) / a:+.1f}% per epoch of one training "
+                           f"({b:.2f} against {a:.2f} s/epoch alone)")
     streams = "a CUDA stream each" if device.type == "cuda" else "in turn"
-    for name, speed, label, path in (("streams", Speed(), "eager fp32", "eager"),
-                                     ("streams_fast", FAST, cl_label, "fast")):
-        if name in loops:
-            record(f"prunebench: {args.seeds} seeds interleaved, {streams}, {label}, all {args.seeds} together",
-                   *interleaved_loop(spec, on_device, args, device, speed))
-            together[f"interleaved, {path}"] = (per_loop[rows[-1][0]], path)
+    one = None
+    for n in [int(k) for k in args.in_flight.split(",") if k and "flight" in loops]:
+        name = f"{n} training{'s' if n > 1 else ''} in flight, {streams}, fast path (s for one epoch of all {n})"
+        record(name, *flight_loop(spec, on_device, args, device, FAST, n))
+        one = per_loop[name] if n == 1 else one
+        if one:
+            summary.append(f"summary: {n} in flight: {per_loop[name]:.2f} s for an epoch of each, "
+                           f"{per_loop[name] / n:.2f} s per training-epoch, {n * one / per_loop[name]:.2f}x the "
+                           f"throughput of one")
     base = rows[0][1]
-    table = Table(title=f"{args.model}, batch {args.batch}, {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
+    table = Table(title=f"{args.model}{f' x{args.width:g}' if args.width != 1 else ''}, batch {args.batch}, {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
                         f"{args.steps} timed steps scaled to {steps_per_epoch} steps an epoch")
     for c in ["loop", "s/epoch", "speed-up vs first", "last loss"]:
         table.add_column(c, justify="left" if c == "loop" else "right")
@@ -250,9 +306,9 @@ def main():
     best = min(rows, key=lambda r: r[1])
     print(f"summary: {best[0]} is fastest at {best[1]:.2f} s/epoch, {base / best[1]:.2f}x the first row "
           f"({base:.2f} s/epoch)")
-    for name, (t, path) in together.items():
-        if path in one:
-            print(f"summary: {args.seeds} seeds {name}: {t:.2f} s/epoch, {t / one[path]:.2f}x one seed's {one[path]:.2f}")
+    for line in summary:
+        print(line)
+
 
 if __name__ == "__main__":
     main()

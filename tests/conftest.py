@@ -41,10 +41,10 @@ def starts(monkeypatch):
     from prunebench.train import job
 
     seen = {}
-    real = job.train
+    real = job.training_of
 
-    def recording(model, data, recipe, **kw):
-        seen[kw["desc"]] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        return real(model, data, recipe, **kw)
-    monkeypatch.setattr(job, "train", recording)
+    def recording(train_job, **options):
+        seen[train_job.kind] = {k: v.detach().clone() for k, v in train_job.model.state_dict().items()}
+        return real(train_job, **options)
+    monkeypatch.setattr(job, "training_of", recording)
     return seen

@@ -12,7 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from prunebench import atomic, pipeline
+from prunebench import atomic, pipeline, protocol, scheduler
 from prunebench.errors import PrunebenchError
 from prunebench.stages import Stage
 from prunebench.train import Recipe, job, train
@@ -93,10 +93,10 @@ def test_a_stage_finished_by_another_job_while_waiting_is_reused(smoke_cfg, tmp_
     other = compose_config("experiment=smoke", f"cache_dir={tmp_path / 'other'}", *args)
     done = by_row(pipeline.run(other))  # what the other job wrote
     cfg = smoke_cfg(*args, "lock_timeout=60")
-    stage = Stage(cfg.cache_dir, "unpruned", pipeline.base_settings(cfg))
+    stage = Stage(cfg.cache_dir, "unpruned", protocol.base_settings(cfg))
     stage.dir.mkdir(parents=True)
     (stage.dir / "lock").write_text(f"{os.uname().nodename} {os.getppid()}")  # held by a live job
-    monkeypatch.setattr(pipeline, "LOCK_POLL_S", 0.05)
+    monkeypatch.setattr(scheduler, "LOCK_POLL_S", 0.05)
 
     def other_job_finishes():
         time.sleep(0.5)
@@ -104,9 +104,9 @@ def test_a_stage_finished_by_another_job_while_waiting_is_reused(smoke_cfg, tmp_
             shutil.copy(os.path.join(done["unpruned"]["stage"], f), stage.dir / f)
         (stage.dir / "lock").unlink()
     threading.Thread(target=other_job_finishes).start()
-    real_train = job.train
+    real = job.training_of
     trained = []
-    monkeypatch.setattr(job, "train", lambda *a, **k: trained.append(k["desc"]) or real_train(*a, **k))
+    monkeypatch.setattr(job, "training_of", lambda j, **k: trained.append(j.kind) or real(j, **k))
     rows = by_row(pipeline.run(cfg))
     assert rows["unpruned"]["acc1"] == done["unpruned"]["acc1"] and rows["unpruned"]["status"] == "ok"
     assert "unpruned" not in trained and "scratch_e" in trained
@@ -131,7 +131,7 @@ ALTERNATIVES = {  # values to change to where "another value" is not obvious
     "model.growth": None, "model.compression": None, "dataset.name": None, "method.name": None, "device": "auto", "method.selection": "threshold",
     "method.sparse_init": "unpruned", "method.sparse_epochs": 2, "method.sparse_lr": 0.01,
     "method.skip": ["conv2"], "method.layer_ratios": {"conv2": 0.25}, "schedule.milestones": [0.5],
-    "train.precision": "bf16", "train.compile": "on", "train.backend": "aot_eager", "train.seed_batching": "stacked",
+    "train.precision": "bf16", "train.compile": "on", "train.backend": "aot_eager", "train.max_concurrent": 1,
     "strategy.scratch_b.max_factor": 2.0, "strategy.uniform.match": "params", "strategy.lottery.rewind_epoch": 1,
 }
 WEIGHT_LAYERS = {"method.skip": ["features.4"], "method.layer_ratios": {"features.4": 0.25},
@@ -165,7 +165,7 @@ def changed(path, value, method):
 
 
 def keys(cfg, tmp_path):
-    return {row: Stage(tmp_path, kind, vals).key for row, (kind, vals) in pipeline.Run(cfg).stage_values().items()}
+    return {row: Stage(tmp_path, kind, vals).key for row, (kind, vals) in protocol.Run(cfg).stage_values().items()}
 
 
 def readers(path, rows, method, cfg):

@@ -3,7 +3,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from prunebench.cli import CONF_DIR
-from prunebench.pipeline import base_settings
+from prunebench.protocol import base_settings
 from prunebench.stages import Stage, settings
 from tests.conftest import compose_config
 

@@ -20,7 +20,7 @@ from prunebench.data.images import ImageData
 from prunebench.models import resnet, vgg
 from prunebench.pruning.masks import uniform_masks
 from prunebench.train import HookList, MaskHook, Recipe, TrainHooks, train
-from prunebench.train.step import Speed, Step, optimizer
+from prunebench.train.step import CapturableSGD, Speed, Step, optimizer
 
 FAST = Speed(compile="on", backend="aot_eager")
 RECIPE = Recipe(epochs=2, lr=0.05, batch_size=32, milestones=[0.5])  # 10 steps an epoch, lr x0.1 after epoch 1
@@ -149,36 +149,56 @@ def test_channels_last_equals_eager_and_bf16_trains(synthetic, tmp_path):
 
 
 def test_speed_settings_keep_cache_keys_and_precision_changes_them(smoke_cfg):
-    from prunebench.pipeline import Run
+    from prunebench.protocol import Run
     base = Run(smoke_cfg()).stage_values()
-    fast = Run(smoke_cfg("train.compile=on", "train.channels_last=true", "train.parallel_stages=2")).stage_values()
+    fast = Run(smoke_cfg("train.compile=on", "train.channels_last=true", "train.max_concurrent=2",
+                         "train.checkpoint_every=0")).stage_values()
     assert fast == base
     bf16 = Run(smoke_cfg("train.precision=bf16")).stage_values()
     for row in base:
         assert bf16[row] != base[row], row  # every stage trained (or pruned from one trained) in bf16
-    assert Run(smoke_cfg("train.compile=false")).speed.compile == "off"
+    assert Run(smoke_cfg("train.compile=false")).bench.speed.compile == "off"
 
 
-def test_a_new_thread_gets_the_cudagraph_bookkeeping_that_compiled_cuda_steps_read():
-    """torch before 2.13 keeps inductor's CUDA-graph bookkeeping in thread-local slots of the
-    importing thread only; a compiled CUDA step in a seed's or a stage's thread asserted on it
-    (seen on the GPU check: torch 2.11, the second seed thread's finetune stage)."""
-    import threading
+@pytest.mark.parametrize("momentum,dampening,weight_decay,nesterov",
+                         [(0.9, 0.0, 1e-4, False), (0.9, 0.0, 5e-4, True), (0.5, 0.1, 0.0, False), (0.0, 0.0, 1e-3, False)])
+def test_the_graph_paths_sgd_is_torchs_sgd_with_a_tensor_lr(momentum, dampening, weight_decay, nesterov):
+    """``CapturableSGD`` (train.compile=graph: torch's eager SGD would read a tensor lr back to
+    the host) steps as torch's SGD does, momentum buffers included, over an lr change."""
+    torch.manual_seed(0)
+    ref = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3)).double()
+    mine = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3)).double()
+    mine.load_state_dict(ref.state_dict())
+    kw = dict(momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov)
+    opt_ref = torch.optim.SGD(ref.parameters(), lr=0.1, **kw)
+    lr = torch.tensor(0.1, dtype=torch.float64)
+    opt = CapturableSGD(mine.parameters(), lr=lr, foreach=True, **kw)
+    for step in range(6):
+        if step == 3:  # a milestone: the tensor is filled in place, as the schedule does
+            opt_ref.param_groups[0]["lr"] = 0.01
+            lr.fill_(0.01)
+        x = torch.randn(8, 5, dtype=torch.float64)
+        for model, o in ((ref, opt_ref), (mine, None)):
+            model.zero_grad(set_to_none=True)
+            model(x).square().mean().backward()
+        opt_ref.step()
+        opt.step()
+        for a, b in zip(ref.parameters(), mine.parameters()):
+            assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)
+    if momentum:
+        for a, b in zip(opt_ref.state_dict()["state"].values(), opt.state_dict()["state"].values()):
+            assert torch.allclose(a["momentum_buffer"], b["momentum_buffer"], rtol=1e-12, atol=1e-14)
 
-    from torch._inductor import cudagraph_trees as trees
 
-    from prunebench.train.step import cudagraph_state_for_this_thread
-    seen = {}
-
-    def in_thread():
-        seen["before"] = hasattr(trees.local, "tree_manager_containers")
-        cudagraph_state_for_this_thread()
-        seen["after"] = hasattr(trees.local, "tree_manager_containers")  # what torch 2.11's get_obj reads
-        seen["in_tls"] = torch._C._is_key_in_tls("tree_manager_containers")
-        mine = trees.get_obj(trees.local, "tree_manager_containers")
-        cudagraph_state_for_this_thread()  # a second call keeps what the thread has
-        seen["kept"] = trees.get_obj(trees.local, "tree_manager_containers") is mine
-    t = threading.Thread(target=in_thread)
-    t.start()
-    t.join()
-    assert seen == {"before": False, "after": True, "in_tls": True, "kept": True}
+def test_the_graph_path_off_cuda_trains_as_eager_with_a_tensor_lr(synthetic, float64, tmp_path):
+    """train.compile=graph on a CPU: no compilation, no capture; the step with the tensor lr and
+    ``sgd_update`` equals the eager step over a milestone, with slimming's hook and a mask."""
+    slim = methods.create(OmegaConf.structured(SlimmingConfig(name="slimming", sparsity=1e-2)))
+    masks = uniform_masks(build(VGG), 0.3, seed=0)
+    graph = Speed(compile="graph")
+    eager, fast = twice(synthetic, tmp_path, VGG, lambda m: HookList([slim, MaskHook(masks)]), speed=graph)
+    assert_same(eager, fast)
+    model = build(VGG)
+    step = Step(model, optimizer(model, RECIPE, synthetic.device, graph), TrainHooks(), graph, synthetic.device)
+    assert step.fast and not step.graphed and step.run == step.body  # nothing compiled, nothing to capture on a CPU
+    assert isinstance(step.opt, CapturableSGD) and isinstance(step.opt.param_groups[0]["lr"], torch.Tensor)

@@ -16,6 +16,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 GRAPHED = Speed(compile="on", backend="aot_eager")  # traced and captured; no code generation
 INDUCTOR = Speed(compile="on")
+CAPTURED = Speed(compile="graph")  # the eager step captured, nothing compiled
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +35,12 @@ def slimming_and_mask():
     return lambda m: HookList([slim, MaskHook(masks)])
 
 
-def test_the_whole_step_is_one_cuda_graph_and_a_schedule_step_keeps_it(gpu_data):
+@pytest.mark.parametrize("speed", [GRAPHED, CAPTURED], ids=["compiled", "graph"])
+def test_the_whole_step_is_one_cuda_graph_and_a_schedule_step_keeps_it(gpu_data, speed):
     model = build(VGG).cuda()
-    opt = optimizer(model, RECIPE, gpu_data.device, GRAPHED)
+    opt = optimizer(model, RECIPE, gpu_data.device, speed)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[1], gamma=0.1)
-    step = Step(model, opt, TrainHooks(), GRAPHED, gpu_data.device)
+    step = Step(model, opt, TrainHooks(), speed, gpu_data.device)
     batches = list(gpu_data.train_batches(32, torch.Generator(device="cuda").manual_seed(0), steps=6))
     for x, y in batches:
         step(x, y)
@@ -50,8 +52,9 @@ def test_the_whole_step_is_one_cuda_graph_and_a_schedule_step_keeps_it(gpu_data)
     assert step.graph is graph and torch.isfinite(step.loss_sum)
 
 
-def test_captured_vgg_with_slimming_and_a_mask_equals_eager_float64(gpu_data, float64, tmp_path):
-    eager, fast = twice(gpu_data, tmp_path, VGG, slimming_and_mask(), speed=GRAPHED)
+@pytest.mark.parametrize("speed", [GRAPHED, CAPTURED], ids=["compiled", "graph"])
+def test_captured_vgg_with_slimming_and_a_mask_equals_eager_float64(gpu_data, float64, tmp_path, speed):
+    eager, fast = twice(gpu_data, tmp_path, VGG, slimming_and_mask(), speed=speed)
     assert_same(eager, fast)
 
 
@@ -78,23 +81,12 @@ def test_bf16_channels_last_graph_trains(gpu_data, tmp_path):
     assert all(torch.isfinite(torch.tensor(x["loss"])) for x in h) and h[-1]["loss"] < h[0]["loss"] + 0.5
 
 
-def test_seeds_batched_in_one_cuda_graph_equal_single_eager_runs(gpu_data, float64, tmp_path):
-    from tests.test_batched_seeds import SEEDS, assert_equal_runs, jobs, slimming
-    from prunebench.train.batched import train_batched
+def test_trainings_in_flight_on_cuda_streams_equal_each_alone_float64(gpu_data, float64, tmp_path):
+    """Each training's step (one CUDA-graph replay) and its batches go on a stream of its own
+    through the scheduler: what lands on the device equals the job trained alone on the default
+    stream."""
     from prunebench.train.job import train_job
-    masks = {s: uniform_masks(build(VGG), 0.3, seed=s) for s in SEEDS}
-    single = jobs(gpu_data, tmp_path / "single", slimming(), masks)
-    outs_single = [train_job(j) for j in single]
-    batched = jobs(gpu_data, tmp_path / "batched", slimming(), masks, speed=GRAPHED)
-    assert_equal_runs(single, batched, outs_single, train_batched(batched), atol=1e-6)
-
-
-def test_trainings_interleaved_on_cuda_streams_equal_each_alone_float64(gpu_data, float64, tmp_path):
-    """Each job's step (one CUDA-graph replay) and its batches go on a stream of its own: what
-    lands on the device equals the job trained alone on the default stream."""
-    from prunebench.train.interleaved import train_interleaved
-    from prunebench.train.job import train_job
-    from tests.test_interleaved import mixed_jobs
+    from tests.test_scheduler import in_flight, mixed_jobs
 
     def on_gpu(jobs):
         for j in jobs:
@@ -104,7 +96,7 @@ def test_trainings_interleaved_on_cuda_streams_equal_each_alone_float64(gpu_data
     alone = on_gpu(mixed_jobs(gpu_data, tmp_path / "alone", GRAPHED))
     outs_alone = [train_job(j) for j in alone]
     together = on_gpu(mixed_jobs(gpu_data, tmp_path / "together", GRAPHED))
-    outs = train_interleaved(together)
+    outs = in_flight(together, tmp_path / "stages").results()
     for a, b, oa, ob in zip(alone, together, outs_alone, outs):
         assert [h["loss"] for h in ob["history"]] == pytest.approx([h["loss"] for h in oa["history"]], rel=1e-9)
         assert [h["acc1"] for h in ob["history"]] == [h["acc1"] for h in oa["history"]]
@@ -112,29 +104,14 @@ def test_trainings_interleaved_on_cuda_streams_equal_each_alone_float64(gpu_data
             assert torch.allclose(x.double(), y.double(), atol=1e-9), (a.kind, name)
 
 
-def test_a_compiled_cuda_step_trains_in_a_thread_other_than_the_first(gpu_data, tmp_path):
-    """Seeds and stages side by side train in threads of their own. With torch before 2.13 a
-    compiled CUDA step there failed inductor's thread-local assertion (pytorch/pytorch#123177)
-    once another thread had compiled first; Step gives each thread its slot."""
-    import threading
-
-    import torch._inductor.cudagraph_trees  # noqa: F401 - imported (and its slots set) in this thread first
-
-    def run(folder):
-        return train(build(VGG).cuda(), gpu_data, RECIPE, seed=0, checkpoint=folder / "checkpoint.pt",
-                     progress=False, speed=GRAPHED)  # dynamo traces the SGD step whatever the backend
-    (tmp_path / "main").mkdir()
-    (tmp_path / "thread").mkdir()
-    here = run(tmp_path / "main")
-    seen = {}
-
-    def in_thread():
-        try:
-            seen["out"] = run(tmp_path / "thread")
-        except BaseException as e:  # noqa: BLE001 - reported below
-            seen["error"] = e
-    t = threading.Thread(target=in_thread)
-    t.start()
-    t.join()
-    assert "error" not in seen, seen.get("error")
-    assert seen["out"]["epochs"] == here["epochs"] and torch.isfinite(torch.tensor(seen["out"]["loss"]))
+def test_readouts_come_back_without_waiting_for_later_steps(gpu_data):
+    """A Readout's copy lands once the work before it is done; kernels queued after it do not delay it."""
+    from prunebench.train.readout import Readout
+    x = torch.randn(8192, 8192, device="cuda")
+    value = x.sum()
+    out = Readout(value)
+    for _ in range(20):  # about half a second of work queued after the readout
+        x = x @ x / 8192
+    got = out.get().item()
+    assert not torch.cuda.current_stream().query()  # the later work still runs: get() did not wait for it
+    assert got == value.item()

@@ -71,7 +71,7 @@ def test_rewinding_to_an_epoch_the_unpruned_stage_did_not_save_is_a_clear_error(
 
 @pytest.mark.parametrize("k", [-1, 3])
 def test_a_rewind_epoch_outside_the_schedule_is_rejected_before_training(smoke_cfg, k, monkeypatch):
-    monkeypatch.setattr(job, "train", lambda *a, **kw: pytest.fail("trained despite a bad rewind_epoch"))
+    monkeypatch.setattr(job, "training_of", lambda *a, **kw: pytest.fail("trained despite a bad rewind_epoch"))
     with pytest.raises(PrunebenchError, match="rewind_epoch must lie in"):
         pipeline.run(smoke_cfg("method=magnitude", "schedule.epochs=2", f"strategy.lottery.rewind_epoch={k}"))
 

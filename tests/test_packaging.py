@@ -1,10 +1,13 @@
 """A built wheel, installed into a fresh environment, runs a preset from any folder;
 the command line's help, completion and the Python API."""
 import os
+import site
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import venv
+from pathlib import Path
 
 import prunebench
 from tests.conftest import ROOT, run_cli
@@ -29,8 +32,15 @@ def test_a_built_wheel_runs_the_smoke_preset_from_another_folder(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation", "-q", "-w",
                     str(wheels)], cwd=src, check=True, capture_output=True)
     [wheel] = wheels.glob("prunebench-*.whl")
-    venv.create(env_dir, system_site_packages=True, with_pip=False)  # torch comes from the system
+    venv.create(env_dir, with_pip=False)
     python = env_dir / "bin" / "python"
+    # torch and the other dependencies come from the environment running the tests (a virtualenv
+    # or the system): its site folders are appended to the new one's path. A .pth line adds a
+    # folder without running the .pth files inside it, so an editable prunebench there stays out.
+    inner = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    outer = [*site.getsitepackages(), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    (Path(inner) / "test_dependencies.pth").write_text("\n".join(dict.fromkeys(outer)) + "\n")
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q",
                     str(wheel)], check=True, capture_output=True)
     work.mkdir()

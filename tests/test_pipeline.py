@@ -4,8 +4,9 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
-from prunebench import pipeline
+from prunebench import pipeline, protocol
 from prunebench.train import job
 from prunebench.errors import PrunebenchError
 from prunebench.strategies import scratch_b_epochs
@@ -58,8 +59,7 @@ def test_rerun_reuses_every_stage(smoke_cfg, monkeypatch):
 
     def no_training(*a, **k):
         raise AssertionError("a cached stage was trained again")
-    monkeypatch.setattr(pipeline, "train", no_training)  # the pruning iterations
-    monkeypatch.setattr(job, "train", no_training)  # every stage
+    monkeypatch.setattr(job, "training_of", no_training)  # every training, the pruning iterations' too
     second = pipeline.run(smoke_cfg())
     assert [(r["row"], r["acc1"], r["stage"]) for r in first] == [(r["row"], r["acc1"], r["stage"]) for r in second]
 
@@ -98,7 +98,7 @@ def test_bad_input_is_a_clear_error(smoke_cfg, override, message):
 
 def test_a_stage_locked_by_a_live_job_is_waited_for_then_its_row_fails(smoke_cfg):
     cfg = smoke_cfg("method=l1_norm", "lock_timeout=0.2")
-    stage = Stage(cfg.cache_dir, "unpruned", pipeline.base_settings(cfg))
+    stage = Stage(cfg.cache_dir, "unpruned", protocol.base_settings(cfg))
     stage.dir.mkdir(parents=True)
     (stage.dir / "lock").write_text(f"{os.uname().nodename} {os.getppid()}")  # a live process
     rows = by_row(pipeline.run(cfg))
@@ -109,35 +109,19 @@ def test_a_stage_locked_by_a_live_job_is_waited_for_then_its_row_fails(smoke_cfg
     assert all(r["status"] == "ok" for r in pipeline.run(cfg))
 
 
-def test_stages_side_by_side_equal_sequential_ones(smoke_cfg):
-    import shutil
-
-    import torch
-
-    from prunebench.pipeline import Run
-
-    # CPU latency timing runs on one intra-op thread (torch.utils.benchmark sets the process-wide count),
-    # which changes the summation order of a stage training beside it: one thread throughout
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        check_side_by_side(smoke_cfg, shutil, Run)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def check_side_by_side(smoke_cfg, shutil, Run):
-    sequential = Run(smoke_cfg()).execute()
-    retrained = [r for r in sequential if r["row"] not in ("unpruned", "sparse", "pruned")]
-    assert len(retrained) >= 3
-    loss = {r["row"]: json.loads((Path(r["stage"]) / "metrics.json").read_text())["train_loss"] for r in retrained}
-    for r in retrained:  # train them again, side by side, from the same pruned stage
-        shutil.rmtree(r["stage"])
-    parallel = Run(smoke_cfg("train.parallel_stages=3")).execute()
-    assert [r["row"] for r in parallel] == [r["row"] for r in sequential]
-    for a, b in zip(sequential, parallel):
+def test_stages_one_at_a_time_equal_the_default_schedule(smoke_cfg, tmp_path):
+    """``train.max_concurrent=1`` trains the stages one after another; by default every ready
+    training is in flight. Each stage's folder, weights and figures are the same either way."""
+    together = pipeline.run(smoke_cfg())
+    one_by_one = pipeline.run(smoke_cfg("train.max_concurrent=1", f"cache_dir={tmp_path / 'sequential'}"))
+    assert [r["row"] for r in one_by_one] == [r["row"] for r in together] == ROWS
+    for a, b in zip(one_by_one, together):
         assert a["status"] == b["status"] == "ok", a["row"]
-        for key in ("acc1", "params", "flops", "epochs", "stage"):
+        for key in ("acc1", "params", "flops", "epochs"):
             assert a[key] == b[key], (a["row"], key)
-    assert {r: json.loads((Path(b["stage"]) / "metrics.json").read_text())["train_loss"]
-            for r, b in ((b["row"], b) for b in parallel if b["row"] in loss)} == loss
+        assert Path(a["stage"]).name == Path(b["stage"]).name
+        wa = torch.load(Path(a["stage"]) / "model.pt", weights_only=True)
+        wb = torch.load(Path(b["stage"]) / "model.pt", weights_only=True)
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), a["row"]
+        assert (json.loads((Path(a["stage"]) / "metrics.json").read_text()).get("train_loss") ==
+                json.loads((Path(b["stage"]) / "metrics.json").read_text()).get("train_loss"))

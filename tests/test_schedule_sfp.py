@@ -3,7 +3,7 @@ epochs 60/120/160, weight decay 5e-4, batch 128), as its authors ran it."""
 import torch
 from omegaconf import OmegaConf
 
-from prunebench import data, models, pipeline
+from prunebench import data, models, protocol
 from prunebench.config import SyntheticDatasetConfig
 from prunebench.models import vgg
 from prunebench.train import Recipe, train
@@ -34,6 +34,6 @@ def test_sfp_schedule_trains_with_nesterov_sgd_and_its_milestones(tmp_path):
 
 
 def test_run_recipe_carries_nesterov(smoke_cfg):
-    """Needs pipeline.Run to pass schedule.nesterov into its Recipe (the lead's line)."""
+    """The run's recipe carries schedule.nesterov."""
     cfg = smoke_cfg("schedule=sfp", "schedule.epochs=2", "schedule.steps_per_epoch=1")
-    assert pipeline.Run(cfg).recipe.nesterov is True
+    assert protocol.Run(cfg).bench.recipe.nesterov is True

@@ -1,5 +1,5 @@
 """Strategies are units behind a registry: each names itself, keys its own cache, and
-the pipeline holds no strategy-specific branch. Also: the per-epoch history and
+the protocol, the bench, the scheduler and the planner hold no strategy-specific branch. Also: the per-epoch history and
 acc1_best, the uniform baseline matched by parameters, the weight-level
 density-corrected re-initialisation."""
 import ast
@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from prunebench import pipeline, strategies
+from prunebench import bench, pipeline, planner, protocol, scheduler, strategies
 from prunebench.pruning.masks import sparse_init
 from prunebench.stages import Stage
 
@@ -28,24 +28,33 @@ def test_registry_names_are_the_rows_and_the_yaml_list():
         assert cls.name == name and inspect.getmodule(cls).__doc__
 
 
-def test_the_pipeline_names_no_strategy():
-    source = inspect.getsource(pipeline)
+@pytest.mark.parametrize("module", [pipeline, protocol, bench, scheduler, planner], ids=lambda m: m.__name__)
+def test_the_run_names_no_strategy(module):
+    source = inspect.getsource(module)
     strings = {n.value for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
-    assert not strings & set(strategies.STRATEGIES), "pipeline.py holds a strategy-specific branch"
+    assert not strings & set(strategies.STRATEGIES), f"{module.__name__} holds a strategy-specific branch"
 
 
-def test_methods_do_not_import_the_pipeline():
-    root = Path(pipeline.__file__).parent / "methods"
-    for path in root.glob("*.py"):
-        assert "prunebench.pipeline" not in path.read_text(), path
+def test_methods_and_strategies_do_not_import_the_run():
+    root = Path(pipeline.__file__).parent
+    run = {f"prunebench.{m}" for m in ("pipeline", "protocol", "bench", "scheduler", "planner")}
+    for path in [*root.glob("methods/*.py"), *root.glob("strategies/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+            elif isinstance(node, ast.Import):
+                names = {a.name for a in node.names}
+            else:
+                continue
+            assert not names & run, (path, names & run)
 
 
 def test_each_strategy_keys_its_cache_with_its_own_settings(smoke_cfg):
-    base = pipeline.Run(smoke_cfg("method=l1_norm")).stage_values()
+    base = protocol.Run(smoke_cfg("method=l1_norm")).stage_values()
     changed = {"finetune": "strategy.finetune.lr=0.5", "scratch_b": "strategy.scratch_b.max_factor=2",
                "uniform": "strategy.uniform.match=params", "lottery": "strategy.lottery.rewind_epoch=1"}
     for name, override in changed.items():
-        other = pipeline.Run(smoke_cfg("method=l1_norm", override)).stage_values()
+        other = protocol.Run(smoke_cfg("method=l1_norm", override)).stage_values()
         assert Stage("x", *other[name]).key != Stage("x", *base[name]).key, name
         untouched = [r for r in base if r != name and not (name == "scratch_b" and r == "uniform")]
         assert all(Stage("x", *other[r]).key == Stage("x", *base[r]).key for r in untouched), name
@@ -53,10 +62,10 @@ def test_each_strategy_keys_its_cache_with_its_own_settings(smoke_cfg):
 
 def test_iterative_pruning_keys_the_fine_tuning_lr(smoke_cfg):
     args = ("method=l1_norm", "method.iterations=2", "method.iteration_epochs=1")
-    a = pipeline.Run(smoke_cfg(*args)).stage_values()["pruned"]
-    b = pipeline.Run(smoke_cfg(*args, "strategy.finetune.lr=0.5")).stage_values()["pruned"]
+    a = protocol.Run(smoke_cfg(*args)).stage_values()["pruned"]
+    b = protocol.Run(smoke_cfg(*args, "strategy.finetune.lr=0.5")).stage_values()["pruned"]
     assert Stage("x", *a).key != Stage("x", *b).key
-    one_shot = pipeline.Run(smoke_cfg("method=l1_norm")).stage_values()["pruned"]
+    one_shot = protocol.Run(smoke_cfg("method=l1_norm")).stage_values()["pruned"]
     assert "iteration_lr" not in one_shot[1]
 
 

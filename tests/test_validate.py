@@ -15,7 +15,7 @@ from tests.test_data import dataset_cfg, write_fake_cifar10
 def no_training(monkeypatch):
     def fail(*a, **k):
         raise AssertionError("trained before the input was checked")
-    monkeypatch.setattr(pipeline, "train", fail)
+    monkeypatch.setattr(job, "training_of", fail)
     monkeypatch.setattr(job, "train", fail)
 
 

@@ -27,7 +27,6 @@ class Method(TrainHooks, ABC):
     kind: str = "structured"  # structured: channels removed | weight: weights masked, architecture kept
     sparse: bool = False  # trains its own (sparse) stage before pruning
     prune_at_init: bool = False  # scores the freshly initialised model, not the trained one (SNIP)
-    batchable = False  # its sparse-stage hooks run on seeds batched (TrainHooks.batchable): says so where true
     paper: str = ""
 
     def __init__(self, cfg, seed: int = 0):

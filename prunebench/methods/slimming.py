@@ -30,7 +30,6 @@ def batch_norms(model: nn.Module):
 
 class Slimming(Method):
     sparse = True
-    batchable = True  # the L1 subgradient is elementwise in the scaling factors
     paper = "Liu et al., ICCV 2017"
 
     def sparse_settings(self) -> Dict:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prunebench.errors import PrunebenchError
+from prunebench.models import depgraph
 from prunebench.models.groups import ChannelGroup, ResidualBlock
 from prunebench.models.init import he_init
 
@@ -138,9 +139,7 @@ class ImageNetResNet(nn.Module):
 
     def width_counter(self, input_shape, measure: str = "flops"):
         """widths -> FLOPs or parameters from one traced pass (the uniform search; a removed block counts 0)."""
-        from prunebench.pruning.graph import group_counter  # here: prunebench.pruning imports the model registry
-
-        return group_counter(self, input_shape, measure)
+        return depgraph.group_counter(self, input_shape, measure)
 
     def torchvision_name(self) -> str:
         return f"resnet{self.spec['depth']}"

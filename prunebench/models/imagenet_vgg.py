@@ -16,6 +16,7 @@ from typing import Any, Dict, List
 from torch import nn
 
 from prunebench.errors import PrunebenchError
+from prunebench.models import depgraph
 from prunebench.models.groups import ChannelGroup
 from prunebench.models.vgg import layout_with_widths
 
@@ -102,9 +103,7 @@ class ImageNetVGG(nn.Module):
 
     def width_counter(self, input_shape, measure: str = "flops"):
         """widths -> FLOPs or parameters from one traced pass (the uniform search; a removed block counts 0)."""
-        from prunebench.pruning.graph import group_counter  # here: prunebench.pruning imports the model registry
-
-        return group_counter(self, input_shape, measure)
+        return depgraph.group_counter(self, input_shape, measure)
 
     def torchvision_name(self) -> str:
         depth = sum(1 for w in self.spec["widths"] if w != "M") + 3

@@ -1,5 +1,5 @@
 """Any torchvision classification model (``model=torchvision model.name=NAME``),
-pruned through torch-pruning's dependency graph (:mod:`prunebench.pruning.graph`).
+pruned through torch-pruning's dependency graph (:mod:`prunebench.models.depgraph`).
 
 A pruned model is its spec: ``{"arch": "torchvision", "name", "num_classes",
 "keep": {group: [channel indices of the unpruned model]}}``; building it rebuilds
@@ -12,14 +12,8 @@ import torch
 from torch import nn
 
 from prunebench.errors import PrunebenchError
+from prunebench.models import depgraph
 from prunebench.models.groups import ChannelGroup
-
-
-
-def _graph():
-    from prunebench.pruning import graph  # here: prunebench.pruning imports the model registry
-
-    return graph
 
 
 TRACE_SIZE = 64  # pixels: the side of the image the dependency graph is traced on (no effect on results)
@@ -67,14 +61,14 @@ class TorchvisionModel(nn.Module):
         self._size = trace_size(name)
         self._groups: Optional[List] = None
         if keep:
-            _graph().prune_groups(self.net, keep, self._size, num_classes)
+            depgraph.prune_groups(self.net, keep, self._size, num_classes)
 
     def forward(self, x):
         return self.net(x)
 
     def graph_groups(self) -> List:
         if self._groups is None:  # traced once per model (its structure never changes in place)
-            self._groups = _graph().graph_groups(self.net, self._size, self.spec["num_classes"])
+            self._groups = depgraph.graph_groups(self.net, self._size, self.spec["num_classes"])
         return self._groups
 
     def channel_groups(self) -> List[ChannelGroup]:
@@ -105,7 +99,7 @@ class TorchvisionModel(nn.Module):
             if len(idx) != channels[name]:
                 new_keep[name] = [original[int(i)] for i in idx]
         new = copy.deepcopy(self)
-        _graph().prune_groups(new.net, {g: i for g, i in keep.items() if len(i) != channels[g]}, self._size,
+        depgraph.prune_groups(new.net, {g: i for g, i in keep.items() if len(i) != channels[g]}, self._size,
                            self.spec["num_classes"])
         new.spec = {**self.spec, "keep": new_keep}
         new._groups = None
@@ -113,7 +107,7 @@ class TorchvisionModel(nn.Module):
 
     def width_counter(self, input_shape, measure: str = "flops"):
         """widths -> FLOPs or parameters, without rebuilding the model (the uniform search)."""
-        return _graph().width_counter(self.net, input_shape, self.graph_groups(), measure)
+        return depgraph.width_counter(self.net, input_shape, self.graph_groups(), measure)
 
     def torchvision_name(self) -> str:
         return self.spec["name"]

@@ -10,7 +10,7 @@ class Finetune(Strategy):
 
     def recipe(self, run):
         ft = run.cfg.strategy.finetune
-        return run.with_recipe(epochs=ft.epochs, lr=ft.lr, milestones=[])
+        return run.recipe.replace(epochs=ft.epochs, lr=ft.lr, milestones=[])
 
     def plan(self, run):
         return {"spec": run.pruned_spec(), "epochs": run.cfg.strategy.finetune.epochs, "note": "inherited weights"}

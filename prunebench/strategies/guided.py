@@ -24,6 +24,7 @@ from prunebench import models
 from prunebench.errors import PrunebenchError
 from prunebench.measure import spec_flops
 from prunebench.strategies.base import Strategy
+from prunebench.strategies.scratch_b import budget
 
 
 def group_stages(model, input_shape: Sequence[int]) -> Dict[str, int]:
@@ -98,7 +99,7 @@ class Guided(Strategy):
     keyed_by = ("scratch_b", "guided")
 
     def applies(self, run):
-        return run.method.kind == "structured" or run.cfg.strategy.guided.source is not None
+        return run.kind == "structured" or run.cfg.strategy.guided.source is not None
 
     def cache_values(self, cfg):
         values = super().cache_values(cfg)
@@ -141,15 +142,15 @@ class Guided(Strategy):
         except PrunebenchError as e:
             return {"spec": None, "epochs": None, "note": str(e)}
         spec = self.spec(run, p["ratios"])
-        return {"spec": spec, "epochs": run.budget(spec_flops(spec, run.input_shape))["epochs"],
+        return {"spec": spec, "epochs": budget(run, spec_flops(spec, run.input_shape))["epochs"],
                 "note": f"stage ratios {', '.join(f'{r:.2f}' for r in p['ratios'])} from {p['source']}"}
 
     def train(self, run, stage):
         p = self.pattern(run)
         spec = self.spec(run, p["ratios"])
-        b = run.budget(spec_flops(spec, run.input_shape))
-        out = run.trained(stage, run.fresh(spec, reinit=True), run.with_recipe(epochs=b["epochs"]))
+        b = budget(run, spec_flops(spec, run.input_shape))
         note = (f"stage ratios {', '.join(f'{r:.2f}' for r in p['ratios'])} (mean of {p['runs']} pruned "
                 f"model{'s' if p['runs'] > 1 else ''}) from {p['source']}")
-        return {**out, "stage_ratios": p["ratios"], "source": p["source"], "epochs_formula": b["formula"],
-                "note": note}
+        return run.trained(stage, run.fresh(spec, reinit=True), run.recipe.replace(epochs=b["epochs"])).after(
+            lambda out: {**out, "stage_ratios": p["ratios"], "source": p["source"], "epochs_formula": b["formula"],
+                         "note": note})

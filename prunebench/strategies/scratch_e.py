@@ -1,7 +1,7 @@
 """Scratch-E: the pruned architecture re-initialised and trained for as many epochs
 as the unpruned model (Liu et al. 2019). Weight-level: the kept weights are
 re-drawn at the density-corrected scale (:func:`prunebench.pruning.masks.sparse_init`)."""
-from prunebench.strategies.base import Strategy
+from prunebench.strategies.base import Strategy, from_scratch
 
 
 class ScratchE(Strategy):
@@ -11,5 +11,5 @@ class ScratchE(Strategy):
         return {"spec": run.pruned_spec(), "epochs": run.recipe.epochs, "note": "re-initialised"}
 
     def train(self, run, stage):
-        model, masks = run.from_scratch()
+        model, masks = from_scratch(run)
         return run.trained(stage, model, run.recipe, masks=masks)

@@ -17,6 +17,7 @@ from prunebench.pruning import uniform_spec
 from prunebench.pruning.masks import sparse_init, uniform_masks
 from prunebench.pruning.surgery import prunable_weights
 from prunebench.strategies.base import Strategy
+from prunebench.strategies.scratch_b import budget
 
 MATCHES = ("flops", "params")
 
@@ -24,6 +25,7 @@ MATCHES = ("flops", "params")
 class Uniform(Strategy):
     name = "uniform"
     keyed_by = ("scratch_b", "uniform")
+    columns = ("width_factor", "match")
 
     def check(self, cfg):
         if cfg.strategy.uniform.match not in MATCHES:
@@ -43,44 +45,47 @@ class Uniform(Strategy):
 
     def plan(self, run):
         match = self.match(run)
-        target = run.planned(match, "pruned")
-        if target is None or run.method.kind == "weight":
-            return {"spec": None if run.method.kind != "weight" else run.base_spec, "epochs": None,
+        target = run.figure("pruned", match)
+        if target is None or run.kind == "weight":
+            return {"spec": None if run.kind != "weight" else run.base_spec, "epochs": None,
                     "note": f"matched by {match} to the pruned model"}
         spec, factor, achieved, _ = self.structured(run, target)
         flops = spec_flops(spec, run.input_shape)
-        epochs = run.budget(run.planned_flops("pruned") if match == "flops" else flops)["epochs"]
+        epochs = budget(run, run.figure("pruned", "flops") if match == "flops" else flops)["epochs"]
         return {"spec": spec, "epochs": epochs, "note": f"width x{factor:.3f}, matched by {match}"}
 
     def train(self, run, stage):
         match = self.match(run)
-        target = run.results["pruned"][match]
+        target = run.figure("pruned", match)
         tol = run.cfg.strategy.uniform.tolerance
-        if run.method.kind == "weight":
-            with run.rng_lock:  # sparse_init draws on from fresh()'s seed (stages may run side by side)
-                model = run.fresh(run.base_spec, reinit=True)
-                full = run.results["unpruned"][match]
-                if match == "params":  # only conv/linear weights are masked; BN and biases stay
-                    prunable = sum(w.numel() for w in prunable_weights(model).values())
-                    keep = (target - (full - prunable)) / prunable
-                else:  # FLOPs are counted on convolutions and linear layers, all of them masked
-                    keep = target / full
-                masks = uniform_masks(model, keep, run.cfg.seed)
-                sparse_init(model, masks)
-            b = run.budget(run.results["pruned"]["flops"])
-            out = run.trained(stage, model, run.with_recipe(epochs=b["epochs"]), masks=masks)
-            gap = (out[match] - target) / target
-            return {**out, "match": match, "gap": gap, "epochs_formula": b["formula"],
-                    "note": f"random mask keeping {100 * keep:.1f}% of every layer, {match} {100 * gap:+.2f}% vs "
-                            f"pruned; non-zero counts"}
+        if run.kind == "weight":
+            model = run.fresh(run.base_spec, reinit=True)
+            full = run.figure("unpruned", match)
+            if match == "params":  # only conv/linear weights are masked; BN and biases stay
+                prunable = sum(w.numel() for w in prunable_weights(model).values())
+                keep = (target - (full - prunable)) / prunable
+            else:  # FLOPs are counted on convolutions and linear layers, all of them masked
+                keep = target / full
+            masks = uniform_masks(model, keep, run.cfg.seed)
+            sparse_init(model, masks)  # draws on from fresh()'s seed
+            b = budget(run, run.figure("pruned", "flops"))
+
+            def weight_level(out):
+                gap = (out[match] - target) / target
+                return {**out, "match": match, "gap": gap, "epochs_formula": b["formula"],
+                        "note": f"random mask keeping {100 * keep:.1f}% of every layer, {match} {100 * gap:+.2f}% "
+                                f"vs pruned; non-zero counts"}
+            return run.trained(stage, model, run.recipe.replace(epochs=b["epochs"]), masks=masks).after(weight_level)
         spec, factor, achieved, adjusted = self.structured(run, target)
         flops = spec_flops(spec, run.input_shape)
-        b = run.budget(run.results["pruned"]["flops"] if match == "flops" else flops)
-        out = run.trained(stage, run.fresh(spec, reinit=True), run.with_recipe(epochs=b["epochs"]))
-        gap = (out[match] - target) / target
-        note = f"width x{factor:.3f}" + (f", {adjusted} layers +-1 channel" if adjusted else "")
-        note += f", {match} {100 * gap:+.2f}% vs pruned (matched by {match})"
-        if abs(gap) > tol:
-            note += f" (outside the {100 * tol:g}% tolerance)"
-        return {**out, "width_factor": factor, "width_adjustments": adjusted, "match": match, "gap": gap,
-                "epochs_formula": b["formula"], "note": note}
+        b = budget(run, run.figure("pruned", "flops") if match == "flops" else flops)
+
+        def structured(out):
+            gap = (out[match] - target) / target
+            note = f"width x{factor:.3f}" + (f", {adjusted} layers +-1 channel" if adjusted else "")
+            note += f", {match} {100 * gap:+.2f}% vs pruned (matched by {match})"
+            if abs(gap) > tol:
+                note += f" (outside the {100 * tol:g}% tolerance)"
+            return {**out, "width_factor": factor, "width_adjustments": adjusted, "match": match, "gap": gap,
+                    "epochs_formula": b["formula"], "note": note}
+        return run.trained(stage, run.fresh(spec, reinit=True), run.recipe.replace(epochs=b["epochs"])).after(structured)

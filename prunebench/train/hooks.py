@@ -8,14 +8,9 @@ from torch import nn
 class TrainHooks:
     """No-op hooks; methods override the ones they need. ``capturable``: the hooks run traced by
     torch.compile and captured in a CUDA graph (tensor lr, no host reads); False: the stage
-    trains with the eager step (``train.compile=on`` falls back). ``batchable``: the hooks give
-    each seed what its own run gives it when called once on several seeds batched
-    (:class:`prunebench.train.batched.SeedStack`: every parameter and buffer carries a leading
-    seed dimension), i.e. they act elementwise and keep no per-seed state; False: with
-    ``train.batch_seeds`` the stage trains seed by seed."""
+    trains with the eager step (``train.compile=on`` falls back)."""
 
     capturable = True
-    batchable = True
 
     def on_batch(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
         """Called with each training batch before its forward pass (a penalty that needs the labels)."""
@@ -41,7 +36,6 @@ class HookList(TrainHooks):
     def __init__(self, hooks: Iterable[TrainHooks]):
         self.hooks = list(hooks)
         self.capturable = all(h.capturable for h in self.hooks)
-        self.batchable = all(h.batchable for h in self.hooks)
 
     def on_batch(self, model, x, y):
         for h in self.hooks:
@@ -65,8 +59,7 @@ class HookList(TrainHooks):
 
 
 class MaskHook(TrainHooks):
-    """Keeps pruned weights at zero: weight-level masks through retraining (batched seeds: masks
-    stacked like the weights, ``batched.stacked_masks``)."""
+    """Keeps pruned weights at zero: weight-level masks through retraining."""
 
     def __init__(self, masks: Dict[str, torch.Tensor]):
         self.masks = masks

@@ -1,16 +1,24 @@
 """The one training loop of every stage: SGD with momentum and weight decay, a
 step schedule, method hooks, a NaN check, test accuracy every ``eval_every``
-epochs kept as a per-epoch history (``history.csv`` beside the checkpoint), a
-checkpoint after every epoch (an interrupted stage resumes from it, history
-included) and progress bars over epochs and over the steps of an epoch. Under torchrun
-each rank steps on its shard of every batch (``prunebench.distributed``); rank 0 writes."""
+epochs kept as a per-epoch history (``history.csv`` beside the checkpoint, written
+as epochs finish), a checkpoint every ``checkpoint_every`` seconds of training and
+after the last epoch (an interrupted stage resumes from it, history included) and
+progress bars over epochs and over the steps of an epoch. Under torchrun each rank
+steps on its shard of every batch (``prunebench.distributed``); rank 0 writes.
+
+The loop is a generator (:func:`training`) that yields after every step, so one
+thread can advance several trainings in turn (:mod:`prunebench.scheduler`); nothing
+in it waits for the device between checkpoints: the loss and the test accuracy come
+back through :class:`~prunebench.train.readout.Readout`, and an epoch's numbers are
+written once they have landed (at the latest at the next checkpoint)."""
 import csv
+import dataclasses
 import logging
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Generator, List, Optional
+from typing import Callable, Dict, Generator, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -19,13 +27,14 @@ from tqdm import tqdm
 from prunebench import atomic, distributed
 from prunebench.data import Data
 from prunebench.errors import Diverged, PrunebenchError
-from prunebench.train.evaluate import evaluate
+from prunebench.train.evaluate import hits
 from prunebench.train.hooks import TrainHooks
+from prunebench.train.readout import Readout
 from prunebench.train.step import EAGER, Speed, Step, optimizer, tensor_lr
 
 log = logging.getLogger(__name__)
 
-CHECK_EVERY = 50  # steps between reads of the device-side loss sum (one host sync each)
+CHECK_EVERY = 50  # steps between looks at the running loss (a copy to the host, no wait)
 
 
 @dataclass
@@ -39,6 +48,25 @@ class Recipe:
     gamma: float = 0.1
     nesterov: bool = False
     steps_per_epoch: Optional[int] = None
+
+    def replace(self, **changes) -> "Recipe":
+        """This recipe with some fields changed (epochs, lr, milestones)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class Status:
+    """Where a training stands; :func:`training` yields it after every step."""
+    epochs: int  # of the recipe
+    steps_per_epoch: int
+    epoch: int = 0  # epochs done
+    step: int = 0  # steps done of the epoch under way
+    compile_seconds: float = 0.0  # host time of the first steps (tracing, compilation, capture)
+
+    @property
+    def done(self) -> float:
+        """Epochs done, the one under way counted by its steps."""
+        return self.epoch + self.step / max(self.steps_per_epoch, 1)
 
 
 HISTORY_FIELDS = ("epoch", "lr", "loss", "acc1")
@@ -67,12 +95,10 @@ def read_checkpoint(checkpoint: Path, device) -> Optional[Dict]:
         return None
 
 
-def save_checkpoint(checkpoint: Path, model_state: Dict, opt_state: Dict, sched_state: Dict, epoch: int,
-                    seconds: float, history: List[Dict]) -> None:
-    """The state after ``epoch`` epochs, which an interrupted stage resumes from, and its
-    ``history.csv`` beside it (the batched trainer writes each seed's in this same form)."""
-    atomic.save({"model": model_state, "optimizer": opt_state, "scheduler": sched_state, "epoch": epoch,
-                 "seconds": seconds, "loss": history[-1]["loss"], "history": history}, checkpoint)
+def save_checkpoint(checkpoint: Path, state: Dict, history: List[Dict]) -> None:
+    """The state after ``state["epoch"]`` epochs, which an interrupted stage resumes from
+    (model, optimizer, scheduler, seconds), with its history, and ``history.csv`` beside it."""
+    atomic.save({**state, "loss": history[-1]["loss"], "history": history}, checkpoint)
     write_history(history, Path(checkpoint).parent / "history.csv")
 
 
@@ -87,13 +113,23 @@ def epoch_generator(seed: int, epoch: int, device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + epoch)
 
 
+def epoch_lr(recipe: Recipe, milestones: Sequence[int], epoch: int) -> float:
+    """The learning rate of (0-based) ``epoch``, computed on the host as MultiStepLR computes it."""
+    lr = recipe.lr
+    for m in milestones:
+        if m <= epoch:
+            lr = lr * recipe.gamma
+    return lr
+
+
 def train(model: nn.Module, data: Data, recipe: Recipe, **options) -> dict:
-    """Train ``model`` in place; return {"epochs", "seconds", "loss", "history"}. Raises
-    :class:`Diverged` when the loss stops being finite. The options are :func:`training`'s."""
+    """Train ``model`` in place; return {"epochs", "seconds", "wall_seconds", "compile_seconds",
+    "loss", "history"}. Raises :class:`Diverged` when the loss stops being finite. The options
+    are :func:`training`'s."""
     return run_to_end(training(model, data, recipe, **options))
 
 
-def run_to_end(steps: Generator[None, None, Dict]) -> Dict:
+def run_to_end(steps: Generator) -> Dict:
     """Drive a :func:`training` through all its steps; its result."""
     while True:
         try:
@@ -102,22 +138,54 @@ def run_to_end(steps: Generator[None, None, Dict]) -> Dict:
             return done.value
 
 
+class _Epochs:
+    """The epochs whose numbers are still on their way from the device, settled in order."""
+
+    def __init__(self, history: List[Dict], data: Data):
+        self.history, self.data = history, data
+        self.pending: List[tuple] = []  # (epoch, lr, loss readout, hits readout or None)
+
+    def add(self, epoch: int, lr: float, loss: Readout, acc: Optional[Readout]) -> None:
+        self.pending.append((epoch, lr, loss, acc))
+
+    def settle(self, wait: bool) -> List[Dict]:
+        """Add to the history the epochs whose numbers have landed (``wait``: all of them) and
+        return them; Diverged on a NaN loss."""
+        added = []
+        while self.pending:
+            epoch, lr, loss, acc = self.pending[0]
+            if not wait and not (loss.ready() and (acc is None or acc.ready())):
+                break
+            self.pending.pop(0)
+            value = float(loss.get().item())
+            if not math.isfinite(value):
+                raise Diverged(f"loss became NaN/inf in epoch {epoch}")
+            acc1 = None if acc is None else 100.0 * acc.get()[0].item() / self.data.test_size
+            added.append({"epoch": epoch, "lr": lr, "loss": value, "acc1": acc1})
+            self.history.append(added[-1])
+        return added
+
+
 def training(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpoint: Path,
              hooks: TrainHooks = TrainHooks(), desc: str = "train", progress: bool = True,
              snapshots: Optional[Dict[int, Path]] = None, eval_every: int = 0, eval_batch_size: int = 1000,
              on_epoch: Optional[Callable[[Dict], None]] = None, speed: Speed = EAGER,
-             clock: Callable[[], float] = time.perf_counter) -> Generator[None, None, Dict]:
-    """The training of ``model`` in place, one step at a time: a generator that yields after
-    every training step and returns {"epochs", "seconds", "loss", "history"}
-    (:func:`train` drives it to its end; several advanced in turn train side by side,
-    :mod:`prunebench.train.interleaved`). Raises :class:`Diverged` when the loss stops
-    being finite. ``snapshots`` maps an epoch k to a file that receives the weights after
-    k epochs (0: before training). ``eval_every`` > 0: test top-1 after every that many
-    epochs and after the last one (0: never here; the caller evaluates the final model).
-    ``history`` has one entry per epoch: {"epoch" (1-based), "lr" (of that epoch), "loss"
-    (mean train loss), "acc1"}; ``on_epoch`` receives each new entry (experiment loggers).
-    ``speed``: precision, memory format and the compiled / CUDA-graph step (:mod:`.step`).
-    ``clock`` measures ``seconds`` (interleaved: each training's share of the wall time)."""
+             clock: Callable[[], float] = time.perf_counter,
+             checkpoint_every: float = 0.0) -> Generator[Status, None, Dict]:
+    """The training of ``model`` in place, one step at a time: a generator that yields its
+    :class:`Status` after every training step and returns {"epochs", "seconds", "wall_seconds",
+    "compile_seconds", "loss", "history"} (:func:`train` drives it to its end; the scheduler
+    advances several in turn). Raises :class:`Diverged` when the loss stops being finite.
+    ``snapshots`` maps an epoch k to a file that receives the weights after k epochs (0: before
+    training). ``eval_every`` > 0: test top-1 after every that many epochs and after the last one
+    (0: never here; the caller evaluates the final model). ``history`` has one entry per epoch:
+    {"epoch" (1-based), "lr" (of that epoch), "loss" (mean train loss), "acc1"}; ``on_epoch``
+    receives each new entry (experiment loggers) once its numbers are back from the device.
+    ``checkpoint_every``: seconds of training between checkpoints (0: after every epoch); the
+    last epoch is always saved. ``speed``: precision, memory format and the compiled /
+    CUDA-graph step (:mod:`.step`). ``clock`` measures ``seconds`` (the scheduler's: each
+    training's share of the wall time); ``wall_seconds`` is the time from its first step to its
+    last, resumed parts added."""
     if eval_every < 0:
         raise ValueError(f"eval_every must be >= 0, got {eval_every}")
     if data.train_size == 0:  # not a divergence: there is nothing to learn from
@@ -130,7 +198,7 @@ def training(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpo
     opt = optimizer(model, recipe, device, speed)
     milestones = sorted({int(round(m * recipe.epochs)) for m in recipe.milestones})
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=recipe.gamma)
-    start, seconds, last_loss, history = 0, 0.0, float("nan"), []
+    start, seconds, wall, last_loss, history = 0, 0.0, 0.0, float("nan"), []
     checkpoint = Path(checkpoint)
     distributed.barrier()  # every rank past its last read of the folder before rank 0 writes to it
     state = read_checkpoint(checkpoint, device)
@@ -139,14 +207,18 @@ def training(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpo
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start, seconds, last_loss = state["epoch"], state["seconds"], state["loss"]
+        wall = state.get("wall_seconds", seconds)
         history = state.get("history", [])
         if speed.fast:
             tensor_lr(opt, device)
     progress = progress and distributed.is_main()
     step = Step(model, opt, hooks, speed, device, net=net)
-    bar = tqdm(total=recipe.epochs, initial=start, desc=desc, disable=not progress, leave=True,
-               dynamic_ncols=True)
+    per_epoch = data.steps_per_epoch(recipe.batch_size, recipe.steps_per_epoch)
+    status = Status(epochs=recipe.epochs, steps_per_epoch=per_epoch, epoch=start)
+    epochs = _Epochs(history, data)
+    bar = tqdm(total=recipe.epochs, initial=start, desc=desc, disable=not progress, leave=True, dynamic_ncols=True)
     snapshots = snapshots or {}
+    began = saved = time.perf_counter()
     for epoch in range(start, recipe.epochs):
         save_snapshot(model, snapshots, epoch)
         t0 = clock()
@@ -155,40 +227,54 @@ def training(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpo
         loss_sum = step.loss_sum
         loss_sum.zero_()
         steps = 0
-        lr_epoch = float(opt.param_groups[0]["lr"])
-        inner = tqdm(total=data.steps_per_epoch(recipe.batch_size, recipe.steps_per_epoch), desc=f"epoch {epoch + 1}",
-                     disable=not progress, leave=False, dynamic_ncols=True)
+        lr_epoch = epoch_lr(recipe, milestones, epoch)
+        looks: List[tuple] = []  # (steps, readout of the loss sum) on their way to the host
+        inner = tqdm(total=per_epoch, desc=f"epoch {epoch + 1}", disable=not progress, leave=False, dynamic_ncols=True)
         for x, y in map(distributed.shard, data.train_batches(recipe.batch_size, gen, recipe.steps_per_epoch)):
             step(x, y)
             steps += 1
             if steps % CHECK_EVERY == 0:
-                running = distributed.mean(loss_sum).item() / steps  # the one host sync every CHECK_EVERY steps
-                if not math.isfinite(running):
-                    inner.close()
-                    raise Diverged(f"loss became NaN/inf in epoch {epoch + 1}")
-                inner.set_postfix(loss=f"{running:.3f}", lr=f"{lr_epoch:.3g}", refresh=False)
+                looks.append((steps, Readout(distributed.mean(loss_sum))))
+                while looks and looks[0][1].ready():
+                    n, look = looks.pop(0)
+                    running = float(look.get().item()) / n
+                    if not math.isfinite(running):
+                        inner.close()
+                        raise Diverged(f"loss became NaN/inf in epoch {epoch + 1}")
+                    inner.set_postfix(loss=f"{running:.3f}", lr=f"{lr_epoch:.3g}", refresh=False)
                 inner.update(CHECK_EVERY)
-            yield
+            status.step = steps
+            status.compile_seconds = step.compile_seconds
+            yield status
         inner.close()
-        last_loss = distributed.mean(loss_sum).item() / max(steps, 1)
-        distributed.sync_buffers(model)  # rank 0's BatchNorm running statistics on every rank
-        if not torch.isfinite(torch.tensor(last_loss)):
+        loss = Readout(distributed.mean(loss_sum) / max(steps, 1))
+        if loss.ready() and not math.isfinite(float(loss.get().item())):  # at once where nothing is queued (CPU)
             raise Diverged(f"loss became NaN/inf in epoch {epoch + 1}")
+        distributed.sync_buffers(model)  # rank 0's BatchNorm running statistics on every rank
         sched.step()
         hooks.on_epoch_end(model, epoch)
         seconds += clock() - t0
-        acc1 = None
-        if eval_every and ((epoch + 1) % eval_every == 0 or epoch + 1 == recipe.epochs):
-            acc1 = evaluate(model, data, eval_batch_size)["acc1"]
-        history.append({"epoch": epoch + 1, "lr": lr_epoch, "loss": last_loss, "acc1": acc1})
-        if distributed.is_main():
-            save_checkpoint(checkpoint, model.state_dict(), opt.state_dict(), sched.state_dict(), epoch + 1,
-                            seconds, history)
-        if on_epoch is not None:
-            on_epoch(history[-1])
-        bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{float(opt.param_groups[0]['lr']):.2g}",
-                        **({"acc1": f"{acc1:.2f}"} if acc1 is not None else {}))
+        evaluated = eval_every and ((epoch + 1) % eval_every == 0 or epoch + 1 == recipe.epochs)
+        epochs.add(epoch + 1, lr_epoch, loss, Readout(hits(model, data, eval_batch_size)) if evaluated else None)
+        status.epoch, status.step = epoch + 1, 0
+        due = epoch + 1 == recipe.epochs or checkpoint_every <= 0 or time.perf_counter() - saved >= checkpoint_every
+        added = epochs.settle(wait=due)
+        if due:
+            saved = time.perf_counter()
+            if distributed.is_main():
+                save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                             "scheduler": sched.state_dict(), "epoch": epoch + 1,
+                                             "seconds": seconds, "wall_seconds": wall + saved - began}, history)
+        elif added and distributed.is_main():
+            write_history(history, checkpoint.parent / "history.csv")  # written as epochs land
+        for entry in added if on_epoch is not None else ():
+            on_epoch(entry)
+        if history:
+            last_loss = history[-1]["loss"]
+            bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{history[-1]['lr']:.2g}",
+                            **({"acc1": f"{history[-1]['acc1']:.2f}"} if history[-1]["acc1"] is not None else {}))
         bar.update(1)
     bar.close()
     save_snapshot(model, snapshots, recipe.epochs)
-    return {"epochs": recipe.epochs, "seconds": seconds, "loss": last_loss, "history": history}
+    return {"epochs": recipe.epochs, "seconds": seconds, "wall_seconds": wall + time.perf_counter() - began,
+            "compile_seconds": step.compile_seconds, "loss": last_loss, "history": history}

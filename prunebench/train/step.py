@@ -10,7 +10,13 @@ weight masks). The fast path runs that whole step as one unit:
   forward, loss, penalty and hooks; backward runs the AOT-compiled backward) and, on
   CUDA (``cuda_graph``), the whole step is captured once in one CUDA graph and
   replayed for every later step (``torch.cuda.graph``, the whole-network capture
-  pattern of the PyTorch CUDA-graph notes).
+  pattern of the PyTorch CUDA-graph notes);
+- ``compile: graph``: no compilation; on CUDA the eager step itself is captured in one
+  CUDA graph (seconds to capture, against inductor's tens of seconds a stage to compile,
+  for slower steps: its kernels are not fused). The optimizer is then
+  :class:`CapturableSGD`, torch's foreach SGD with the lr as a device tensor (torch's own
+  eager update reads a tensor lr back to the host, which a capture cannot). Off CUDA it
+  runs the same step eagerly.
 
 Nothing in the step reads a value back to the host: the learning rate is a device
 tensor the scheduler fills in place (SGD accepts a tensor lr), hooks receive that
@@ -19,9 +25,7 @@ neither recompiles nor re-captures. Hooks that cannot run traced or captured say
 so (``capturable = False``) and get the eager step, with a log line.
 """
 import logging
-import threading
-from collections import defaultdict
-from contextlib import nullcontext
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -35,9 +39,8 @@ from prunebench.train.hooks import TrainHooks
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
-COMPILE = ("off", "on")
+COMPILE = ("off", "on", "graph")
 WARMUP_STEPS = 3  # real (eager-stream) steps before a CUDA graph is captured: SGD's momentum buffers exist then
-COMPILING = threading.Lock()  # stages side by side (threads) compile and capture one at a time
 RECOMPILE_LIMIT = 64  # compiled versions kept per function: every stage (model, optimizer) of a process adds one
 
 
@@ -46,7 +49,7 @@ class Speed:
     """How the step runs (``cfg.train``): none of it changes the arithmetic except ``precision``."""
     precision: str = "fp32"  # fp32 | bf16 (autocast of forward and loss)
     channels_last: bool = False
-    compile: str = "off"  # off | on
+    compile: str = "off"  # off | on (torch.compile, + one CUDA graph) | graph (one CUDA graph, no compilation)
     backend: Any = "inductor"  # torch.compile backend (aot_eager: tracing without code generation)
     cuda_graph: bool = True  # with compile=on on CUDA: capture the whole step in one CUDA graph
 
@@ -58,6 +61,11 @@ class Speed:
 
     @property
     def fast(self) -> bool:
+        """The step reads nothing back to the host (a device-tensor lr): compiled or captured."""
+        return self.compile in ("on", "graph")
+
+    @property
+    def compiled(self) -> bool:
         return self.compile == "on"
 
 
@@ -75,24 +83,6 @@ def speed_from_config(node) -> Speed:
     return speed
 
 
-def cudagraph_state_for_this_thread() -> None:
-    """Give this thread inductor's CUDA-graph bookkeeping. Before torch 2.13 it lives in
-    thread-local slots that only the thread importing ``torch._inductor.cudagraph_trees``
-    gets, and a compiled optimizer step on CUDA in any other thread (a seed's thread, a
-    stage side by side) fails ``assert torch._C._is_key_in_tls`` (pytorch/pytorch#123177,
-    fixed in torch by pytorch/pytorch#184357, which creates the slots lazily, as this does)."""
-    try:
-        from torch._inductor import cudagraph_trees as trees
-        if hasattr(trees.local, "tree_manager_containers") or torch._C._is_key_in_tls("tree_manager_containers"):
-            return
-        trees.local.tree_manager_containers = {}
-        trees.local.tree_manager_locks = defaultdict(threading.Lock)
-        torch._C._stash_obj_in_tls("tree_manager_containers", trees.local.tree_manager_containers)
-        torch._C._stash_obj_in_tls("tree_manager_locks", trees.local.tree_manager_locks)
-    except (ImportError, AttributeError):  # another torch keeps this elsewhere: nothing to do
-        return
-
-
 def capturable(hooks: TrainHooks) -> bool:
     """Whether every hook can run traced and captured (``capturable``, default True)."""
     inner = getattr(hooks, "hooks", None)
@@ -104,34 +94,28 @@ def capturable(hooks: TrainHooks) -> bool:
 class Step:
     """``step(x, y)`` trains on one batch and adds its cross-entropy to ``loss_sum`` (a device
     scalar). ``opt`` must hold its lr as a device tensor when ``speed.fast``.
-
-    ``criterion(net(x), y)`` gives the loss: a scalar, or one loss per model when ``net`` is
-    several models batched (:class:`prunebench.train.batched.SeedStack`, ``models`` of them):
-    their sum is back-propagated, so each model gets its own loss's gradient, and
-    ``loss_sum`` holds one sum per model."""
+    ``compile_seconds``: host time spent in the first steps of the fast path, where dynamo
+    traces, the backend compiles and the CUDA graph is captured (0 for the eager step)."""
 
     def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, hooks: TrainHooks, speed: Speed,
-                 device: torch.device, net: Optional[nn.Module] = None,
-                 criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy, models: int = 0):
+                 device: torch.device, net: Optional[nn.Module] = None):
         speed.check()
         self.model, self.opt, self.hooks, self.speed = model, opt, hooks, speed
         self.net = model if net is None else net  # what the forward calls: DDP's wrapper under torchrun
-        self.criterion = criterion
         self.device = torch.device(device)
-        self.loss_sum = torch.zeros((models,) if models else (), device=self.device)
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.compile_seconds = 0.0
         self.dtype = PRECISIONS[speed.precision]
         self.fast = speed.fast and capturable(hooks)
         if speed.fast and not self.fast:
             names = [type(h).__name__ for h in getattr(hooks, "hooks", [hooks]) if not capturable(h)]
             log.info("train.compile=on: %s cannot run compiled; this stage trains eagerly", ", ".join(names))
-        self.graphed = self.fast and speed.cuda_graph and self.device.type == "cuda"
+        self.graphed = self.fast and (speed.cuda_graph or not speed.compiled) and self.device.type == "cuda"
         self.run: Callable = self.body
-        if self.fast:
+        if self.fast and speed.compiled:
             import torch._dynamo.config as dynamo
             name = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"  # torch < 2.6
             setattr(dynamo, name, max(getattr(dynamo, name), RECOMPILE_LIMIT))  # else stage 9 trains eagerly
-            if self.device.type == "cuda":
-                cudagraph_state_for_this_thread()
             self.run = torch.compile(self.body, backend=speed.backend)
         self.steps = 0
         self.graph: Optional[torch.cuda.CUDAGraph] = None
@@ -147,10 +131,9 @@ class Step:
         model, hooks, opt = self.model, self.hooks, self.opt
         with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None,
                             cache_enabled=False if self.graphed else None):
-            loss = self.criterion(self.net(x), y)
+            loss = F.cross_entropy(self.net(x), y)
             extra = hooks.penalty(model)
-        total = loss if loss.dim() == 0 else loss.sum()
-        (total if extra is None else total + extra).backward()
+        (loss if extra is None else loss + extra).backward()
         hooks.regularize(model)
         lr = self.lr()
         opt.step()
@@ -162,8 +145,12 @@ class Step:
             x = x.contiguous(memory_format=torch.channels_last)
         self.hooks.on_batch(self.model, x, y)  # on the host, before the (compiled) step
         self.steps += 1
-        with COMPILING if self.fast and self.steps <= WARMUP_STEPS + 1 else nullcontext():
+        if not self.fast or self.steps > WARMUP_STEPS + 1:
             self.one(x, y)
+            return
+        t0 = time.perf_counter()
+        self.one(x, y)
+        self.compile_seconds += time.perf_counter() - t0
 
     def one(self, x: torch.Tensor, y: torch.Tensor) -> None:
         if not self.graphed:
@@ -192,11 +179,60 @@ class Step:
         self.graph.replay()  # capture records the step without running it
 
 
+@torch.no_grad()
+def sgd_update(opt: torch.optim.SGD) -> None:
+    """One step of ``opt`` (torch's SGD: momentum, dampening, weight decay, nesterov) with its lr
+    a device tensor, in foreach kernels that read nothing back to the host, so that a CUDA graph
+    can capture it. The arithmetic and the order of torch's foreach SGD under torch.compile
+    (``torch/optim/sgd.py`` ``_multi_tensor_sgd``: the update is ``param + grad * (-lr)``); the
+    momentum buffers live in ``opt.state`` as torch's own, so checkpoints do not change."""
+    for group in opt.param_groups:
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            continue
+        grads = [p.grad for p in params]
+        wd, momentum, dampening = group["weight_decay"], group["momentum"], group["dampening"]
+        if group.get("maximize", False):
+            grads = torch._foreach_neg(grads)
+        if wd != 0:
+            grads = torch._foreach_add(grads, params, alpha=wd)
+        if momentum != 0:
+            bufs = [opt.state[p].get("momentum_buffer") for p in params]
+            if all(b is not None for b in bufs):
+                torch._foreach_mul_(bufs, momentum)
+                torch._foreach_add_(bufs, grads, alpha=1 - dampening)
+            else:
+                for i, (p, g) in enumerate(zip(params, grads)):
+                    if bufs[i] is None:
+                        bufs[i] = opt.state[p]["momentum_buffer"] = g.detach().clone()
+                    else:
+                        bufs[i].mul_(momentum).add_(g, alpha=1 - dampening)
+            if group["nesterov"]:
+                grads = torch._foreach_add(grads, bufs, alpha=momentum)
+            else:
+                grads = bufs
+        lr = group["lr"]
+        torch._foreach_add_(params, torch._foreach_mul(grads, -lr))
+
+
+class CapturableSGD(torch.optim.SGD):
+    """torch's SGD whose eager step takes a device-tensor lr without reading it back
+    (:func:`sgd_update`): the optimizer of ``train.compile=graph``. Its state is SGD's."""
+
+    def step(self, closure=None):
+        if closure is not None:
+            raise ValueError("CapturableSGD takes no closure")
+        sgd_update(self)
+
+
 def optimizer(model: nn.Module, recipe, device: torch.device, speed: Speed) -> torch.optim.SGD:
-    """SGD of ``recipe``; the fast path holds the lr as a device tensor and steps with foreach kernels."""
+    """SGD of ``recipe``; the fast path holds the lr as a device tensor and steps with foreach
+    kernels (compiled: torch's SGD, which dynamo traces with a tensor lr; captured without
+    compilation: :class:`CapturableSGD`)."""
     lr = torch.tensor(float(recipe.lr), device=device) if speed.fast else recipe.lr
     extra = {"foreach": True} if speed.fast else {}
-    return torch.optim.SGD(model.parameters(), lr=lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
+    sgd = CapturableSGD if speed.fast and not speed.compiled else torch.optim.SGD
+    return sgd(model.parameters(), lr=lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
                            nesterov=recipe.nesterov, **extra)
 
 

@@ -1,0 +1,98 @@
+"""The dry run (``dry_run=true``): every stage of a run with its model's params and FLOPs,
+its epochs, whether it is cached and, for methods whose configuration fixes the pruned
+architecture (per-layer ratios), the pruned widths and Scratch-B's epochs. Nothing is
+trained and no data are loaded. The strategies say what they would train through the
+:class:`Planner`, a :class:`prunebench.strategies.base.RunView` of what is known before."""
+from typing import Dict, List, Optional
+
+import torch
+from omegaconf import DictConfig
+
+from prunebench import measure, models
+from prunebench.protocol import Run
+from prunebench.pruning import widths
+from prunebench.stages import Stage
+
+
+class Planner:
+    """What a run knows before it trains: the cached stages' results and the architectures
+    that the configuration decides."""
+
+    def __init__(self, run: Run):
+        self.run, b = run, run.bench
+        self.cfg, self.kind, self.base_spec, self.input_shape, self.recipe = (
+            run.cfg, b.kind, b.base_spec, b.input_shape, b.recipe)
+        self.results: Dict[str, Dict] = {}
+        self.values = run.stage_values()
+        for row, (kind, vals) in self.values.items():
+            stage = Stage(run.cache, kind, vals)
+            cached = stage.result()
+            if cached is not None and cached.get("status") == "ok":
+                self.results[row] = {**cached, "stage": str(stage.dir)}
+
+    def pruned_spec(self) -> Optional[Dict]:
+        """The pruned architecture: the cached one when the stage has run, else the one the
+        method's configuration predetermines (per-layer ratios), else None."""
+        if "pruned" in self.results:
+            return models.load_spec(self.results["pruned"]["stage"])
+        if self.kind == "weight":
+            return self.base_spec
+        with torch.device("meta"):
+            base = models.build(self.base_spec)
+        kept = self.run.method.predicted_widths(base)
+        return None if kept is None else base.spec_with_widths(kept)
+
+    def figure(self, row: str, what: str):
+        """A row's metric from its cached result, or params / FLOPs of its predicted architecture."""
+        if row in self.results and self.results[row].get(what) is not None:
+            return self.results[row][what]
+        if what not in ("params", "flops"):
+            return None
+        if row == "unpruned":
+            spec = self.base_spec
+        elif self.kind == "weight":
+            return None  # non-zero counts follow from the scores
+        else:
+            spec = self.pruned_spec()
+        if spec is None:
+            return None
+        return measure.spec_flops(spec, self.input_shape) if what == "flops" else measure.spec_params(spec)
+
+    def rows(self) -> List[Dict]:
+        run = self.run
+        pruned_spec = self.pruned_spec()
+        specs = {"unpruned": {"spec": self.base_spec, "epochs": self.recipe.epochs, "note": ""},
+                 "sparse": {"spec": self.base_spec, "epochs": run.sparse_recipe().epochs,
+                            "note": "the method's sparse training"},
+                 "pruned": {"spec": pruned_spec, "epochs": self.cfg.method.iteration_epochs *
+                            (self.cfg.method.iterations - 1),
+                            "note": "" if pruned_spec else "widths follow from the trained scores"}}
+        for strategy in run.strategies:
+            if strategy.applies(self):
+                specs[strategy.name] = strategy.plan(self)
+        rows = []
+        for row, (kind, vals) in self.values.items():
+            if row not in specs:
+                continue
+            p = specs[row]
+            stage = Stage(run.cache, kind, vals)
+            spec = p["spec"]
+            known = spec is not None and not (self.kind == "weight" and row not in ("unpruned", "sparse"))
+            rows.append({
+                "row": row, "stage": str(stage.dir), "cached": stage.result() is not None,
+                "params": self.results.get(row, {}).get("params") or (measure.spec_params(spec) if known else None),
+                "flops": self.results.get(row, {}).get("flops") or
+                (measure.spec_flops(spec, self.input_shape) if known else None),
+                "epochs": p["epochs"], "widths": layer_widths_of(spec) if row == "pruned" and known else None,
+                "note": p["note"]})
+        return rows
+
+
+def layer_widths_of(spec: Dict) -> Dict[str, int]:
+    with torch.device("meta"):
+        return widths(models.build(spec))
+
+
+def plan(cfg: DictConfig) -> List[Dict]:
+    """What a run of ``cfg`` would train, stage by stage."""
+    return Planner(Run(cfg)).rows()

@@ -1,0 +1,218 @@
+"""The protocol of "Rethinking the Value of Network Pruning" (Liu et al., ICLR 2019), as data:
+
+    unpruned -> [sparse] -> prune -> finetune | scratch_e | scratch_b | uniform | lottery
+
+:meth:`Run.stages` describes every stage of one run (one seed) as a :class:`StagePlan`:
+its row, its kind, the values its cache key hashes, the rows it needs, and its work. The
+work of a stage returns its metrics (host work: pruning) or a
+:class:`~prunebench.train.job.Training` (what to train and what follows). When each stage
+runs is the scheduler's business (:mod:`prunebench.scheduler`), how its models are built,
+trained and measured the bench's (:mod:`prunebench.bench`), what each strategy trains
+the strategy's (:mod:`prunebench.strategies`). Nothing here is specific to a method, a
+model or a strategy."""
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from omegaconf import DictConfig
+
+from prunebench import distributed, measure, models, strategies, validate
+from prunebench import data as datasets
+from prunebench.bench import Bench
+from prunebench.errors import PrunebenchError
+from prunebench.pruning import prune
+from prunebench.pruning.masks import apply_masks, select_weights
+from prunebench.pruning.selection import iteration_config
+from prunebench.stages import Stage, settings
+from prunebench.strategies.base import Outcome
+from prunebench.train.job import Training
+from prunebench.train.step import EAGER
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StagePlan:
+    """One stage of a run: ``work(stage)`` runs once every row in ``needs`` has finished ok, in
+    the stage folder ``Stage(cache, kind, values)``, unless that folder holds its result."""
+    row: str
+    kind: str
+    values: Dict[str, Any]
+    work: Callable[[Stage], Outcome]
+    needs: Tuple[str, ...] = ()
+
+
+def base_settings(cfg: DictConfig) -> Dict:
+    """What every stage's result depends on: the unpruned stage's cache key. Under torchrun
+    with BatchNorm statistics per shard, the number of shards too (``sync_bn`` trains the
+    single-process model: same key)."""
+    out = {"model": settings(cfg.model), "seed": cfg.seed,
+           "dataset": settings(cfg.dataset, exclude=("root", "download", "workers")),
+           "schedule": settings(cfg.schedule, exclude=("name", "eval_batch_size", "eval_every")),
+           **precision_settings(cfg)}
+    if distributed.world_size() > 1 and not cfg.distributed.sync_bn:
+        out["bn_shards"] = distributed.world_size()
+    return out
+
+
+def precision_settings(cfg: DictConfig) -> Dict:
+    """The one ``train`` setting that changes results, when not at its default (fp32)."""
+    precision = cfg.train.precision if "train" in cfg else "fp32"
+    return {} if precision == "fp32" else {"precision": precision}
+
+
+class Run:
+    """The protocol of one run (one seed): its stages (:meth:`stages`) and, once the scheduler
+    has run them, its rows of the result table (:meth:`rows`)."""
+
+    def __init__(self, cfg: DictConfig, data: Optional[Callable[[], datasets.Data]] = None):
+        validate.check(cfg)  # every bad input a one-line error, before anything trains
+        self.cfg = cfg
+        self.cache = Path(cfg.cache_dir).expanduser().resolve()
+        self.bench = Bench(cfg, data)
+        self.method = self.bench.method
+        self.strategies = [strategies.create(name) for name in cfg.strategies]
+        self.common = base_settings(cfg)
+        self.plans: List[StagePlan] = []
+
+    def stage_values(self) -> Dict[str, Tuple[str, Dict]]:
+        """Each stage's row -> (kind, cache values): one description of what every stage reads."""
+        cfg, method = self.cfg, self.method
+        out = {"unpruned": ("unpruned", {**self.common})}
+        source = "unpruned"
+        if method.sparse:
+            source = "sparse"
+            out["sparse"] = ("sparse", {**self.common, "method": cfg.method.name,
+                                        "sparse": {**method.sparse_settings(), **self.sparse_options()}})
+        pruned = {"source": Stage(self.cache, *out[source]).key, "method": settings(cfg.method)}
+        if method.prune_at_init:  # the init depends on the model and seed, the scoring batch on the data
+            pruned["source"] = {"init": {k: v for k, v in self.common.items() if k != "schedule"}}
+        if cfg.method.iterations > 1 and cfg.method.iteration_epochs > 0:  # fine-tuned between iterations
+            pruned["iteration_lr"] = cfg.strategy.finetune.lr
+        out["pruned"] = ("pruned", pruned)
+        retrain = {"pruned": Stage(self.cache, "pruned", pruned).key, "seed": cfg.seed,
+                   "schedule": self.common["schedule"], **precision_settings(cfg)}
+        for strategy in self.strategies:
+            out[strategy.name] = (strategy.name, {**retrain, **strategy.cache_values(cfg)})
+        return out
+
+    def source(self) -> str:
+        """The row the pruned stage prunes: the sparse stage's model for methods that train one."""
+        return "sparse" if self.method.sparse else "unpruned"
+
+    def stages(self) -> List[StagePlan]:
+        """Every stage of the run, in the order of the table's rows."""
+        values = self.stage_values()
+        plans = [StagePlan("unpruned", *values["unpruned"], self.unpruned)]
+        if self.method.sparse:
+            needs = ("unpruned",) if self.cfg.method.sparse_init == "unpruned" else ()
+            plans.append(StagePlan("sparse", *values["sparse"], self.sparse, needs))
+        plans.append(StagePlan("pruned", *values["pruned"], self.pruned,
+                               () if self.method.prune_at_init else (self.source(),)))
+        for strategy in self.strategies:
+            if not strategy.applies(self.bench):
+                log.info("%s: does not apply to %s", strategy.name, self.cfg.method.name)
+                continue
+            plans.append(StagePlan(strategy.name, *values[strategy.name],
+                                   lambda stage, s=strategy: s.train(self.bench, stage), strategy.needs))
+        self.plans = plans
+        return plans
+
+    # -- the stages' work ------------------------------------------------
+
+    def snapshots(self, stage: Stage) -> Dict[int, Path]:
+        """Weights the unpruned stage keeps for the strategies that read them (the lottery's init and rewind epoch)."""
+        keep = {}
+        for cls in strategies.STRATEGIES.values():
+            keep.update(cls().keeps(self.cfg))
+        return {epoch: stage.dir / name for epoch, name in keep.items()}
+
+    def unpruned(self, stage: Stage) -> Training:
+        """The unpruned model's training; with ``model.pretrained`` it is torchvision's ImageNet model, trained 0 epochs."""
+        b = self.bench
+        model = b.fresh(b.base_spec)
+        recipe = b.recipe
+        if self.cfg.model.get("pretrained", False):
+            models.load_pretrained(model)
+            recipe = recipe.replace(epochs=0)
+        return b.trained(stage, model, recipe, snapshots=self.snapshots(stage))
+
+    def sparse_options(self) -> Dict:
+        defaults = {"sparse_init": "scratch", "sparse_epochs": None, "sparse_lr": None}
+        return {k: self.cfg.method[k] for k, v in defaults.items() if self.cfg.method[k] != v}
+
+    def sparse_recipe(self):
+        m, recipe = self.cfg.method, self.bench.recipe
+        return recipe.replace(epochs=m.sparse_epochs or recipe.epochs,
+                              lr=m.sparse_lr if m.sparse_lr is not None else recipe.lr)
+
+    def sparse(self, stage: Stage) -> Training:
+        b, m = self.bench, self.cfg.method
+        if m.sparse_init not in ("scratch", "unpruned"):
+            raise PrunebenchError(f"method.sparse_init must be 'scratch' or 'unpruned', got {m.sparse_init!r}")
+        model = b.load("unpruned") if m.sparse_init == "unpruned" else b.fresh(b.base_spec)
+        self.method.attach(model, b.input_shape)
+        model.to(b.device)
+        return b.trained(stage, model, self.sparse_recipe(), self.method)
+
+    def pruned(self, stage: Stage) -> Outcome:
+        """Score, select and cut (``method.iterations`` times, fine-tuning between them), then measure."""
+        b, method = self.bench, self.method
+        t0 = time.perf_counter()
+        model = b.fresh(b.base_spec) if method.prune_at_init else b.load(self.source(), attach=method.sparse)
+        if method.kind == "weight":
+            masks = distributed.broadcast(select_weights(method.scores(model, b.data), self.cfg.method))
+            apply_masks(model, masks)
+            out = b.describe(model, stage, masks)
+            validate.warn_if_unpruned(measure.spec_params(b.base_spec), out["params"], self.cfg)
+            return {**out, "epochs": 0, "seconds": round(time.perf_counter() - t0, 2)}
+        return self.prune_from(stage, model, 0, 0, t0)
+
+    def prune_from(self, stage: Stage, model, iteration: int, tuned: int, t0: float) -> Outcome:
+        """Pruning iterations ``iteration``, ... of a structured method; the fine-tuning between
+        two of them is a training of this stage, after which pruning goes on from there."""
+        b, method, mcfg = self.bench, self.method, self.cfg.method
+        step_cfg = iteration_config(mcfg)
+        for i in range(iteration, mcfg.iterations):
+            scores = method.scores(model, b.data)
+            method.detach(model)
+            keep = distributed.broadcast(method.select(model, scores, step_cfg))  # rank 0's choice for all
+            pruned = prune(model, keep)
+            method.reconstruct(model, pruned, keep, b.data)
+            model = pruned
+            if i + 1 < mcfg.iterations and mcfg.iteration_epochs > 0:
+                recipe = b.recipe.replace(epochs=mcfg.iteration_epochs, lr=self.cfg.strategy.finetune.lr, milestones=[])
+                if distributed.is_main():
+                    stage.checkpoint.unlink(missing_ok=True)  # a resumed stage prunes again from its source
+                job = b.job(stage, model, recipe, kind=f"prune {i + 1}/{mcfg.iterations}")
+                job.seed, job.speed, job.eval_every, job.checkpoint_every = self.cfg.seed + i, EAGER, 0, 0.0
+                return Training(job, then=lambda out, i=i, model=model: self.prune_from(
+                    stage, model, i + 1, tuned + mcfg.iteration_epochs, t0))
+        if distributed.is_main():
+            (stage.dir / "history.csv").unlink(missing_ok=True)  # of the fine-tuning between iterations
+        out = b.describe(model, stage)
+        validate.warn_if_unpruned(measure.spec_params(b.base_spec), out["params"], self.cfg)
+        return {**out, "epochs": tuned, "seconds": round(time.perf_counter() - t0, 2)}
+
+    # -- the table -------------------------------------------------------
+
+    def rows(self) -> List[Dict]:
+        """One row per finished stage, in the order of the stages; a strategy's ``columns`` included."""
+        cfg = self.cfg
+        columns = [c for s in self.strategies for c in s.columns]
+        rows = []
+        for plan in self.plans:
+            r = self.bench.results.get(plan.row)
+            if r is None:
+                continue
+            rows.append({
+                "row": plan.row, "method": cfg.method.name, "model": cfg.model.name, "dataset": cfg.dataset.name,
+                "pruning_ratio": cfg.method.pruning_ratio, "seed": cfg.seed,
+                "acc1": r.get("acc1"), "acc1_best": r.get("acc1_best", r.get("acc1")), "acc5": r.get("acc5"),
+                "paper_acc1": cfg.paper.get(plan.row), "params": r.get("params"), "flops": r.get("flops"),
+                "latency_ms": r.get("latency_ms"), "latency_iqr_ms": r.get("latency_iqr_ms"),
+                "epochs": r.get("epochs"), "seconds": r.get("seconds"), **{c: r.get(c) for c in columns},
+                "status": r["status"], "note": r.get("note", ""), "stage": r["stage"]})
+        return rows
