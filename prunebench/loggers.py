@@ -52,8 +52,9 @@ class WandbLogger(Logger):
         except ImportError as e:
             raise PrunebenchError("logger=wandb needs the wandb package: pip install wandb "
                                   "(or pip install -e '.[loggers]')") from e
+        # several stages train at once (prunebench.scheduler): each its own run, none finishing another's
         self.run = wandb.init(project=project, name=Path(folder).name, group=kind, dir=str(folder), mode=mode,
-                              config=settings, reinit=True)
+                              config=settings, reinit="create_new")
 
     def log(self, entry):
         self.run.log({k: v for k, v in entry.items() if v is not None and k != "epoch"}, step=entry["epoch"])

@@ -42,4 +42,4 @@ def run(cfg: DictConfig) -> List[Dict]:
 
 def plan(cfg: DictConfig) -> List[Dict]:
     """What ``run(cfg)`` would train (``dry_run=true``), without training or loading data."""
-    return planner.plan(cfg)
+    return planner.plan(runs_of(cfg))

@@ -6,7 +6,6 @@ trained and no data are loaded. The strategies say what they would train through
 from typing import Dict, List, Optional
 
 import torch
-from omegaconf import DictConfig
 
 from prunebench import measure, models
 from prunebench.protocol import Run
@@ -93,6 +92,6 @@ def layer_widths_of(spec: Dict) -> Dict[str, int]:
         return widths(models.build(spec))
 
 
-def plan(cfg: DictConfig) -> List[Dict]:
-    """What a run of ``cfg`` would train, stage by stage."""
-    return Planner(Run(cfg)).rows()
+def plan(runs: List[Run]) -> List[Dict]:
+    """What ``runs`` (one per seed) would train, stage by stage; each row names its ``seed``."""
+    return [{**row, "seed": run.cfg.seed} for run in runs for row in Planner(run).rows()]

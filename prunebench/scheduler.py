@@ -42,7 +42,7 @@ from prunebench.stages import Stage, StageBusy
 from prunebench.strategies.base import Outcome
 from prunebench.train import job as jobs
 from prunebench.train.job import Training
-from prunebench.train.loop import Status, run_to_end
+from prunebench.train.loop import Status
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,10 @@ STATUS_EVERY_S = 60.0  # seconds between log lines on the trainings in flight
 BAR_EVERY_S = 0.5  # seconds between redraws of the progress bar
 
 WAITING, LOCKED, RUNNING, DONE = "waiting", "locked", "running", "done"
+
+
+def _raise(error: BaseException):
+    raise error
 
 
 class SharedClock:
@@ -177,18 +181,22 @@ class Scheduler:
                 self.done(node, {"status": "failed", "note": f"not run: {', '.join(failed)} failed"})
                 moved = True
                 continue
-            if not node.looked or node.state == LOCKED:  # a locked stage: finished by the other job yet?
-                node.looked = True
-                cached = stages.finished(node.stage, node.run.cfg.retry_failed)
-                if cached is not None:
-                    log.info("%s: cached %s", node.label, node.stage.dir)
-                    self.done(node, cached)
-                    moved = True
+            try:
+                if not node.looked or node.state == LOCKED:  # a locked stage: finished by the other job yet?
+                    node.looked = True
+                    cached = stages.finished(node.stage, node.run.cfg.retry_failed)
+                    if cached is not None:
+                        log.info("%s: cached %s", node.label, node.stage.dir)
+                        self.done(node, cached)
+                        moved = True
+                        continue
+                if self.limit and len(self.flights) >= self.limit:
+                    node.next_look = now + LOCK_POLL_S  # a locked one: looked at again later, not at every step
                     continue
-            if self.limit and len(self.flights) >= self.limit:
-                node.next_look = now + LOCK_POLL_S  # a locked one: looked at again later, not at every step
-                continue
-            moved = self.open(node) or moved
+                moved = self.open(node) or moved
+            except Exception as e:  # noqa: BLE001 - an unreadable stage, say: this run's error, the others go on
+                self.crash(node, e)
+                moved = True
         return moved
 
     def open(self, node: Node) -> bool:
@@ -256,19 +264,16 @@ class Scheduler:
                         flight.step()
             except StopIteration as end:
                 self.land(flight)
-                flight.training.close()
-                self.carry_on(flight.node, lambda: flight.training.then(end.value))
+                self.carry_on(flight.node, self.closing(flight, lambda out=end.value: flight.training.then(out)))
             except Diverged as e:
                 self.land(flight)
-                flight.training.close()
-                self.conclude(flight.node, {"status": "failed", "note": str(e)})
+                self.carry_on(flight.node, self.closing(flight, lambda e=e: _raise(e)))
             except Exception as e:  # noqa: BLE001 - this training's end; the others go on
                 self.land(flight)
                 if self.flights:
                     self.alone(flight, e)
                 else:
-                    flight.training.close()
-                    self.crash(flight.node, e)
+                    self.carry_on(flight.node, self.closing(flight, lambda e=e: _raise(e)))
 
     # -- what starts, ends and follows a training ------------------------
 
@@ -276,20 +281,29 @@ class Scheduler:
         """The next piece of a node's work (its start, or what follows its training): a
         :class:`Training` joins the flights; metrics finish the node."""
         try:
-            outcome = work()
-        except Diverged as e:
-            self.conclude(node, {"status": "failed", "note": str(e)})
-            return
-        except Exception as e:  # noqa: BLE001 - this run's error; the others go on
+            try:
+                outcome = work()
+            except Diverged as e:
+                self.conclude(node, {"status": "failed", "note": str(e)})
+                return
+            if isinstance(outcome, Training):
+                self.launch(node, outcome)
+            else:
+                self.conclude(node, {"status": "ok", **outcome})
+        except Exception as e:  # noqa: BLE001 - this run's error (a stage file that cannot be written, say)
             self.crash(node, e)
-            return
-        if isinstance(outcome, Training):
-            self.launch(node, outcome)
-        else:
-            self.conclude(node, {"status": "ok", **outcome})
+
+    @staticmethod
+    def closing(flight: Flight, then: Callable[[], Outcome]) -> Callable[[], Outcome]:
+        """What follows a training that ended: its ``close`` (a logger's files), then ``then``."""
+        def work() -> Outcome:
+            flight.training.close()
+            return then()
+        return work
 
     def launch(self, node: Node, training: Training) -> None:
         job = training.job
+        jobs.place(job)  # on the current stream: a tensor freed on the flight's stream could be reused meanwhile
         start = None
         if self.limit != 1 and not job.checkpoint.exists():  # what a retry alone starts from
             start = {k: v.detach().to("cpu", copy=True) for k, v in job.model.state_dict().items()}
@@ -326,14 +340,13 @@ class Scheduler:
         node, job = flight.node, flight.training.job
         log.warning("%s failed beside %d other training%s (%s: %s); it trains again alone", node.label,
                     len(self.flights), "s" if len(self.flights) > 1 else "", type(error).__name__, error)
-        if flight.start is not None and not job.checkpoint.exists():
-            job.model.load_state_dict(flight.start)
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-        self.clock.tick(len(self.flights) + 1)
-        retry = Flight(node, flight.training, jobs.training_of(job, clock=self.clock, progress=False), None, None)
-
         def to_the_end() -> Outcome:
+            if flight.start is not None and not job.checkpoint.exists():
+                job.model.load_state_dict(flight.start)
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self.clock.tick(len(self.flights) + 1)
+            retry = Flight(node, flight.training, jobs.training_of(job, clock=self.clock, progress=False), None, None)
             try:
                 while True:
                     retry.step()
@@ -389,10 +402,16 @@ class Scheduler:
     def stop(self) -> None:
         """After an interrupt: every training stops at its last checkpoint, every lock goes."""
         for flight in self.flights:
-            flight.steps.close()
-            flight.training.close()
+            for close in (flight.steps.close, flight.training.close):
+                try:
+                    close()
+                except Exception:  # noqa: BLE001 - every other training must still stop and every lock go
+                    log.exception("%s: while stopping", flight.node.label)
         for node in self.nodes:
-            self.release(node)
+            try:
+                self.release(node)
+            except OSError as e:
+                log.error("%s: its lock could not be removed: %s", node.label, e)
         if distributed.is_main():
             log.warning("stopped after %.1f s; where each stage stood (a rerun resumes from the last checkpoints):\n%s",
                         time.perf_counter() - self.began, self.report())

@@ -12,10 +12,8 @@ import json
 import logging
 import os
 import socket
-import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -166,25 +164,6 @@ class Stage:
         return StageBusy(f"{self.dir} is being written by {holder}; waited {timeout:g} s (lock_timeout). Rerun "
                          f"when that job is done (its result is reused), raise lock_timeout=SECONDS, or delete "
                          f"{self.dir / 'lock'} if that job is gone")
-
-    @contextmanager
-    def lock(self, timeout: float = 0.0, poll: float = 5.0, sleep: Callable[[float], None] = time.sleep):
-        """Hold the stage's lock, waiting for a live job's lock (polling every ``poll`` seconds) up to
-        ``timeout`` seconds (0: not at all), then :class:`StageBusy`."""
-        deadline = time.monotonic() + timeout
-        said = False
-        while (holder := self.take()) is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise self.busy(holder, timeout)
-            if not said:
-                log.info("%s is being written by %s; waiting up to %g s", self.dir, holder, timeout)
-                said = True
-            sleep(min(poll, left))
-        try:
-            yield self
-        finally:
-            self.release()
 
 
 def finished(stage: Stage, retry_failed: bool) -> Optional[Dict[str, Any]]:

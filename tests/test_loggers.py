@@ -43,6 +43,7 @@ def test_wandb_runs_offline_one_run_per_stage(smoke_cfg, monkeypatch):
                                                         "strategies=[finetune]"))}
     assert [r.kw["group"] for r in runs] == ["unpruned", "finetune"]
     assert all(r.kw["mode"] == "offline" and r.finished for r in runs)
+    assert all(r.kw["reinit"] == "create_new" for r in runs)  # stages in flight together: runs open at once
     unpruned = runs[0]
     assert unpruned.kw["name"] == Path(rows["unpruned"]["stage"]).name
     assert [step for step, _ in unpruned.logged] == [1, 2]

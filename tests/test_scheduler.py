@@ -21,7 +21,7 @@ from prunebench.scheduler import Scheduler, SharedClock, Trainings
 from prunebench.stages import Stage
 from prunebench.train import job as jobs
 from prunebench.train.hooks import TrainHooks
-from prunebench.train.job import TrainJob, Training, train_job
+from prunebench.train.job import TrainJob, train_job
 from prunebench.train.step import Speed
 from tests.test_fast_step import RECIPE, RESNET, VGG, build, synthetic  # noqa: F401
 
@@ -306,3 +306,53 @@ def test_two_processes_started_at_once_on_one_cache_share_its_stages(tmp_path):
     tables = [(tmp_path / f"run{i}" / "results.csv").read_text() for i in range(2)]
     assert tables[0] == tables[1]
     assert len({f.parent for f in cache.glob("*/metrics.json")}) == len(rows)
+
+
+def test_an_unreadable_stage_of_one_seed_stops_that_seed_alone(smoke_cfg, tmp_path):
+    """A stage file that cannot be read (seed 1's finished finetune) is that seed's error: the
+    other seed's trainings go on to their end, and the error is raised after."""
+    from prunebench.stages import UnreadableStage
+
+    over = ("method=l1_norm", "strategies=[finetune,scratch_b]")
+    first = {r["row"]: r for r in pipeline.run(smoke_cfg("seed=1", *over))}
+    (Path(first["finetune"]["stage"]) / "metrics.json").write_text("{not json")
+    with pytest.raises(UnreadableStage):
+        pipeline.run(smoke_cfg("seeds=[0,1]", *over))
+    seed0 = {r["row"]: Path(r["stage"]) for r in pipeline.plan(smoke_cfg("seed=0", *over))}
+    assert all((seed0[row] / "metrics.json").exists() for row in ("unpruned", "pruned", "finetune", "scratch_b"))
+
+
+def test_a_training_whose_close_fails_is_its_rows_error_and_the_others_finish(synthetic, tmp_path):
+    class Closing(Trainings):
+        def stages(self):
+            plans = super().stages()
+            broken = plans[1]
+            work = broken.work
+
+            def failing(stage):
+                training = work(stage)
+                return jobs.Training(training.job, training.then, close=lambda: _fail("disk full"))
+            broken.work = failing
+            return plans
+
+    def _fail(message):
+        raise OSError(message)
+
+    together = mixed_jobs(synthetic, tmp_path / "together")
+    run = Closing(together, tmp_path / "stages")
+    with pytest.raises(OSError, match="disk full"):
+        Scheduler([run], progress=False).run()
+    results = run.bench.results
+    assert results["vgg_slim"]["status"] == "ok" and results["resnet"]["status"] == "ok"
+    assert results["vgg"]["status"] == "failed" and "disk full" in results["vgg"]["note"]
+    assert not list((tmp_path / "stages").glob("*/lock"))
+
+
+def test_the_dry_run_plans_every_seeds_own_stages(smoke_cfg):
+    over = ("method=l1_norm", "strategies=[scratch_e]")
+    planned = pipeline.plan(smoke_cfg("seeds=[3,4]", *over))
+    assert [(r["seed"], r["row"]) for r in planned] == [(3, "unpruned"), (3, "pruned"), (3, "scratch_e"),
+                                                      (4, "unpruned"), (4, "pruned"), (4, "scratch_e")]
+    for seed in (3, 4):
+        rows = pipeline.run(smoke_cfg(f"seed={seed}", *over))
+        assert [r["stage"] for r in rows] == [r["stage"] for r in planned if r["seed"] == seed]

@@ -86,14 +86,16 @@ def show(rows: List[Dict], title: str, console: Console = None) -> None:
 def show_plan(rows: List[Dict], title: str, console: Console = None) -> None:
     """The dry run's table: each stage's model, epochs and cache state."""
     console = console or Console()
+    seeds = len({r.get("seed") for r in rows}) > 1
     table = Table(title=f"dry run: {title}")
-    for c in ("row", "cached", "params", "flops", "epochs", "note"):
+    for c in (("seed",) if seeds else ()) + ("row", "cached", "params", "flops", "epochs", "note"):
         table.add_column(c, overflow="fold")
     for r in rows:
-        table.add_row(r["row"], "yes" if r["cached"] else "no", fmt("params", r["params"]), fmt("flops", r["flops"]),
-                      fmt("epochs", r["epochs"]), r["note"])
+        table.add_row(*((str(r["seed"]),) if seeds else ()), r["row"], "yes" if r["cached"] else "no",
+                      fmt("params", r["params"]), fmt("flops", r["flops"]), fmt("epochs", r["epochs"]), r["note"])
     console.print(table)
     for r in rows:
+        label = f"seed {r['seed']} {r['row']}" if seeds else r["row"]
         if r["widths"]:
-            console.print(f"pruned widths: {r['widths']}")
-        console.print(f"{r['row']}: {r['stage']}", style="dim")
+            console.print(f"{label} pruned widths: {r['widths']}")
+        console.print(f"{label}: {r['stage']}", style="dim")

@@ -64,6 +64,15 @@ def settings(job: TrainJob) -> Dict:
                 on_epoch=job.on_epoch, speed=job.speed, checkpoint_every=job.checkpoint_every)
 
 
+def place(job: TrainJob) -> None:
+    """The job's model on its data's device and in its memory format (channels_last), before its
+    training starts: the scheduler does this on the default stream, so that no tensor of the model
+    is freed on a training's own stream while another allocation could take its memory."""
+    job.model.to(job.data.device)
+    if job.speed.channels_last:
+        job.model.to(memory_format=torch.channels_last)
+
+
 def training_of(job: TrainJob, **options) -> Generator[Status, None, Dict]:
     """The training of ``job``, one step at a time (:func:`prunebench.train.loop.training`);
     ``options`` override its settings (``clock``, ``progress``)."""

@@ -180,7 +180,8 @@ def training(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpo
     training). ``eval_every`` > 0: test top-1 after every that many epochs and after the last one
     (0: never here; the caller evaluates the final model). ``history`` has one entry per epoch:
     {"epoch" (1-based), "lr" (of that epoch), "loss" (mean train loss), "acc1"}; ``on_epoch``
-    receives each new entry (experiment loggers) once its numbers are back from the device.
+    receives each new entry (experiment loggers) once a checkpoint holds it, so a resumed training
+    logs every epoch once.
     ``checkpoint_every``: seconds of training between checkpoints (0: after every epoch); the
     last epoch is always saved. ``speed``: precision, memory format and the compiled /
     CUDA-graph step (:mod:`.step`). ``clock`` measures ``seconds`` (the scheduler's: each
@@ -218,6 +219,10 @@ def training(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpo
     epochs = _Epochs(history, data)
     bar = tqdm(total=recipe.epochs, initial=start, desc=desc, disable=not progress, leave=True, dynamic_ncols=True)
     snapshots = snapshots or {}
+    # under torchrun every rank must see a divergence at the same step (a rank that stopped alone would leave
+    # the others in their next all-reduce): the numbers are read back in step, not as they land
+    in_step = distributed.world_size() > 1
+    unlogged: List[Dict] = []  # epochs for on_epoch once a checkpoint holds them (a resumed run logs each once)
     began = saved = time.perf_counter()
     for epoch in range(start, recipe.epochs):
         save_snapshot(model, snapshots, epoch)
@@ -235,7 +240,7 @@ def training(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpo
             steps += 1
             if steps % CHECK_EVERY == 0:
                 looks.append((steps, Readout(distributed.mean(loss_sum))))
-                while looks and looks[0][1].ready():
+                while looks and (in_step or looks[0][1].ready()):
                     n, look = looks.pop(0)
                     running = float(look.get().item()) / n
                     if not math.isfinite(running):
@@ -248,7 +253,7 @@ def training(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpo
             yield status
         inner.close()
         loss = Readout(distributed.mean(loss_sum) / max(steps, 1))
-        if loss.ready() and not math.isfinite(float(loss.get().item())):  # at once where nothing is queued (CPU)
+        if (in_step or loss.ready()) and not math.isfinite(float(loss.get().item())):  # CPU: at once
             raise Diverged(f"loss became NaN/inf in epoch {epoch + 1}")
         distributed.sync_buffers(model)  # rank 0's BatchNorm running statistics on every rank
         sched.step()
@@ -257,18 +262,21 @@ def training(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpo
         evaluated = eval_every and ((epoch + 1) % eval_every == 0 or epoch + 1 == recipe.epochs)
         epochs.add(epoch + 1, lr_epoch, loss, Readout(hits(model, data, eval_batch_size)) if evaluated else None)
         status.epoch, status.step = epoch + 1, 0
-        due = epoch + 1 == recipe.epochs or checkpoint_every <= 0 or time.perf_counter() - saved >= checkpoint_every
-        added = epochs.settle(wait=due)
+        due = (epoch + 1 == recipe.epochs or checkpoint_every <= 0 or epoch + 1 in snapshots  # a snapshot's epoch:
+               or time.perf_counter() - saved >= checkpoint_every)  # a rerun never trains past it again
+        added = epochs.settle(wait=due or in_step)
+        unlogged += added
         if due:
             saved = time.perf_counter()
             if distributed.is_main():
                 save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                              "scheduler": sched.state_dict(), "epoch": epoch + 1,
                                              "seconds": seconds, "wall_seconds": wall + saved - began}, history)
+            for entry in unlogged if on_epoch is not None else ():
+                on_epoch(entry)
+            unlogged = []
         elif added and distributed.is_main():
             write_history(history, checkpoint.parent / "history.csv")  # written as epochs land
-        for entry in added if on_epoch is not None else ():
-            on_epoch(entry)
         if history:
             last_loss = history[-1]["loss"]
             bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{history[-1]['lr']:.2g}",

@@ -19,7 +19,7 @@ class Readout:
             self._host = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
             self._host.copy_(value, non_blocking=True)
             self._landed = torch.cuda.Event()
-            self._landed.record()  # on the current stream: after the copy
+            self._landed.record(torch.cuda.current_stream(value.device))  # after the copy, on the value's device
         else:
             self._host, self._landed = value.clone(), None
 
