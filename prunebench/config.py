@@ -22,7 +22,9 @@ class ModelConfig:
     # the options below have defaults that keep today's models; each arch takes only some (models.ARCHS)
     bn_init: float = 1.0  # initial BatchNorm2d scale (gamma); network slimming's models use 0.5
     classifier: str = "linear"  # vgg: linear (one layer) | li (Li et al.: Linear 512, BN1d, ReLU, Linear)
-    shortcut: str = "subsample_pad"  # resnet: subsample_pad (every other pixel) | avgpool_pad (Li et al.'s code)
+    # resnet: subsample_pad (every other pixel) | avgpool_pad (2x2 average) | avgpool_pad_detached (Li et al.'s code:
+    # 2x2 average, no gradient through it)
+    shortcut: str = "subsample_pad"
     block: str = "basic"  # preresnet, densenet: basic | bottleneck
     growth: int = 12  # densenet: channels each layer adds
     compression: float = 1.0  # densenet: fraction of channels a transition keeps (BC: 0.5)
