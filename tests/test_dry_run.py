@@ -51,6 +51,24 @@ def test_vgg16a_has_5_4m_parameters(tmp_path):
     assert rows["pruned"]["params"] == pytest.approx(5.4e6, rel=0.02)
 
 
+# the authors' weight-level networks (rethinking-network-pruning cifar/weight-level/models/cifar/): PreResNet-110 with
+# 12 bottlenecks a stage (preresnet.py:89-91); DenseNet-BC-100 by the paper's name, its released basic-layer DenseNet
+# at compression 0.5 with model=densenet_c100 (densenet.py:74,79); params counted by hand from their layers
+WEIGHT_LEVEL = {("magnitude_preresnet110_cifar10_30", ()): 1_146_842,
+                ("magnitude_preresnet110_cifar100_50", ()): 1_169_972,
+                ("magnitude_densenet_bc100_cifar10_80", ()): 769_162,
+                ("magnitude_densenet_bc100_cifar100_30", ()): 800_032,
+                ("magnitude_densenet_bc100_cifar10_30", ("model=densenet_c100",)): 4_068_490,
+                ("magnitude_densenet_bc100_cifar100_50", ("model=densenet_c100",)): 4_129_600}
+
+
+@pytest.mark.parametrize("preset,options", sorted(WEIGHT_LEVEL))
+def test_weight_level_presets_build_the_authors_networks(tmp_path, preset, options):
+    rows = plan(f"experiment=rethinking/{preset}", f"cache_dir={tmp_path}", *options)
+    assert rows["unpruned"]["params"] == WEIGHT_LEVEL[preset, options]
+    assert rows["unpruned"]["epochs"] == 160
+
+
 def test_data_dependent_widths_are_unknown_before_training(tmp_path):
     rows = plan("experiment=rethinking/slimming_vgg19_cifar10", f"cache_dir={tmp_path}")
     assert list(rows) == ["unpruned", "sparse", "pruned", "finetune", "scratch_e", "scratch_b", "uniform"]
