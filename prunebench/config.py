@@ -221,8 +221,19 @@ class FinetuneConfig:
 
 
 @dataclass
+class ScratchEConfig:
+    """A recipe of Scratch-E's own where the authors trained it apart from the unpruned model (SSS on ImageNet)."""
+    epochs: Optional[int] = None  # None: the schedule's (the unpruned model's)
+    milestones: Optional[List[float]] = None  # fractions of these epochs where lr *= gamma; None: the schedule's
+
+
+@dataclass
 class ScratchBConfig:
     max_factor: Optional[float] = None  # cap epochs at max_factor x E (paper: 2); None = the formula alone
+    # Scratch-B's own epochs and milestones where the authors give them (SSS on ImageNet); the uniform and guided
+    # baselines keep the formula and the schedule's milestones
+    epochs: Optional[int] = None  # None: the formula
+    milestones: Optional[List[float]] = None  # fractions of Scratch-B's epochs; None: the schedule's
 
 
 @dataclass
@@ -245,6 +256,7 @@ class GuidedConfig:
 class StrategyConfig:
     name: str = MISSING
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    scratch_e: ScratchEConfig = field(default_factory=ScratchEConfig)
     scratch_b: ScratchBConfig = field(default_factory=ScratchBConfig)
     uniform: UniformConfig = field(default_factory=UniformConfig)
     lottery: LotteryConfig = field(default_factory=LotteryConfig)

@@ -69,6 +69,21 @@ def test_weight_level_presets_build_the_authors_networks(tmp_path, preset, optio
     assert rows["unpruned"]["epochs"] == 160
 
 
+# Scratch-E and Scratch-B of SSS on ImageNet as the authors trained them (rethinking-network-pruning
+# imagenet/sparse-structure-selection/README.md:13, 15-19): epochs and the epochs after which the lr steps
+SSS = {"sss_resnet50_26_imagenet": (179, "53, 106, 159"), "sss_resnet50_32_imagenet": (145, "43, 86, 129"),
+       "sss_resnet50_41_imagenet": (117, "35, 70, 105")}
+
+
+@pytest.mark.parametrize("preset", sorted(SSS))
+def test_sss_presets_train_the_authors_scratch_recipes(tmp_path, preset):
+    rows = plan(f"experiment=rethinking/{preset}", f"cache_dir={tmp_path}")
+    epochs, steps = SSS[preset]
+    assert rows["unpruned"]["epochs"] == 90
+    assert rows["scratch_e"]["epochs"] == 100 and "after epochs 30, 60, 90" in rows["scratch_e"]["note"]
+    assert rows["scratch_b"]["epochs"] == epochs and f"after epochs {steps} " in rows["scratch_b"]["note"]
+
+
 def test_data_dependent_widths_are_unknown_before_training(tmp_path):
     rows = plan("experiment=rethinking/slimming_vgg19_cifar10", f"cache_dir={tmp_path}")
     assert list(rows) == ["unpruned", "sparse", "pruned", "finetune", "scratch_e", "scratch_b", "uniform"]
