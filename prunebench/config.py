@@ -36,6 +36,8 @@ class ImageNetModelConfig(ModelConfig):
     pretrained: bool = False  # unpruned model = torchvision's ImageNet weights (the unpruned stage trains 0 epochs)
     batch_norm: bool = True  # VGG: BatchNorm after each convolution (torchvision's vgg*_bn)
     head: str = "fc"  # VGG: fc (4096-4096-classes) | gap (global average pool + one linear layer)
+    pruned_head: Optional[str] = None  # VGG: null (the pruned model keeps the head) | gap (ThiNet's VGG-GAP/Tiny:
+    # the pruned architecture's head is global average pooling + one linear layer, without the last max-pool)
 
 
 @dataclass
@@ -320,6 +322,7 @@ class Config:
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     paper: Dict[str, Any] = field(default_factory=dict)  # the paper's figures, printed beside ours
+    notes: Dict[str, str] = field(default_factory=dict)  # a preset's word on a row, added to the row's note
 
 
 METHOD_SCHEMAS = {

@@ -84,6 +84,22 @@ def test_sss_presets_train_the_authors_scratch_recipes(tmp_path, preset):
     assert rows["scratch_b"]["epochs"] == epochs and f"after epochs {steps} " in rows["scratch_b"]["note"]
 
 
+# ThiNet's VGG-GAP and VGG-Tiny as the authors build them (rethinking-network-pruning imagenet/thinet/models/
+# thinetvgg.py:21-31, 44-60): params counted from those layers; Scratch-B 180 epochs (imagenet/thinet/README.md)
+THINET = {"thinet_vgg16_gap_imagenet": 8_322_696, "thinet_vgg16_tiny_imagenet": 1_325_368}
+
+
+@pytest.mark.parametrize("preset", sorted(THINET))
+def test_thinet_vgg_presets_retrain_the_authors_gap_networks(tmp_path, preset):
+    rows = plan(f"experiment=rethinking/{preset}", f"cache_dir={tmp_path}")
+    assert rows["unpruned"]["params"] == 138_357_544  # torchvision's VGG-16, the unpruned model
+    for row in ("pruned", "finetune", "scratch_e", "scratch_b"):
+        assert rows[row]["params"] == THINET[preset], row
+    assert rows["scratch_b"]["epochs"] == 180
+    assert "ThiNet's released" in rows["finetune"]["note"]
+    assert rows["uniform"]["flops"] == pytest.approx(rows["pruned"]["flops"], rel=0.01)
+
+
 def test_data_dependent_widths_are_unknown_before_training(tmp_path):
     rows = plan("experiment=rethinking/slimming_vgg19_cifar10", f"cache_dir={tmp_path}")
     assert list(rows) == ["unpruned", "sparse", "pruned", "finetune", "scratch_e", "scratch_b", "uniform"]

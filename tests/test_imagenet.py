@@ -101,3 +101,36 @@ def test_imagenet_models_count_narrowed_widths_exactly(spec):
     if "layer2_1_conv1" in w:  # a removed block: its convolutions' FLOPs go with it
         w["layer2_1_conv1"] = w["layer2_1_conv2"] = 0
         assert model.width_counter((3, 32, 32))(w) == count_flops(models.build(model.spec_with_widths(w)), (3, 32, 32))
+
+
+def test_thinet_vgg_gap_is_cut_under_the_fc_head_then_takes_the_gap_head(smoke_cfg):
+    cfg = smoke_cfg("experiment=rethinking/thinet_vgg16_gap_imagenet", "dataset=synthetic", "dataset.image_size=32",
+                    "schedule=smoke", "device=cpu", "model.pretrained=false", "model.width=0.0625",
+                    "method.num_images=32", "strategy.finetune.epochs=1", "measure.latency_repeats=2",
+                    "strategies=[finetune,scratch_e,scratch_b,uniform]")
+    rows = {r["row"]: r for r in pipeline.run(cfg)}
+    assert all(r["status"] == "ok" for r in rows.values()), rows
+    spec = models.load_spec(Path(rows["pruned"]["stage"]))
+    assert spec["head"] == "gap" and spec["widths"][-1] != "M" and "pruned_head" not in spec
+    convs = [w for w in spec["widths"] if w != "M"]
+    assert convs[2:4] == [4, 4] and convs[10:] == [32, 32, 32]  # 128 x 0.0625 halved; the last three unpruned
+    assert "untrained" in rows["pruned"]["note"] and "ThiNet's released" in rows["finetune"]["note"]
+    for row in ("finetune", "scratch_e", "scratch_b"):
+        assert models.load_spec(Path(rows[row]["stage"])) == spec, row
+    assert models.load_spec(Path(rows["uniform"]["stage"]))["head"] == "gap"
+
+
+def test_pruned_form_keeps_the_cut_convolutions_and_starts_the_new_head_fresh():
+    spec = models.imagenet_vgg.spec_for(16, 0.0625, 3, 10, batch_norm=False, pruned_head="gap")
+    model = models.build(spec)
+    keep = {g.name: torch.arange(0, model.get_submodule(g.conv).out_channels, 2) for g in model.channel_groups()}
+    cut = prune(model, keep)
+    assert cut.spec["head"] == "fc" and cut.spec["pruned_head"] == "gap"  # cut under the fc head
+    final = models.pruned_form(cut, models.build)
+    assert final.spec == model.spec_with_widths(widths(cut)) and final.spec["head"] == "gap"
+    for name, tensor in final.state_dict().items():
+        if name.startswith("features."):
+            assert torch.equal(tensor, cut.state_dict()[name]), name
+    assert final.classifier.weight.shape == (10, 16)  # 512 x 0.0625, half kept
+    plain = models.build(models.imagenet_vgg.spec_for(16, 0.0625, 3, 10, batch_norm=False))
+    assert models.pruned_form(plain, models.build) is plain

@@ -9,10 +9,19 @@ The head's three linear layers are held as convolutions (7x7, 1x1, 1x1) on the p
 reshape, but the first one's weight keeps an input-channel axis, so pruning the last
 convolution's channels slices it like any consumer. ``head: gap`` replaces the head by
 global average pooling and one linear layer (ThiNet's VGG-GAP / VGG-Tiny, authors'
-imagenet/thinet/models/thinetvgg.py, which also drops the last max-pool: leave "M" off
-the end of ``widths``)."""
-from typing import Any, Dict, List
+imagenet/thinet/models/thinetvgg.py lines 21-31, which also drops the last max-pool:
+leave "M" off the end of ``widths``).
 
+``pruned_head: gap`` makes the pruned architecture such a network while the unpruned
+one keeps the fc head, as ThiNet builds VGG-GAP: the convolutions are pruned (and
+reconstructed) under the fc head, then the head gives way to global average pooling
+and a new linear layer and the last max-pool goes. :meth:`ImageNetVGG.spec_with_widths`
+is that final architecture, :meth:`ImageNetVGG.cut_spec_with_widths` the one surgery
+cuts, and :meth:`ImageNetVGG.final_spec` the one a cut model takes after pruning
+(:func:`prunebench.models.pruned_form`)."""
+from typing import Any, Dict, List, Optional
+
+import torch
 from torch import nn
 
 from prunebench.errors import PrunebenchError
@@ -27,32 +36,49 @@ WIDTHS = {
     19: [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
 }
 HEADS = ("fc", "gap")
+PRUNED_HEADS = ("gap",)
 HIDDEN = 4096  # units of the two hidden fully connected layers
 POOL = 7  # the adaptive average pool's output side before the fc head
 
 
 def spec_for(depth: int, width: float, in_channels: int, num_classes: int, batch_norm: bool = True,
-             head: str = "fc") -> Dict[str, Any]:
+             head: str = "fc", pruned_head: Optional[str] = None) -> Dict[str, Any]:
     if depth not in WIDTHS:
         raise PrunebenchError(f"ImageNet VGG depth must be one of {sorted(WIDTHS)}, got {depth}")
+    if pruned_head is not None and (pruned_head not in PRUNED_HEADS or head != "fc"):
+        raise PrunebenchError(f"model.pruned_head must be null or one of {', '.join(PRUNED_HEADS)}, with "
+                              f"model.head=fc; got pruned_head={pruned_head!r}, head={head!r}")
     widths = [w if w == "M" else max(1, round(w * width)) for w in WIDTHS[depth]]
-    return {"arch": "imagenet_vgg", "widths": widths, "batch_norm": batch_norm, "head": head,
+    spec = {"arch": "imagenet_vgg", "widths": widths, "batch_norm": batch_norm, "head": head,
             "hidden": max(1, round(HIDDEN * width)) if head == "fc" else 0,
             "in_channels": in_channels, "num_classes": num_classes}
+    if pruned_head is not None:
+        spec["pruned_head"] = pruned_head
+    return spec
 
 
 def spec_from_config(cfg, in_channels: int, num_classes: int) -> Dict[str, Any]:
-    return spec_for(cfg.depth, cfg.width, in_channels, num_classes, cfg.batch_norm, cfg.head)
+    return spec_for(cfg.depth, cfg.width, in_channels, num_classes, cfg.batch_norm, cfg.head, cfg.pruned_head)
+
+
+def gap_form(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """``spec`` with global average pooling and one linear layer for its head and without a last max-pool."""
+    widths = list(spec["widths"])
+    while widths and widths[-1] == "M":
+        widths.pop()
+    return {**{k: v for k, v in spec.items() if k != "pruned_head"}, "widths": widths, "head": "gap", "hidden": 0}
 
 
 class ImageNetVGG(nn.Module):
     def __init__(self, widths: List[Any], batch_norm: bool, head: str, hidden: int, in_channels: int,
-                 num_classes: int):
+                 num_classes: int, pruned_head: Optional[str] = None):
         super().__init__()
         if head not in HEADS:
             raise PrunebenchError(f"model.head must be one of {', '.join(HEADS)}, got {head!r}")
         self.spec = {"arch": "imagenet_vgg", "widths": list(widths), "batch_norm": batch_norm, "head": head,
                      "hidden": hidden, "in_channels": in_channels, "num_classes": num_classes}
+        if pruned_head is not None:
+            self.spec["pruned_head"] = pruned_head
         layers: List[nn.Module] = []
         c = in_channels
         for w in widths:
@@ -86,7 +112,8 @@ class ImageNetVGG(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x):
-        return self.classifier(self.avgpool(self.features(x))).flatten(1)
+        x = self.avgpool(self.features(x))
+        return self.classifier(x.flatten(1)) if self.spec["head"] == "gap" else self.classifier(x).flatten(1)
 
     def channel_groups(self) -> List[ChannelGroup]:
         convs = [i for i, m in enumerate(self.features) if isinstance(m, nn.Conv2d)]
@@ -98,12 +125,28 @@ class ImageNetVGG(nn.Module):
             groups.append(ChannelGroup(f"conv{k + 1}", f"features.{i}", bn, (consumer,)))
         return groups
 
-    def spec_with_widths(self, widths: Dict[str, int]) -> Dict[str, Any]:
+    def cut_spec_with_widths(self, widths: Dict[str, int]) -> Dict[str, Any]:
+        """The architecture surgery cuts: these widths under this model's own head."""
         return {**self.spec, "widths": layout_with_widths(self.spec["widths"], widths)}
 
+    def spec_with_widths(self, widths: Dict[str, int]) -> Dict[str, Any]:
+        """The pruned architecture of these widths (with ``pruned_head``, its head)."""
+        cut = self.cut_spec_with_widths(widths)
+        return gap_form(cut) if "pruned_head" in cut else cut
+
+    def final_spec(self) -> Optional[Dict[str, Any]]:
+        """The architecture this (cut) model takes once pruning is done; None: its own."""
+        return gap_form(self.spec) if "pruned_head" in self.spec else None
+
     def width_counter(self, input_shape, measure: str = "flops"):
-        """widths -> FLOPs or parameters from one traced pass (the uniform search; a removed block counts 0)."""
-        return depgraph.group_counter(self, input_shape, measure)
+        """widths -> FLOPs or parameters of the pruned architecture (:meth:`spec_with_widths`) from one
+        traced pass (the uniform search; a removed block counts 0)."""
+        final = self.final_spec()
+        if final is None:
+            return depgraph.group_counter(self, input_shape, measure)
+        with torch.device("meta"):
+            shaped = ImageNetVGG(**{k: v for k, v in final.items() if k != "arch"})
+        return depgraph.group_counter(shaped, input_shape, measure)
 
     def torchvision_name(self) -> str:
         depth = sum(1 for w in self.spec["widths"] if w != "M") + 3
