@@ -35,7 +35,9 @@ class ImageNetModelConfig(ModelConfig):
     """torchvision's VGG and ResNet for ImageNet (arch imagenet_vgg | imagenet_resnet)."""
     pretrained: bool = False  # unpruned model = torchvision's ImageNet weights (the unpruned stage trains 0 epochs)
     batch_norm: bool = True  # VGG: BatchNorm after each convolution (torchvision's vgg*_bn)
-    head: str = "fc"  # VGG: fc (4096-4096-classes) | gap (global average pool + one linear layer)
+    # VGG: fc (4096-4096-classes) | fc_bn (the same, BatchNorm1d after each hidden layer, no dropout: network
+    # slimming's VGG-11, its hidden units prunable) | gap (global average pool + one linear layer)
+    head: str = "fc"
     pruned_head: Optional[str] = None  # VGG: null (the pruned model keeps the head) | gap (ThiNet's VGG-GAP/Tiny:
     # the pruned architecture's head is global average pooling + one linear layer, without the last max-pool)
 
