@@ -12,7 +12,9 @@ Where a stage narrows the map and widens the channels, the shortcut
   ``downsample_basic_block``, lines 51-60), with the gradient flowing through it;
 - ``avgpool_pad_detached``: the same, detached, as that code has it: it builds the
   padded tensor from ``x.data`` (line 58), so no gradient flows back through a
-  downsampling shortcut; the identity shortcuts of the other blocks pass it.
+  downsampling shortcut; the identity shortcuts of the other blocks pass it (and
+  were a downsampling block pruned away whole, nothing would reach the layers
+  before it).
 
 BatchNorm scales start at ``bn_init`` (the authors' ResNet: 1, line 97).
 
