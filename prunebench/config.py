@@ -22,7 +22,9 @@ class ModelConfig:
     # the options below have defaults that keep today's models; each arch takes only some (models.ARCHS)
     bn_init: float = 1.0  # initial BatchNorm2d scale (gamma); network slimming's models use 0.5
     classifier: str = "linear"  # vgg: linear (one layer) | li (Li et al.: Linear 512, BN1d, ReLU, Linear)
-    shortcut: str = "subsample_pad"  # resnet: subsample_pad (every other pixel) | avgpool_pad (Li et al.'s code)
+    # resnet: subsample_pad (every other pixel) | avgpool_pad (2x2 average) | avgpool_pad_detached (Li et al.'s code:
+    # 2x2 average, no gradient through it)
+    shortcut: str = "subsample_pad"
     block: str = "basic"  # preresnet, densenet: basic | bottleneck
     growth: int = 12  # densenet: channels each layer adds
     compression: float = 1.0  # densenet: fraction of channels a transition keeps (BC: 0.5)
@@ -33,7 +35,11 @@ class ImageNetModelConfig(ModelConfig):
     """torchvision's VGG and ResNet for ImageNet (arch imagenet_vgg | imagenet_resnet)."""
     pretrained: bool = False  # unpruned model = torchvision's ImageNet weights (the unpruned stage trains 0 epochs)
     batch_norm: bool = True  # VGG: BatchNorm after each convolution (torchvision's vgg*_bn)
-    head: str = "fc"  # VGG: fc (4096-4096-classes) | gap (global average pool + one linear layer)
+    # VGG: fc (4096-4096-classes) | fc_bn (the same, BatchNorm1d after each hidden layer, no dropout: network
+    # slimming's VGG-11, its hidden units prunable) | gap (global average pool + one linear layer)
+    head: str = "fc"
+    pruned_head: Optional[str] = None  # VGG: null (the pruned model keeps the head) | gap (ThiNet's VGG-GAP/Tiny:
+    # the pruned architecture's head is global average pooling + one linear layer, without the last max-pool)
 
 
 @dataclass
@@ -219,8 +225,19 @@ class FinetuneConfig:
 
 
 @dataclass
+class ScratchEConfig:
+    """A recipe of Scratch-E's own where the authors trained it apart from the unpruned model (SSS on ImageNet)."""
+    epochs: Optional[int] = None  # None: the schedule's (the unpruned model's)
+    milestones: Optional[List[float]] = None  # fractions of these epochs where lr *= gamma; None: the schedule's
+
+
+@dataclass
 class ScratchBConfig:
     max_factor: Optional[float] = None  # cap epochs at max_factor x E (paper: 2); None = the formula alone
+    # Scratch-B's own epochs and milestones where the authors give them (SSS on ImageNet); the uniform and guided
+    # baselines keep the formula and the schedule's milestones
+    epochs: Optional[int] = None  # None: the formula
+    milestones: Optional[List[float]] = None  # fractions of Scratch-B's epochs; None: the schedule's
 
 
 @dataclass
@@ -243,6 +260,7 @@ class GuidedConfig:
 class StrategyConfig:
     name: str = MISSING
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    scratch_e: ScratchEConfig = field(default_factory=ScratchEConfig)
     scratch_b: ScratchBConfig = field(default_factory=ScratchBConfig)
     uniform: UniformConfig = field(default_factory=UniformConfig)
     lottery: LotteryConfig = field(default_factory=LotteryConfig)
@@ -306,6 +324,7 @@ class Config:
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     paper: Dict[str, Any] = field(default_factory=dict)  # the paper's figures, printed beside ours
+    notes: Dict[str, str] = field(default_factory=dict)  # a preset's word on a row, added to the row's note
 
 
 METHOD_SCHEMAS = {

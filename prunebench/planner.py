@@ -83,7 +83,7 @@ class Planner:
                 "flops": self.results.get(row, {}).get("flops") or
                 (measure.spec_flops(spec, self.input_shape) if known else None),
                 "epochs": p["epochs"], "widths": layer_widths_of(spec) if row == "pruned" and known else None,
-                "note": p["note"]})
+                "note": "; ".join(n for n in (p["note"], self.cfg.notes.get(row)) if n)})
         return rows
 
 

@@ -192,7 +192,10 @@ class Run:
                     stage, model, i + 1, tuned + mcfg.iteration_epochs, t0))
         if distributed.is_main():
             (stage.dir / "history.csv").unlink(missing_ok=True)  # of the fine-tuning between iterations
-        out = b.describe(model, stage)
+        final = models.pruned_form(model, b.fresh)
+        out = b.describe(final, stage)
+        if final is not model:
+            out["note"] = "layers new to the pruned architecture start untrained (its head: model.pruned_head)"
         validate.warn_if_unpruned(measure.spec_params(b.base_spec), out["params"], self.cfg)
         return {**out, "epochs": tuned, "seconds": round(time.perf_counter() - t0, 2)}
 
@@ -214,5 +217,6 @@ class Run:
                 "paper_acc1": cfg.paper.get(plan.row), "params": r.get("params"), "flops": r.get("flops"),
                 "latency_ms": r.get("latency_ms"), "latency_iqr_ms": r.get("latency_iqr_ms"),
                 "epochs": r.get("epochs"), "seconds": r.get("seconds"), **{c: r.get(c) for c in columns},
-                "status": r["status"], "note": r.get("note", ""), "stage": r["stage"]})
+                "status": r["status"], "note": "; ".join(n for n in (r.get("note"), cfg.notes.get(plan.row)) if n),
+                "stage": r["stage"]})
         return rows

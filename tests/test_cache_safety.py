@@ -118,13 +118,13 @@ STRUCTURED, SPARSE, AT_INIT = "l1_norm", "slimming", "snip"
 NOT_KEYED = {  # settings no stage's result depends on
     "dataset.root", "dataset.download", "schedule.name", "schedule.eval_every", "schedule.eval_batch_size",
     "strategy.name", "device", "cache_dir", "retry_failed", "progress", "dry_run", "lock_timeout", "strict",
-    "measure.latency_batch", "measure.latency_repeats", "paper",
+    "measure.latency_batch", "measure.latency_repeats", "paper", "notes",
     "logger", "distributed",  # what is logged; DDP settings (keyed by bn_shards only under torchrun)
     "train",  # how a step runs (compiled, channels_last, side by side): train.precision is keyed, below
 }
 SPARSE_COMMON = {"sparse_init", "sparse_epochs", "sparse_lr"}
 SPARSE_READS = {"slimming": {"sparsity"} | SPARSE_COMMON}  # method settings the sparse stage trains with
-STRATEGY_READS = {"finetune": {"finetune"}, "scratch_e": set(), "scratch_b": {"scratch_b"},
+STRATEGY_READS = {"finetune": {"finetune"}, "scratch_e": {"scratch_e"}, "scratch_b": {"scratch_b"},
                   "uniform": {"scratch_b", "uniform"}, "lottery": {"lottery"}}
 ALTERNATIVES = {  # values to change to where "another value" is not obvious
     "model.arch": None, "model.depth": 13, "model.classifier": "li", "model.shortcut": None, "model.block": None,
@@ -133,7 +133,10 @@ ALTERNATIVES = {  # values to change to where "another value" is not obvious
     "method.skip": ["conv2"], "method.layer_ratios": {"conv2": 0.25}, "schedule.milestones": [0.5],
     "train.precision": "bf16", "train.compile": "on", "train.backend": "aot_eager", "train.max_concurrent": 1,
     "strategy.scratch_b.max_factor": 2.0, "strategy.uniform.match": "params", "strategy.lottery.rewind_epoch": 1,
+    "strategy.scratch_e.epochs": 3, "strategy.scratch_e.milestones": [0.5], "strategy.scratch_b.epochs": 3,
+    "strategy.scratch_b.milestones": [0.5],
 }
+SCRATCH_B_ALONE = {"strategy.scratch_b.epochs", "strategy.scratch_b.milestones"}  # the baselines keep the formula
 WEIGHT_LAYERS = {"method.skip": ["features.4"], "method.layer_ratios": {"features.4": 0.25},
                  "method.selection": "layer"}
 
@@ -196,6 +199,8 @@ def direct_readers(path, rows, method, cfg):
     if top == "strategy":
         node = rest.split(".")[0]
         out = {s for s in strategies if node in STRATEGY_READS[s]}
+        if path in SCRATCH_B_ALONE:
+            out &= {"scratch_b"}
         if path == "strategy.finetune.lr" and cfg.method.iterations > 1 and cfg.method.iteration_epochs > 0:
             out.add("pruned")  # fine-tuning between pruning iterations
         return out

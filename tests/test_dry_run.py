@@ -51,6 +51,55 @@ def test_vgg16a_has_5_4m_parameters(tmp_path):
     assert rows["pruned"]["params"] == pytest.approx(5.4e6, rel=0.02)
 
 
+# the authors' weight-level networks (rethinking-network-pruning cifar/weight-level/models/cifar/): PreResNet-110 with
+# 12 bottlenecks a stage (preresnet.py:89-91); DenseNet-BC-100 by the paper's name, its released basic-layer DenseNet
+# at compression 0.5 with model=densenet_c100 (densenet.py:74,79); params counted by hand from their layers
+WEIGHT_LEVEL = {("magnitude_preresnet110_cifar10_30", ()): 1_146_842,
+                ("magnitude_preresnet110_cifar100_50", ()): 1_169_972,
+                ("magnitude_densenet_bc100_cifar10_80", ()): 769_162,
+                ("magnitude_densenet_bc100_cifar100_30", ()): 800_032,
+                ("magnitude_densenet_bc100_cifar10_30", ("model=densenet_c100",)): 4_068_490,
+                ("magnitude_densenet_bc100_cifar100_50", ("model=densenet_c100",)): 4_129_600}
+
+
+@pytest.mark.parametrize("preset,options", sorted(WEIGHT_LEVEL))
+def test_weight_level_presets_build_the_authors_networks(tmp_path, preset, options):
+    rows = plan(f"experiment=rethinking/{preset}", f"cache_dir={tmp_path}", *options)
+    assert rows["unpruned"]["params"] == WEIGHT_LEVEL[preset, options]
+    assert rows["unpruned"]["epochs"] == 160
+
+
+# Scratch-E and Scratch-B of SSS on ImageNet as the authors trained them (rethinking-network-pruning
+# imagenet/sparse-structure-selection/README.md:13, 15-19): epochs and the epochs after which the lr steps
+SSS = {"sss_resnet50_26_imagenet": (179, "53, 106, 159"), "sss_resnet50_32_imagenet": (145, "43, 86, 129"),
+       "sss_resnet50_41_imagenet": (117, "35, 70, 105")}
+
+
+@pytest.mark.parametrize("preset", sorted(SSS))
+def test_sss_presets_train_the_authors_scratch_recipes(tmp_path, preset):
+    rows = plan(f"experiment=rethinking/{preset}", f"cache_dir={tmp_path}")
+    epochs, steps = SSS[preset]
+    assert rows["unpruned"]["epochs"] == 90
+    assert rows["scratch_e"]["epochs"] == 100 and "after epochs 30, 60, 90" in rows["scratch_e"]["note"]
+    assert rows["scratch_b"]["epochs"] == epochs and f"after epochs {steps} " in rows["scratch_b"]["note"]
+
+
+# ThiNet's VGG-GAP and VGG-Tiny as the authors build them (rethinking-network-pruning imagenet/thinet/models/
+# thinetvgg.py:21-31, 44-60): params counted from those layers; Scratch-B 180 epochs (imagenet/thinet/README.md)
+THINET = {"thinet_vgg16_gap_imagenet": 8_322_696, "thinet_vgg16_tiny_imagenet": 1_325_368}
+
+
+@pytest.mark.parametrize("preset", sorted(THINET))
+def test_thinet_vgg_presets_retrain_the_authors_gap_networks(tmp_path, preset):
+    rows = plan(f"experiment=rethinking/{preset}", f"cache_dir={tmp_path}")
+    assert rows["unpruned"]["params"] == 138_357_544  # torchvision's VGG-16, the unpruned model
+    for row in ("pruned", "finetune", "scratch_e", "scratch_b"):
+        assert rows[row]["params"] == THINET[preset], row
+    assert rows["scratch_b"]["epochs"] == 180
+    assert "ThiNet's released" in rows["finetune"]["note"]
+    assert rows["uniform"]["flops"] == pytest.approx(rows["pruned"]["flops"], rel=0.01)
+
+
 def test_data_dependent_widths_are_unknown_before_training(tmp_path):
     rows = plan("experiment=rethinking/slimming_vgg19_cifar10", f"cache_dir={tmp_path}")
     assert list(rows) == ["unpruned", "sparse", "pruned", "finetune", "scratch_e", "scratch_b", "uniform"]

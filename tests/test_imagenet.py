@@ -101,3 +101,121 @@ def test_imagenet_models_count_narrowed_widths_exactly(spec):
     if "layer2_1_conv1" in w:  # a removed block: its convolutions' FLOPs go with it
         w["layer2_1_conv1"] = w["layer2_1_conv2"] = 0
         assert model.width_counter((3, 32, 32))(w) == count_flops(models.build(model.spec_with_widths(w)), (3, 32, 32))
+
+
+def test_thinet_vgg_gap_is_cut_under_the_fc_head_then_takes_the_gap_head(smoke_cfg):
+    cfg = smoke_cfg("experiment=rethinking/thinet_vgg16_gap_imagenet", "dataset=synthetic", "dataset.image_size=32",
+                    "schedule=smoke", "device=cpu", "model.pretrained=false", "model.width=0.0625",
+                    "method.num_images=32", "strategy.finetune.epochs=1", "measure.latency_repeats=2",
+                    "strategies=[finetune,scratch_e,scratch_b,uniform]")
+    rows = {r["row"]: r for r in pipeline.run(cfg)}
+    assert all(r["status"] == "ok" for r in rows.values()), rows
+    spec = models.load_spec(Path(rows["pruned"]["stage"]))
+    assert spec["head"] == "gap" and spec["widths"][-1] != "M" and "pruned_head" not in spec
+    convs = [w for w in spec["widths"] if w != "M"]
+    assert convs[2:4] == [4, 4] and convs[10:] == [32, 32, 32]  # 128 x 0.0625 halved; the last three unpruned
+    assert "untrained" in rows["pruned"]["note"] and "ThiNet's released" in rows["finetune"]["note"]
+    for row in ("finetune", "scratch_e", "scratch_b"):
+        assert models.load_spec(Path(rows[row]["stage"])) == spec, row
+    assert models.load_spec(Path(rows["uniform"]["stage"]))["head"] == "gap"
+
+
+def test_pruned_form_keeps_the_cut_convolutions_and_starts_the_new_head_fresh():
+    spec = models.imagenet_vgg.spec_for(16, 0.0625, 3, 10, batch_norm=False, pruned_head="gap")
+    model = models.build(spec)
+    keep = {g.name: torch.arange(0, model.get_submodule(g.conv).out_channels, 2) for g in model.channel_groups()}
+    cut = prune(model, keep)
+    assert cut.spec["head"] == "fc" and cut.spec["pruned_head"] == "gap"  # cut under the fc head
+    final = models.pruned_form(cut, models.build)
+    assert final.spec == model.spec_with_widths(widths(cut)) and final.spec["head"] == "gap"
+    for name, tensor in final.state_dict().items():
+        if name.startswith("features."):
+            assert torch.equal(tensor, cut.state_dict()[name]), name
+    assert final.classifier.weight.shape == (10, 16)  # 512 x 0.0625, half kept
+    plain = models.build(models.imagenet_vgg.spec_for(16, 0.0625, 3, 10, batch_norm=False))
+    assert models.pruned_form(plain, models.build) is plain
+
+
+def slimming_vgg11(width=0.0625):
+    """Network slimming's VGG-11 (imagenet/network-slimming/vgg.py), narrowed for a CPU."""
+    torch.manual_seed(0)
+    return models.build(models.imagenet_vgg.spec_for(11, width, 3, 10, head="fc_bn", bn_init=0.5))
+
+
+def test_network_slimmings_vgg11_is_the_authors_network():
+    from prunebench.measure import spec_params
+    from tests.conftest import compose_config
+
+    cfg = compose_config("experiment=rethinking/slimming_vgg11_imagenet")
+    spec = models.spec_from_config(cfg.model, 3, 1000)
+    # torchvision's vgg11_bn (132,868,840) with a BatchNorm1d of 4,096 units after each hidden layer
+    # (authors' vgg.py:20-28): counted by hand from the authors' layers, 132,885,224
+    assert spec_params(spec) == 132_885_224 == 132_868_840 + 2 * 2 * 4096
+    with torch.device("meta"):
+        full = models.build(spec)
+    units = {g.name: models.group_width(full, g) for g in full.channel_groups()}
+    assert units["fc1"] == units["fc2"] == 4096 and sum(units.values()) == 10_944  # 2,752 channels + 8,192 units
+    model = slimming_vgg11()
+    assert not any(isinstance(m, torch.nn.Dropout) for m in model.modules())
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in norms) == 2
+    assert all(torch.all(m.weight == 0.5) and torch.all(m.bias == 0) for m in norms)  # vgg.py:44-52
+
+
+def test_the_fc_bn_head_is_linear_batchnorm1d_relu_twice():
+    model = slimming_vgg11().train()
+    x = torch.randn(4, 3, 32, 32)
+    head = model.classifier
+    with torch.no_grad():
+        feats = model.avgpool(model.features(x)).flatten(1)  # 7x7 map, flattened as the authors' x.view
+        h = feats
+        for conv, bn in ((head[0], head[1]), (head[3], head[4])):
+            h = torch.nn.functional.linear(h, conv.weight.flatten(1), conv.bias)
+            h = torch.relu(torch.nn.functional.batch_norm(h, None, None, bn.weight, bn.bias, True))
+        expected = torch.nn.functional.linear(h, head[6].weight.flatten(1), head[6].bias)
+        assert torch.allclose(model(x), expected, atol=1e-5)
+
+
+def test_slimming_ranks_the_heads_batchnorm1d_units_and_the_pruned_head_rebuilds(tmp_path):
+    from prunebench.methods import create
+    from tests.conftest import compose_config
+
+    cfg = compose_config("method=slimming", "method.pruning_ratio=0.5", "method.min_channels=1").method
+    slimming = create(cfg)
+    model = slimming_vgg11().eval()
+    groups = {g.name: g for g in model.channel_groups()}
+    with torch.no_grad():  # every conv channel above every head unit, the head's units all distinct
+        for name, g in groups.items():
+            bn = model.get_submodule(g.bn)
+            bn.weight.copy_(torch.linspace(1.0, 2.0, bn.num_features) if name.startswith("conv") else
+                            torch.linspace(0.001, 0.01, bn.num_features) * (1 if name == "fc1" else 2))
+    scores = slimming.scores(model, None)
+    assert set(scores) == set(groups) and scores["fc1"].numel() == 256
+    keep = slimming.select(model, scores, cfg)
+    total = sum(s.numel() for s in scores.values())
+    removed = {name: scores[name].numel() - len(idx) for name, idx in keep.items()}
+    assert all(removed[f"conv{k}"] == 0 for k in range(1, 9))
+    assert removed["fc1"] + removed["fc2"] >= int(total * 0.5) and removed["fc1"] > removed["fc2"] > 0
+    pruned = prune(model, keep).eval()
+    assert pruned.spec["hidden"] == [256 - removed["fc1"], 256 - removed["fc2"]]
+    assert isinstance(pruned.classifier[1], torch.nn.BatchNorm1d)
+    models.save(pruned, tmp_path)
+    again = models.load(tmp_path).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(again(x), pruned(x))
+    w = {**widths(model), "fc1": 100, "fc2": 50}  # the uniform baseline's count of a narrower head is exact
+    assert model.width_counter((3, 32, 32), "params")(w) == count_params(models.build(model.spec_with_widths(w)))
+
+
+def test_slimmings_l1_penalty_reaches_the_heads_batchnorm1d():
+    from prunebench.methods import create
+    from tests.conftest import compose_config
+
+    slimming = create(compose_config("method=slimming", "method.sparsity=0.001").method)
+    model = slimming_vgg11()
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    slimming.regularize(model)
+    for bn in (model.classifier[1], model.classifier[4], model.features[1]):
+        assert torch.allclose(bn.weight.grad, 0.001 * torch.sign(bn.weight.detach()))

@@ -28,6 +28,16 @@ def test_paper_sizes():
     assert params("densenet_bc100") == 769_162  # this count, pinned
 
 
+def test_the_released_weight_level_densenet_100_is_a_basic_network_at_compression_half():
+    # rethinking-network-pruning cifar/weight-level/models/cifar/densenet.py:74-80 (BasicBlock, 32 layers a block),
+    # --compressionRate 2: 24 -> 408 -> 204 -> 588 -> 294 -> 678 channels; 4,068,490 params counted by hand from its
+    # layer definitions (BN-ReLU-conv3x3 layers, 1x1 transitions, final BN and fc)
+    assert params("densenet_c100") == 4_068_490
+    model = models.build(models.spec_from_config(compose_config("model=densenet_c100").model, 3, 10))
+    assert [len(getattr(model, f"dense{b}")) for b in (1, 2, 3)] == [32, 32, 32]
+    assert (model.trans1.conv1.in_channels, model.trans1.conv1.out_channels, model.bn.num_features) == (408, 204, 678)
+
+
 @pytest.mark.parametrize("spec", [BASIC, BC], ids=["basic", "bc"])
 def test_every_batchnorm_is_a_group(spec):
     model = models.build(spec)

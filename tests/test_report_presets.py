@@ -33,3 +33,13 @@ def test_figure_preset_sweeps_ratios_and_seeds(name):
     assert len({j["method.pruning_ratio"] for j in grid}) == ratios
     fewer = jobs(cfg.hydra.sweeper.params, "seed=0,1")
     assert len(fewer) == ratios * 2
+
+
+def test_the_slimming_figure_trains_the_table_4_network():
+    from tests.conftest import compose_config
+
+    figure = compose_config("experiment=figures/slimming_vgg19")
+    table = compose_config("experiment=rethinking/slimming_vgg19_cifar10")
+    assert figure.model == table.model and figure.model.bn_init == 0.5
+    for key in ("selection", "sparsity", "min_channels", "sparse_init"):
+        assert figure.method[key] == table.method[key], key

@@ -60,6 +60,45 @@ def test_each_strategy_keys_its_cache_with_its_own_settings(smoke_cfg):
         assert all(Stage("x", *other[r]).key == Stage("x", *base[r]).key for r in untouched), name
 
 
+def test_scratch_e_and_b_keys_move_only_with_their_own_recipe(smoke_cfg):
+    base = protocol.Run(smoke_cfg("method=l1_norm")).stage_values()
+    assert "scratch_e" not in base["scratch_e"][1]  # unset: the key Scratch-E always had
+
+    def moved(*overrides):
+        other = protocol.Run(smoke_cfg("method=l1_norm", *overrides)).stage_values()
+        return {r for r in base if Stage("x", *other[r]).key != Stage("x", *base[r]).key}
+    assert moved("strategy.scratch_e.epochs=3") == {"scratch_e"}
+    assert moved("strategy.scratch_e.milestones=[0.5]") == {"scratch_e"}
+    assert moved("strategy.scratch_b.epochs=3") == {"scratch_b"}  # the uniform baseline keeps the formula
+    assert moved("strategy.scratch_b.milestones=[0.5]") == {"scratch_b"}
+    assert moved("strategy.scratch_b.max_factor=2") == {"scratch_b", "uniform"}
+
+
+def test_scratch_e_and_b_train_their_own_epochs_and_lr_steps(smoke_cfg):
+    rows = by_row(pipeline.run(smoke_cfg(
+        "method=l1_norm", "schedule.epochs=2", "schedule.milestones=[0.5]", "strategies=[scratch_e,scratch_b,uniform]",
+        "strategy.scratch_e.epochs=3", "strategy.scratch_e.milestones=[0.34]",
+        "strategy.scratch_b.epochs=4", "strategy.scratch_b.milestones=[0.25,0.75]")))
+    lrs = {row: [h["lr"] for h in json.loads((Path(rows[row]["stage"]) / "metrics.json").read_text())["history"]]
+           for row in ("unpruned", "scratch_e", "scratch_b", "uniform")}
+    assert lrs["unpruned"] == pytest.approx([0.05, 0.005])
+    assert lrs["scratch_e"] == pytest.approx([0.05, 0.005, 0.005])  # step after epoch round(0.34 x 3) = 1
+    assert lrs["scratch_b"] == pytest.approx([0.05, 0.005, 0.005, 0.0005])  # steps after epochs 1 and 3
+    assert "lr x0.1 after epochs 1, 3 (strategy.scratch_b.milestones)" in rows["scratch_b"]["note"]
+    full, pruned = rows["unpruned"], rows["pruned"]
+    formula = -(-full["epochs"] * full["flops"] // pruned["flops"])
+    assert rows["uniform"]["epochs"] == formula and len(lrs["uniform"]) == formula  # the budget formula, not 4
+
+
+@pytest.mark.parametrize("override,message", [("strategy.scratch_e.epochs=0", "strategy.scratch_e.epochs must be"),
+                                              ("strategy.scratch_b.milestones=[30]", "fractions of its epochs")])
+def test_bad_own_recipes_are_one_line_errors(smoke_cfg, override, message):
+    from prunebench.errors import PrunebenchError
+
+    with pytest.raises(PrunebenchError, match=message):
+        protocol.Run(smoke_cfg("method=l1_norm", override))
+
+
 def test_iterative_pruning_keys_the_fine_tuning_lr(smoke_cfg):
     args = ("method=l1_norm", "method.iterations=2", "method.iteration_epochs=1")
     a = protocol.Run(smoke_cfg(*args)).stage_values()["pruned"]

@@ -40,7 +40,7 @@ FROM_CONFIG: Dict[str, Callable] = {
 
 __all__ = ["ARCHS", "ChannelGroup", "ChannelSelection", "Residual", "ResidualBlock", "bn_channels", "bn_weight",
            "conv_groups", "group_width", "load_pretrained", "parameter_axes", "spec_from_config", "build", "save",
-           "load", "load_spec", "load_state"]
+           "load", "load_spec", "load_state", "pruned_form"]
 
 
 def spec_from_config(model_cfg, in_channels: int, num_classes: int) -> Dict[str, Any]:
@@ -66,6 +66,21 @@ def spec_from_config(model_cfg, in_channels: int, num_classes: int) -> Dict[str,
 def build(spec: Dict[str, Any]) -> nn.Module:
     cls = ARCHS[spec["arch"]].cls
     return cls(**{k: v for k, v in spec.items() if k != "arch"})
+
+
+def pruned_form(model: nn.Module, fresh: Callable[[Dict[str, Any]], nn.Module]) -> nn.Module:
+    """A pruned model in its final architecture, where that differs beyond widths from the one
+    surgery cut (``model.final_spec()``; ThiNet's VGG-GAP, whose fc head gives way to global
+    average pooling and a new linear layer): ``fresh(spec)`` holding every tensor the two share,
+    the new layers at their initialisation. Any other model is returned as it is."""
+    final = model.final_spec() if hasattr(model, "final_spec") else None
+    if final is None:
+        return model
+    new = fresh(final)
+    own = new.state_dict()
+    shared = {k: v for k, v in model.state_dict().items() if k in own and own[k].shape == v.shape}
+    new.load_state_dict({**own, **shared})
+    return new
 
 
 def save(model: nn.Module, folder: Path) -> None:

@@ -5,10 +5,12 @@ cifar/network-slimming/models/preresnet.py).
 
 A block is BN-ReLU-conv repeated: basic blocks (two 3x3 convolutions, depth 6n+2,
 stages of 16/32/64 channels: PreResNet-56, -110) or bottlenecks (1x1, 3x3, 1x1 with
-4x expansion, depth 9n+2, residual stages of 64/128/256: PreResNet-164). Where a
-stage changes width or map size the shortcut is a 1x1 convolution (stride 2 where
-the map halves) on the block's input (authors' lines 95-99). The network ends
-with BN-ReLU, global average pooling and a linear layer.
+4x expansion, depth 9n+2, residual stages of 64/128/256: PreResNet-164, and the
+PreResNet-110 of the authors' weight-level code, cifar/weight-level/models/cifar/
+preresnet.py lines 89-91). Where a stage changes width or map size the shortcut is
+a 1x1 convolution (stride 2 where the map halves) on the block's input (authors'
+lines 95-99). The network ends with BN-ReLU, global average pooling and a linear
+layer.
 
 Every BatchNorm is prunable, as the authors' resprune.py does: the first BN of each
 block and the final BN read the residual sum, which cannot be narrowed, so a
@@ -40,7 +42,7 @@ def spec_for(depth: int, width: float, in_channels: int, num_classes: int, bn_in
         raise ValueError(f"model.block must be one of {', '.join(EXPANSION)}, got {block!r}")
     k = PER_BLOCK[block]
     if (depth - 2) % k or depth < k + 2:
-        raise ValueError(f"PreResNet with {block} blocks needs depth {k}n+2 (basic: 56, 110; bottleneck: 164), "
+        raise ValueError(f"PreResNet with {block} blocks needs depth {k}n+2 (basic: 56, 110; bottleneck: 110, 164), "
                          f"got {depth}")
     n = (depth - 2) // k
     planes = [max(1, round(p * width)) for p in PLANES]

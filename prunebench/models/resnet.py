@@ -2,14 +2,21 @@
 stages of 16/32/64 channels, parameter-free (option A) shortcuts.
 
 Where a stage narrows the map and widens the channels, the shortcut
-(``model.shortcut``) is either ``subsample_pad``: every other pixel, the new
-channels zero, half before and half after the old ones; or ``avgpool_pad``: 2x2
-average pooling, the new channels zero after the old ones, as in the code of
-Liu et al. for L1-norm pruning (Eric-mingjie/rethinking-network-pruning
-cifar/l1-norm-pruning/models/resnet.py, ``downsample_basic_block``, lines 51-60).
-That code builds the padded tensor from ``x.data``, so no gradient flows back
-through its downsampling shortcuts; here it does, in both options. BatchNorm
-scales start at ``bn_init`` (the authors' ResNet: 1, line 97).
+(``model.shortcut``) is one of
+
+- ``subsample_pad``: every other pixel, the new channels zero, half before and
+  half after the old ones;
+- ``avgpool_pad``: 2x2 average pooling, the new channels zero after the old ones,
+  as in the code of Liu et al. for L1-norm pruning
+  (Eric-mingjie/rethinking-network-pruning cifar/l1-norm-pruning/models/resnet.py,
+  ``downsample_basic_block``, lines 51-60), with the gradient flowing through it;
+- ``avgpool_pad_detached``: the same, detached, as that code has it: it builds the
+  padded tensor from ``x.data`` (line 58), so no gradient flows back through a
+  downsampling shortcut; the identity shortcuts of the other blocks pass it (and
+  were a downsampling block pruned away whole, nothing would reach the layers
+  before it).
+
+BatchNorm scales start at ``bn_init`` (the authors' ResNet: 1, line 97).
 
 As in L1-norm filter pruning (Li et al., ICLR 2017) only the first convolution of
 each block is prunable: the residual channels are tied across every block of a
@@ -35,7 +42,11 @@ def avgpool_pad(x, stride: int, extra: int):
     return F.pad(s, (0, 0, 0, 0, 0, extra)) if extra else s
 
 
-SHORTCUTS = {"subsample_pad": subsample_pad, "avgpool_pad": avgpool_pad}
+def avgpool_pad_detached(x, stride: int, extra: int):
+    return avgpool_pad(x.detach(), stride, extra) if stride > 1 or extra else x
+
+
+SHORTCUTS = {"subsample_pad": subsample_pad, "avgpool_pad": avgpool_pad, "avgpool_pad_detached": avgpool_pad_detached}
 
 
 def spec_for(depth: int, width: float, in_channels: int, num_classes: int, bn_init: float = 1.0,

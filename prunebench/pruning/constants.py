@@ -7,7 +7,8 @@ end) still outputs a constant: in eval mode its BN gives
 
     c = ReLU(gamma * (b - running_mean) / sqrt(running_var + eps) + beta)
 
-where b is the conv's bias (0 without one). The same holds for any filter when
+where b is the conv's bias (0 without one); without a BatchNorm (ImageNet VGG-16
+without ``_bn``) c = ReLU(b). The same holds for any filter when
 gamma is exactly 0 (c = ReLU(beta)). Removing such a channel drops c from every
 consumer; this module computes what each consumer received from it and folds it in:
 
@@ -43,6 +44,11 @@ def constant_outputs(model: nn.Module, group: ChannelGroup) -> Tuple[torch.Tenso
     eval mode (zero filter, or BN gamma exactly 0) and that value after BN and ReLU. A selection
     group (no producing conv) has constant channels where gamma is 0; its channels are the
     selected BatchNorm channels, in the selection's order."""
+    if not group.bn:  # no BatchNorm: a zero filter outputs ReLU(bias)
+        conv = model.get_submodule(group.conv)
+        w = conv.weight.detach()
+        b = conv.bias.detach() if conv.bias is not None else torch.zeros(w.shape[0], device=w.device, dtype=w.dtype)
+        return (w.flatten(1) == 0).all(dim=1), F.relu(b)
     bn = model.get_submodule(group.bn)
     gamma = bn.weight.detach() if bn.weight is not None else torch.ones_like(bn.running_mean)
     beta = bn.bias.detach() if bn.bias is not None else torch.zeros_like(bn.running_mean)

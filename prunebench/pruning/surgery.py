@@ -33,7 +33,10 @@ def prune(model: nn.Module, keep: Dict[str, torch.Tensor]) -> nn.Module:
     selections = {g.name: models.bn_channels(model, g).cpu()[keep[g.name].cpu()].tolist()
                   for g in groups if g.kind == "select" and g.name in keep}
     kept = {g: len(idx) for g, idx in keep.items()}
-    spec = model.spec_with_widths(kept, selections) if selections else model.spec_with_widths(kept)
+    # a model whose pruned architecture differs beyond widths is cut under its own layers first and takes
+    # that architecture when pruning is done (models.pruned_form: ThiNet's VGG-GAP)
+    with_widths = getattr(model, "cut_spec_with_widths", model.spec_with_widths)
+    spec = with_widths(kept, selections) if selections else with_widths(kept)
     axes = models.parameter_axes(groups)
     delta = carried(model, keep)
     state = {}

@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from prunebench.errors import PrunebenchError
 from prunebench.pruning.masks import sparse_init
 from prunebench.stages import Stage, settings
 from prunebench.train import Recipe
@@ -71,6 +72,44 @@ def from_scratch(run: RunBench) -> Tuple[nn.Module, Optional[Dict]]:
     if masks:
         sparse_init(model, masks)  # draws on from fresh()'s seed
     return model, masks
+
+
+def own_recipe(recipe: Recipe, node) -> Recipe:
+    """``recipe`` with a strategy's own ``epochs`` and ``milestones`` (fractions of those epochs)
+    where its config ``node`` sets them (``strategy.scratch_e``, ``strategy.scratch_b``)."""
+    if node.epochs is not None:
+        recipe = recipe.replace(epochs=int(node.epochs))
+    if node.milestones is not None:
+        recipe = recipe.replace(milestones=[float(m) for m in node.milestones])
+    return recipe
+
+
+def check_own_recipe(prefix: str, node) -> None:
+    """A one-line error on a strategy's own epochs or milestones that cannot be trained."""
+    if node.epochs is not None and node.epochs < 1:
+        raise PrunebenchError(f"{prefix}.epochs must be >= 1 (null: the default), got {node.epochs}")
+    if node.milestones is not None and not all(0 <= m <= 1 for m in node.milestones):
+        raise PrunebenchError(f"{prefix}.milestones are fractions of its epochs in [0, 1] (null: the schedule's), "
+                              f"got {list(node.milestones)}")
+
+
+def own_recipe_note(recipe: Recipe, prefix: str, node, epochs: bool = True) -> str:
+    """What a strategy's own settings ``node`` (``prefix``: its path) set of ``recipe``, in words
+    for its note ("" when it sets nothing); ``epochs``: say the epochs too."""
+    parts = []
+    if epochs and node.epochs is not None:
+        parts.append(f"{recipe.epochs} epochs ({prefix}.epochs)")
+    if node.milestones is not None:
+        steps = ", ".join(map(str, recipe.milestone_epochs())) or "none"
+        parts.append(f"lr x{recipe.gamma:g} after epochs {steps} ({prefix}.milestones)")
+    return ", ".join(parts)
+
+
+def with_note(metrics: Dict[str, Any], note: str) -> Dict[str, Any]:
+    """``metrics`` with ``note`` (if any) added to the note it may already carry."""
+    if not note:
+        return metrics
+    return {**metrics, "note": "; ".join(n for n in (metrics.get("note"), note) if n)}
 
 
 class Strategy(ABC):

@@ -24,7 +24,7 @@ from prunebench import models
 from prunebench.errors import PrunebenchError
 from prunebench.measure import spec_flops
 from prunebench.strategies.base import Strategy
-from prunebench.strategies.scratch_b import budget
+from prunebench.strategies.scratch_b import budget, budget_values
 
 
 def group_stages(model, input_shape: Sequence[int]) -> Dict[str, int]:
@@ -96,13 +96,13 @@ def pattern_of(folder: Path, input_shape_of=None) -> Dict:
 
 class Guided(Strategy):
     name = "guided"
-    keyed_by = ("scratch_b", "guided")
+    keyed_by = ("guided",)
 
     def applies(self, run):
         return run.kind == "structured" or run.cfg.strategy.guided.source is not None
 
     def cache_values(self, cfg):
-        values = super().cache_values(cfg)
+        values = {**super().cache_values(cfg), "scratch_b": budget_values(cfg)}
         if cfg.strategy.guided.source is not None:  # the folder's content, not only its name
             try:
                 values["pattern"] = pattern_of(Path(cfg.strategy.guided.source))["ratios"]

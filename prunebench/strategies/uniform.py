@@ -17,15 +17,18 @@ from prunebench.pruning import uniform_spec
 from prunebench.pruning.masks import sparse_init, uniform_masks
 from prunebench.pruning.surgery import prunable_weights
 from prunebench.strategies.base import Strategy
-from prunebench.strategies.scratch_b import budget
+from prunebench.strategies.scratch_b import budget, budget_values
 
 MATCHES = ("flops", "params")
 
 
 class Uniform(Strategy):
     name = "uniform"
-    keyed_by = ("scratch_b", "uniform")
+    keyed_by = ("uniform",)
     columns = ("width_factor", "match")
+
+    def cache_values(self, cfg):
+        return {**super().cache_values(cfg), "scratch_b": budget_values(cfg)}
 
     def check(self, cfg):
         if cfg.strategy.uniform.match not in MATCHES:

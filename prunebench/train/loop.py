@@ -53,6 +53,10 @@ class Recipe:
         """This recipe with some fields changed (epochs, lr, milestones)."""
         return dataclasses.replace(self, **changes)
 
+    def milestone_epochs(self) -> List[int]:
+        """The epochs after which the lr is multiplied by ``gamma``: each fraction times the epochs, rounded."""
+        return sorted({int(round(m * self.epochs)) for m in self.milestones})
+
 
 @dataclass
 class Status:
@@ -197,7 +201,7 @@ def training(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpo
         model.to(memory_format=torch.channels_last)
     net = distributed.wrap(model)  # the steps call net (DDP under torchrun); hooks and files use model
     opt = optimizer(model, recipe, device, speed)
-    milestones = sorted({int(round(m * recipe.epochs)) for m in recipe.milestones})
+    milestones = recipe.milestone_epochs()
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=recipe.gamma)
     start, seconds, wall, last_loss, history = 0, 0.0, 0.0, float("nan"), []
     checkpoint = Path(checkpoint)
