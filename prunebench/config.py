@@ -99,6 +99,10 @@ class MethodConfig:
     # global: one threshold over all layers | layer: the ratio in every layer
     # threshold: remove what scores <= `threshold` (automatic methods: SSS, AutoPruner)
     selection: str = "layer"
+    # global selection of N units: exact removes int(N p) (ties: the earlier first) | inclusive takes the score
+    # at position int(N p) of the ascending order as the threshold and removes every unit at or below it,
+    # int(N p) + 1 without ties (Liu et al.'s slimming and weight-level code; method=slimming and magnitude)
+    global_threshold: str = "exact"
     threshold: float = 0.0
     layer_ratios: Dict[str, float] = field(default_factory=dict)  # per-layer ratio overrides (layer selection)
     skip: List[str] = field(default_factory=list)  # layers never pruned

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from prunebench import data as datasets
 from prunebench import methods, models, strategies
 from prunebench.errors import PrunebenchError
-from prunebench.pruning.selection import check_layer_names, check_ratio
+from prunebench.pruning.selection import GLOBAL_THRESHOLDS, check_layer_names, check_ratio
 from prunebench.pruning.surgery import prunable_weights
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,7 @@ def check_method(cfg: DictConfig) -> None:
     for name, r in m.layer_ratios.items():
         check_ratio(f"method.layer_ratios.{name}", r)
     one_of("method.selection", m.selection, SELECTIONS)
+    one_of("method.global_threshold", m.global_threshold, GLOBAL_THRESHOLDS)
     one_of("method.sparse_init", m.sparse_init, SPARSE_INITS)
     at_least("method.min_channels", m.min_channels, 1)
     at_least("method.round_to", m.round_to, 1)

@@ -134,6 +134,7 @@ ALTERNATIVES = {  # values to change to where "another value" is not obvious
     "train.precision": "bf16", "train.compile": "on", "train.backend": "aot_eager", "train.max_concurrent": 1,
     "strategy.scratch_b.max_factor": 2.0, "strategy.uniform.match": "params", "strategy.lottery.rewind_epoch": 1,
 }
+CHOICES = {"method.global_threshold": ("exact", "inclusive")}  # settings of two values: the other one
 WEIGHT_LAYERS = {"method.skip": ["features.4"], "method.layer_ratios": {"features.4": 0.25},
                  "method.selection": "layer"}
 
@@ -151,6 +152,8 @@ def leaves(node, prefix=""):
 def changed(path, value, method):
     if method == AT_INIT and path in WEIGHT_LAYERS:
         return WEIGHT_LAYERS[path]
+    if path in CHOICES:
+        return CHOICES[path][1 - CHOICES[path].index(value)]
     if path in ALTERNATIVES:
         return ALTERNATIVES[path]
     if isinstance(value, bool):
@@ -220,3 +223,17 @@ def test_a_stage_key_changes_exactly_with_what_the_stage_reads(tmp_path, method,
         assert moved == readers(path, before, method, base), (path, value, new)
         checked += 1
     assert checked > 30
+
+
+@pytest.mark.parametrize("method", ["slimming", "magnitude"])
+def test_the_authors_global_threshold_renames_the_pruned_stage_and_every_stage_after_it(tmp_path, method):
+    """slimming and magnitude now remove int(N p) + 1 by default: their pruned stages (and the retrainings
+    that hold its key) must not reuse a stage cut with int(N p); `exact` keeps the former keys."""
+    authors = compose_config("experiment=smoke", f"method={method}", f"cache_dir={tmp_path}")
+    exact = compose_config("experiment=smoke", f"method={method}", f"cache_dir={tmp_path}",
+                           "method.global_threshold=exact")
+    before, after = keys(exact, tmp_path), keys(authors, tmp_path)
+    assert {row for row in before if before[row] != after[row]} == set(before) - {"unpruned", "sparse"}
+    values = protocol.Run(exact).stage_values()
+    assert "global_threshold" not in values["pruned"][1]["method"]  # at the schema default: the former key
+    assert protocol.Run(authors).stage_values()["pruned"][1]["method"]["global_threshold"] == "inclusive"

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from prunebench.errors import PrunebenchError
-from prunebench.pruning.selection import check_layer_names, check_ratio
+from prunebench.pruning.selection import check_layer_names, check_ratio, lowest, removes_inclusive
 from prunebench.pruning.surgery import prunable_weights
 
 log = logging.getLogger(__name__)
@@ -33,19 +33,12 @@ def _count(ratio: float, n: int) -> int:
     return math.floor(round(ratio * n, 6))
 
 
-def _lowest(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """A boolean tensor marking the ``k`` lowest entries of the flat ``scores`` (ties: earlier first)."""
-    out = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
-    if k:
-        out[torch.argsort(scores, stable=True)[:k]] = True
-    return out
-
-
 def select_weights(scores: Dict[str, torch.Tensor], cfg) -> Dict[str, torch.Tensor]:
     """Masks (True = kept) removing the lowest-scoring ``pruning_ratio`` of the weights,
-    over all layers at once (``selection: global``) or in every layer (``layer``, where
-    ``layer_ratios`` overrides the ratio of the layers it names). Layers in ``skip`` keep
-    every weight and are left out of the count."""
+    over all layers at once (``selection: global``; ``global_threshold: inclusive`` removes
+    every weight at or below the int(N p)-th lowest, as Liu et al.'s weight-level code) or in
+    every layer (``layer``, where ``layer_ratios`` overrides the ratio of the layers it names).
+    Layers in ``skip`` keep every weight and are left out of the count."""
     check_ratio("method.pruning_ratio", cfg.pruning_ratio)
     iterations = getattr(cfg, "iterations", 1)
     if iterations != 1:
@@ -63,7 +56,7 @@ def select_weights(scores: Dict[str, torch.Tensor], cfg) -> Dict[str, torch.Tens
                                   "threshold over all layers removes method.pruning_ratio of their weights")
         if active:
             flat = torch.cat([scores[n].detach().flatten().float().to(scores[active[0]].device) for n in active])
-            removed = _lowest(flat, _count(cfg.pruning_ratio, flat.numel()))
+            removed = lowest(flat, _count(cfg.pruning_ratio, flat.numel()), removes_inclusive(cfg, cfg.pruning_ratio))
             offset = 0
             for n in active:
                 k = scores[n].numel()
@@ -73,7 +66,7 @@ def select_weights(scores: Dict[str, torch.Tensor], cfg) -> Dict[str, torch.Tens
         for n in active:
             ratio = cfg.layer_ratios.get(_layer(n), cfg.pruning_ratio)
             flat = scores[n].detach().flatten().float()
-            masks[n] = ~_lowest(flat, _count(ratio, flat.numel())).view_as(scores[n])
+            masks[n] = ~lowest(flat, _count(ratio, flat.numel())).view_as(scores[n])
     else:
         raise PrunebenchError(f"weight-level method.selection must be 'global' or 'layer', got {cfg.selection!r}")
     empty = [_layer(n) for n, m in masks.items() if not m.any()]
