@@ -87,6 +87,8 @@ class ScheduleConfig:
     milestones: List[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of the epochs
     gamma: float = 0.1  # lr factor at each milestone
     nesterov: bool = False  # Nesterov momentum (soft filter pruning's recipe uses it)
+    warmup_epochs: int = 0  # the first epochs train at lr x warmup_factor (soft filter pruning's recipe: 1)
+    warmup_factor: float = 0.1
     steps_per_epoch: Optional[int] = None  # cap on steps an epoch (smoke tests); None = whole set
     eval_every: int = 1  # test top-1 every this many epochs (and after the last); 0: after the last only
     eval_batch_size: int = 1000
@@ -204,6 +206,9 @@ class FPGMConfig(MethodConfig):
 @dataclass
 class SFPConfig(MethodConfig):
     norm: int = 2  # Lp norm of the filters ranked each epoch
+    # groups: the prunable channel groups (ResNet: each block's first conv), removed at the end (the former rule)
+    # all: every convolution, zeroed before the first epoch too, kept as filter masks (method=sfp's YAML)
+    scope: str = "groups"
 
 
 @dataclass
@@ -225,6 +230,11 @@ class FinetuneConfig:
 @dataclass
 class ScratchBConfig:
     max_factor: Optional[float] = None  # cap epochs at max_factor x E (paper: 2); None = the formula alone
+    # FLOPs of a weight-level pruned model: nonzero (masked weights excluded) | dense (all weights: the unpruned
+    # architecture's FLOPs, so E epochs, as the authors' weight-level cifar_B.py:184-186 computes them)
+    flops: str = "nonzero"
+    epochs: Optional[int] = None  # E of the formula; None: the schedule's. Set: lr milestones at the schedule's x r
+    rounding: str = "ceil"  # of E x F_full / F_pruned: ceil | floor (int(), as the authors' scripts)
 
 
 @dataclass

@@ -23,7 +23,7 @@ from prunebench import data as datasets
 from prunebench.bench import Bench
 from prunebench.errors import PrunebenchError
 from prunebench.pruning import prune
-from prunebench.pruning.masks import apply_masks, select_weights
+from prunebench.pruning.masks import apply_masks
 from prunebench.pruning.selection import iteration_config
 from prunebench.stages import Stage, settings
 from prunebench.strategies.base import Outcome
@@ -163,7 +163,7 @@ class Run:
         t0 = time.perf_counter()
         model = b.fresh(b.base_spec) if method.prune_at_init else b.load(self.source(), attach=method.sparse)
         if method.kind == "weight":
-            masks = distributed.broadcast(select_weights(method.scores(model, b.data), self.cfg.method))
+            masks = distributed.broadcast(method.weight_masks(model, b.data))
             apply_masks(model, masks)
             out = b.describe(model, stage, masks)
             validate.warn_if_unpruned(measure.spec_params(b.base_spec), out["params"], self.cfg)
@@ -183,7 +183,8 @@ class Run:
             method.reconstruct(model, pruned, keep, b.data)
             model = pruned
             if i + 1 < mcfg.iterations and mcfg.iteration_epochs > 0:
-                recipe = b.recipe.replace(epochs=mcfg.iteration_epochs, lr=self.cfg.strategy.finetune.lr, milestones=[])
+                recipe = b.recipe.replace(epochs=mcfg.iteration_epochs, lr=self.cfg.strategy.finetune.lr, milestones=[],
+                                          warmup_epochs=0)
                 if distributed.is_main():
                     stage.checkpoint.unlink(missing_ok=True)  # a resumed stage prunes again from its source
                 job = b.job(stage, model, recipe, kind=f"prune {i + 1}/{mcfg.iterations}")

@@ -65,6 +65,8 @@ def check_schedule(cfg: DictConfig) -> None:
     positive("schedule.steps_per_epoch", s.steps_per_epoch, optional=True)
     positive("schedule.lr", s.lr)
     at_least("schedule.eval_every", s.eval_every, 0)
+    at_least("schedule.warmup_epochs", s.warmup_epochs, 0)
+    positive("schedule.warmup_factor", s.warmup_factor)
     for m in s.milestones:
         if not 0 <= m <= 1:
             raise PrunebenchError(f"schedule.milestones are fractions of the epochs in [0, 1], got {list(s.milestones)}")
@@ -149,7 +151,7 @@ def check(cfg: DictConfig) -> None:
     check_train(cfg)
     check_method(cfg)
     check_data(cfg)
-    check_model(cfg, methods.METHODS[cfg.method.name].kind)
+    check_model(cfg, methods.METHODS[cfg.method.name].kind_of(cfg.method))
     for name in cfg.strategies:
         strategies.create(name).check(cfg)
     if not cfg.dry_run:  # a dry run writes nothing
