@@ -132,9 +132,10 @@ ALTERNATIVES = {  # values to change to where "another value" is not obvious
     "method.sparse_init": "unpruned", "method.sparse_epochs": 2, "method.sparse_lr": 0.01,
     "method.skip": ["conv2"], "method.layer_ratios": {"conv2": 0.25}, "schedule.milestones": [0.5],
     "train.precision": "bf16", "train.compile": "on", "train.backend": "aot_eager", "train.max_concurrent": 1,
-    "strategy.scratch_b.max_factor": 2.0, "strategy.uniform.match": "params", "strategy.lottery.rewind_epoch": 1,
+    "strategy.scratch_b.max_factor": 2.0, "strategy.scratch_b.epochs": 3, "strategy.uniform.match": "params", "strategy.lottery.rewind_epoch": 1,
 }
-CHOICES = {"method.global_threshold": ("exact", "inclusive")}  # settings of two values: the other one
+CHOICES = {"method.global_threshold": ("exact", "inclusive"), "strategy.scratch_b.flops": ("nonzero", "dense"),
+           "strategy.scratch_b.rounding": ("ceil", "floor")}  # settings of two values: the other one
 WEIGHT_LAYERS = {"method.skip": ["features.4"], "method.layer_ratios": {"features.4": 0.25},
                  "method.selection": "layer"}
 
@@ -237,3 +238,23 @@ def test_the_authors_global_threshold_renames_the_pruned_stage_and_every_stage_a
     values = protocol.Run(exact).stage_values()
     assert "global_threshold" not in values["pruned"][1]["method"]  # at the schema default: the former key
     assert protocol.Run(authors).stage_values()["pruned"][1]["method"]["global_threshold"] == "inclusive"
+
+
+def test_sfp_all_scope_renames_the_sparse_stage_and_after_and_groups_keeps_the_former_keys(tmp_path):
+    """method=sfp now zeroes every convolution (scope: all): its sparse stage and everything after it
+    must not reuse the block-conv1-only stages; scope=groups (the former rule) keeps their keys."""
+    all_ = compose_config("experiment=smoke", "method=sfp", "model=resnet20", f"cache_dir={tmp_path}")
+    groups = compose_config("experiment=smoke", "method=sfp", "model=resnet20", f"cache_dir={tmp_path}",
+                            "method.scope=groups")
+    assert all_.method.scope == "all"
+    before, after = keys(groups, tmp_path), keys(all_, tmp_path)
+    assert {row for row in after if row in before and before[row] != after[row]} == set(before) - {"unpruned"}
+    values = protocol.Run(groups).stage_values()
+    assert "scope" not in values["sparse"][1]["sparse"] and "scope" not in values["pruned"][1]["method"]
+
+
+def test_a_warm_up_schedule_renames_every_trained_stage(tmp_path):
+    base = compose_config("experiment=smoke", "method=l1_norm", f"cache_dir={tmp_path}")
+    warm = compose_config("experiment=smoke", "method=l1_norm", f"cache_dir={tmp_path}", "schedule.warmup_epochs=1")
+    before, after = keys(base, tmp_path), keys(warm, tmp_path)
+    assert all(before[row] != after[row] for row in before)
