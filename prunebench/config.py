@@ -112,6 +112,9 @@ class MethodConfig:
     round_to: int = 1  # round kept widths up to a multiple of this (8 suits tensor cores)
     iterations: int = 1  # prune in this many steps, fine-tuning iteration_epochs between them
     iteration_epochs: int = 0  # epochs of fine-tuning (strategy.finetune.lr) between iterations
+    # between iterations: finetune (iteration_epochs at strategy.finetune.lr) | rewind (weight-level: the kept
+    # weights back to the unpruned model's init, strategy.lottery.rewind_epoch, trained with the schedule)
+    iteration_training: str = "finetune"
     # the sparse stage of methods that train before pruning (slimming, sss, autopruner, sfp)
     sparse_init: str = "scratch"  # scratch: from a fresh init | unpruned: from the trained unpruned model
     sparse_epochs: Optional[int] = None  # None: the schedule's epochs
@@ -246,6 +249,7 @@ class UniformConfig:
 @dataclass
 class LotteryConfig:
     rewind_epoch: int = 0  # reset kept weights to the unpruned model's weights at this epoch (0: its init)
+    structured: bool = False  # true: a lottery row for structured methods too (the pruned architecture cut from it)
 
 
 @dataclass

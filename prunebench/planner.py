@@ -76,7 +76,8 @@ class Planner:
         specs = {"unpruned": {"spec": self.base_spec, "epochs": self.recipe.epochs, "note": ""},
                  "sparse": {"spec": self.base_spec, "epochs": run.sparse_recipe().epochs,
                             "note": "the method's sparse training"},
-                 "pruned": {"spec": pruned_spec, "epochs": self.cfg.method.iteration_epochs *
+                 "pruned": {"spec": pruned_spec, "epochs": (self.recipe.epochs if run.rewinds() else
+                                                             self.cfg.method.iteration_epochs) *
                             (self.cfg.method.iterations - 1),
                             "note": "" if pruned_spec else "widths follow from the trained scores"}}
         for strategy in run.strategies:

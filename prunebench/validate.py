@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 SELECTIONS = ("global", "layer", "threshold")
 SPARSE_INITS = ("scratch", "unpruned")
+ITERATION_TRAININGS = ("finetune", "rewind")
 
 
 def positive(name: str, value: Any, optional: bool = False) -> None:
@@ -97,6 +98,14 @@ def check_method(cfg: DictConfig) -> None:
     at_least("method.round_to", m.round_to, 1)
     at_least("method.iterations", m.iterations, 1)
     at_least("method.iteration_epochs", m.iteration_epochs, 0)
+    one_of("method.iteration_training", m.iteration_training, ITERATION_TRAININGS)
+    if m.iteration_training == "rewind" and m.iterations > 1:
+        if methods.METHODS[m.name].kind_of(m) != "weight":
+            raise PrunebenchError(f"method.iteration_training=rewind retrains a weight-level mask from the unpruned "
+                                  f"model's init; {m.name} removes channels: use iteration_training=finetune")
+        if m.iteration_epochs:
+            raise PrunebenchError(f"method.iteration_training=rewind trains the schedule's epochs between "
+                                  f"iterations; leave method.iteration_epochs at 0 (got {m.iteration_epochs})")
     positive("method.sparse_epochs", m.sparse_epochs, optional=True)
     positive("method.sparse_lr", m.sparse_lr, optional=True)
 

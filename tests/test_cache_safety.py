@@ -151,6 +151,8 @@ def leaves(node, prefix=""):
 
 
 def changed(path, value, method):
+    if path == "method.iteration_training":  # rewind: weight-level methods only
+        return "rewind" if method == AT_INIT else None
     if method == AT_INIT and path in WEIGHT_LAYERS:
         return WEIGHT_LAYERS[path]
     if path in CHOICES:
@@ -258,3 +260,15 @@ def test_a_warm_up_schedule_renames_every_trained_stage(tmp_path):
     warm = compose_config("experiment=smoke", "method=l1_norm", f"cache_dir={tmp_path}", "schedule.warmup_epochs=1")
     before, after = keys(base, tmp_path), keys(warm, tmp_path)
     assert all(before[row] != after[row] for row in before)
+
+
+def test_rewinding_iterations_key_the_pruned_stage_by_the_snapshot_and_the_recipe(tmp_path):
+    args = ("experiment=smoke", "method=magnitude", "method.iterations=2", "method.iteration_training=rewind",
+            "schedule.epochs=2", f"cache_dir={tmp_path}")
+    base = keys(compose_config(*args), tmp_path)
+    epoch1 = keys(compose_config(*args, "strategy.lottery.rewind_epoch=1"), tmp_path)
+    assert {r for r in base if base[r] != epoch1[r]} == set(base) - {"unpruned"}  # pruned and after
+    lr = keys(compose_config(*args, "strategy.finetune.lr=0.01"), tmp_path)
+    assert {r for r in base if base[r] != lr[r]} == {"finetune"}  # the fine-tuning lr plays no part in rewinding
+    plain = keys(compose_config(*args[:2], f"cache_dir={tmp_path}", "schedule.epochs=2"), tmp_path)
+    assert plain["pruned"] != base["pruned"] and plain["unpruned"] == base["unpruned"]

@@ -73,7 +73,6 @@ def test_skip_and_layer_ratios():
     ({"skip": ["fc.weight"]}, "unknown layers"),
     ({"selection": "global", "layer_ratios": {"fc": 0.5}}, "selection: layer"),
     ({"selection": "threshold"}, "'global' or 'layer'"),
-    ({"iterations": 3}, "one-shot"),
 ])
 def test_bad_settings_are_rejected(kw, match):
     with pytest.raises(PrunebenchError, match=match):

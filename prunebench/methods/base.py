@@ -63,10 +63,12 @@ class Method(TrainHooks, ABC):
         or one step's of an iterated pruning). Default: the shared policies."""
         return select(scores, cfg)
 
-    def weight_masks(self, model: nn.Module, data: ImageData) -> Dict[str, torch.Tensor]:
-        """Weight-level: the masks (True = kept) of the pruned stage, by parameter name.
-        Default: the shared selection of :meth:`scores`."""
-        return select_weights(self.scores(model, data), self.cfg)
+    def weight_masks(self, model: nn.Module, data: ImageData, cfg,
+                     kept: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+        """Weight-level: the masks (True = kept) of the pruned stage, by parameter name, under
+        ``cfg`` (the method's config, or one step's of an iterated pruning, whose masks so far
+        are ``kept``). Default: the shared selection of :meth:`scores`."""
+        return select_weights(self.scores(model, data), cfg, kept)
 
     def predicted_masks(self, model: nn.Module) -> Optional[Dict[str, torch.Tensor]]:
         """Weight-level: masks with the counts pruning will leave when the configuration alone

@@ -56,6 +56,9 @@ class SFP(Method):
         if cfg.scope == "all" and cfg.selection != "layer":
             raise PrunebenchError(f"method.scope=all zeroes pruning_ratio of every convolution's filters: use "
                                   f"method.selection=layer (got {cfg.selection!r}), or method.scope=groups")
+        if cfg.scope == "all" and cfg.iterations != 1:
+            raise PrunebenchError(f"method.scope=all keeps the filters SFP zeroed in its sparse stage: "
+                                  f"method.iterations must be 1, got {cfg.iterations}")
 
     @classmethod
     def kind_of(cls, cfg) -> str:
@@ -125,7 +128,7 @@ class SFP(Method):
     def on_epoch_end(self, model: nn.Module, epoch: int) -> None:
         self.soft_prune(model)
 
-    def weight_masks(self, model, data) -> Dict[str, torch.Tensor]:
+    def weight_masks(self, model, data, cfg, kept=None) -> Dict[str, torch.Tensor]:
         """The filters zeroed after the last epoch (the lowest-norm ones, at norm 0), as masks."""
         return self.filter_masks(model)
 
