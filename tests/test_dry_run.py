@@ -146,3 +146,24 @@ def test_sfp_presets_plan_the_authors_scratch_rows(tmp_path, depth):
 def test_sfp_scratch_b_on_resnet56_is_552_epochs_by_prunebenchs_count(tmp_path):
     rows = plan("experiment=rethinking/sfp_resnet56_cifar10_30", f"cache_dir={tmp_path}")
     assert rows["scratch_b"]["epochs"] == 552 and "[82, 165, 220]" in rows["scratch_b"]["note"]
+
+
+@pytest.mark.parametrize("preset", ["magnitude_vgg16_30_imagenet", "magnitude_vgg16_60_imagenet",
+                                    "magnitude_resnet50_30_imagenet", "magnitude_resnet50_60_imagenet"])
+def test_imagenet_weight_level_presets_prune_convolutions_only_and_plan_the_authors_epochs(tmp_path, preset):
+    import torch
+    from prunebench import models, protocol
+
+    args = (f"experiment=rethinking/{preset}", f"cache_dir={tmp_path}", "model.pretrained=false",
+            "dataset.image_size=64")
+    rows = plan(*args)
+    assert rows["scratch_b"]["epochs"] == rows["scratch_e"]["epochs"] == 90  # main_B.py:112-116: ratio 1
+    assert rows["finetune"]["epochs"] == 10
+    cfg = compose_config(*args)
+    with torch.device("meta"):
+        model = models.build(protocol.Run(cfg).bench.base_spec)
+    # torchvision's linear layers (prunebench's VGG head holds them as 1x1-equivalent convolutions, classifier.*)
+    head = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) or
+            n.startswith("classifier.") and isinstance(m, torch.nn.Conv2d)}
+    assert set(cfg.method.skip) == head and cfg.method.global_threshold == "inclusive"
+    assert set(cfg.paper) == {"finetune", "scratch_e", "scratch_b"}

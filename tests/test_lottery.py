@@ -186,3 +186,45 @@ def test_structured_lottery_cuts_the_unpruned_init_with_the_kept_channels(smoke_
     assert not torch.equal(starts["scratch_e"][f"{first.conv}.weight"], ticket[f"{first.conv}.weight"])
     plain = [r["row"] for r in pipeline.run(smoke_cfg("method=l1_norm", "strategies=[lottery]"))]
     assert plain == ["unpruned", "pruned"]  # without strategy.lottery.structured: weight-level only
+
+
+# -- the lottery-ticket comparison presets -----------------------------------------------------------------
+
+LOTTERY_PRESETS = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "conf" / "experiment" /
+                                          "lottery").glob("*.yaml"))
+
+
+def test_the_lottery_presets_are_there():
+    assert LOTTERY_PRESETS == ["l1_norm_resnet110a_cifar10", "l1_norm_resnet56a_cifar10", "l1_norm_vgg16a_cifar10",
+                               "magnitude_vgg16_cifar10"]
+
+
+@pytest.mark.parametrize("preset", LOTTERY_PRESETS)
+def test_lottery_preset_composes_plans_its_rows_and_sweeps_both_learning_rates(tmp_path, preset):
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+    from tests.conftest import compose_config
+
+    path = Path(__file__).resolve().parent.parent / "conf" / "experiment" / "lottery" / f"{preset}.yaml"
+    text = path.read_text()
+    assert text.startswith("# @package _global_") and "# paper_source:" in text and "# paper_missing:" in text
+    cfg = compose_config(f"experiment=lottery/{preset}", f"cache_dir={tmp_path}")
+    assert list(cfg.strategies) == ["scratch_e", "lottery"] and cfg.schedule.lr == 0.1 and cfg.schedule.epochs == 160
+    rows = {r["row"]: r for r in pipeline.plan(cfg)}
+    assert list(rows) == ["unpruned", "pruned", "scratch_e", "lottery"]
+    assert rows["scratch_e"]["epochs"] == rows["lottery"]["epochs"] == 160
+    if cfg.method.name == "magnitude":  # iterative: 4 trainings of the recipe between 5 iterations
+        assert cfg.method.iterations == 5 and cfg.method.iteration_training == "rewind"
+        assert rows["pruned"]["epochs"] == 4 * 160
+        assert abs(1 - (1 - cfg.method.pruning_ratio) ** (1 / 5) - 0.2) < 1e-9  # 20% of what is left, each time
+    else:  # one shot, the architecture fixed by the per-layer ratios: the ticket and Scratch-E share it
+        assert cfg.strategy.lottery.structured and rows["pruned"]["epochs"] == 0
+        assert rows["lottery"]["params"] == rows["scratch_e"]["params"] == rows["pruned"]["params"]
+        assert rows["pruned"]["params"] < rows["unpruned"]["params"]
+    params = OmegaConf.load(path).hydra.sweeper.params
+    overrides = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    (batch,) = BasicSweeper.split_arguments(overrides, None)
+    jobs = [dict(o.split("=", 1) for o in job) for job in batch]
+    assert len(jobs) == 10 and {j["schedule.lr"] for j in jobs} == {"0.1", "0.01"}
+    assert compose_config(f"experiment=lottery/{preset}", "schedule.lr=0.01").schedule.lr == 0.01
