@@ -83,6 +83,7 @@ class Planner:
         for strategy in run.strategies:
             if strategy.applies(self):
                 specs[strategy.name] = strategy.plan(self)
+        same = {"pruned"} | {s.name for s in run.strategies if s.pruned_model}  # weight-level: the pruned mask
         rows = []
         for row, (kind, vals) in self.values.items():
             if row not in specs:
@@ -98,7 +99,7 @@ class Planner:
                     return self.results[row][what]
                 if known:
                     return measure.spec_flops(spec, self.input_shape) if what == "flops" else measure.spec_params(spec)
-                return self.figure("pruned", what) if masked and row != "uniform" else None
+                return self.figure("pruned", what) if masked and row in same else None
             rows.append({
                 "row": row, "stage": str(stage.dir), "cached": stage.result() is not None,
                 "params": figure("params"), "flops": figure("flops"),

@@ -96,6 +96,7 @@ def pattern_of(folder: Path, input_shape_of=None) -> Dict:
 
 class Guided(Strategy):
     name = "guided"
+    pruned_model = False  # a model of its own
     keyed_by = ("scratch_b", "guided")
 
     def check(self, cfg):

@@ -24,6 +24,7 @@ MATCHES = ("flops", "params")
 
 class Uniform(Strategy):
     name = "uniform"
+    pruned_model = False  # a model of its own
     keyed_by = ("scratch_b", "uniform")
     columns = ("width_factor", "match")
 
