@@ -309,7 +309,7 @@ class Config:
     schedule: ScheduleConfig = MISSING
     strategy: StrategyConfig = MISSING
     logger: LoggerConfig = field(default_factory=LoggerConfig)
-    # lottery runs for weight-level methods only; guided (pruning as architecture search) on request
+    # lottery runs for weight-level methods (structured ones with strategy.lottery.structured); guided on request
     strategies: List[str] = field(default_factory=lambda: ["finetune", "scratch_e", "scratch_b", "uniform", "lottery"])
     seed: int = 0
     seeds: Optional[List[int]] = None  # several seeds in one process (one set of rows each); None: `seed`

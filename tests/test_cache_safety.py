@@ -132,7 +132,8 @@ ALTERNATIVES = {  # values to change to where "another value" is not obvious
     "method.sparse_init": "unpruned", "method.sparse_epochs": 2, "method.sparse_lr": 0.01,
     "method.skip": ["conv2"], "method.layer_ratios": {"conv2": 0.25}, "schedule.milestones": [0.5],
     "train.precision": "bf16", "train.compile": "on", "train.backend": "aot_eager", "train.max_concurrent": 1,
-    "strategy.scratch_b.max_factor": 2.0, "strategy.scratch_b.epochs": 3, "strategy.uniform.match": "params", "strategy.lottery.rewind_epoch": 1,
+    "strategy.scratch_b.max_factor": 2.0, "strategy.scratch_b.epochs": 3, "strategy.uniform.match": "params",
+    "strategy.lottery.rewind_epoch": 1,
 }
 CHOICES = {"method.global_threshold": ("exact", "inclusive"), "strategy.scratch_b.flops": ("nonzero", "dense"),
            "strategy.scratch_b.rounding": ("ceil", "floor")}  # settings of two values: the other one

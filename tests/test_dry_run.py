@@ -81,8 +81,8 @@ def test_cli_dry_run_prints_the_stages_and_trains_nothing(tmp_path):
 
 # -- Scratch-B of weight-level presets: the released code's dense count, or the non-zero FLOPs -------------
 
-@pytest.mark.parametrize("preset", ["rethinking/magnitude_vgg19_cifar10_80", "rethinking/magnitude_densenet_bc100_cifar100_50",
-                                    "figures/magnitude_vgg19"])
+@pytest.mark.parametrize("preset", ["rethinking/magnitude_vgg19_cifar10_80",
+                                    "rethinking/magnitude_densenet_bc100_cifar100_50", "figures/magnitude_vgg19"])
 def test_weight_level_presets_plan_scratch_b_on_the_dense_count(tmp_path, preset):
     rows = plan(f"experiment={preset}", f"cache_dir={tmp_path}")
     assert rows["scratch_b"]["epochs"] == rows["unpruned"]["epochs"] == 160  # cifar_B.py:184-186: ratio 1
@@ -96,7 +96,8 @@ def test_weight_level_scratch_b_epochs_both_ways_once_pruned(smoke_cfg):
     rows = {r["row"]: r for r in pipeline.run(cfg)}
     full, pruned = rows["unpruned"]["flops"], rows["pruned"]["flops"]
     assert rows["scratch_b"]["epochs"] == -(-2 * full // pruned) > 2  # nonzero, the default: more epochs
-    dense = smoke_cfg("method=magnitude", "strategies=[scratch_b]", "schedule.epochs=2", "strategy.scratch_b.flops=dense")
+    dense = smoke_cfg("method=magnitude", "strategies=[scratch_b]", "schedule.epochs=2",
+                      "strategy.scratch_b.flops=dense")
     planned = {r["row"]: r for r in pipeline.plan(dense)}
     assert planned["pruned"]["cached"] and not planned["scratch_b"]["cached"]  # another key: another stage
     assert planned["scratch_b"]["epochs"] == 2

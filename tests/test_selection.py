@@ -119,7 +119,8 @@ def removed(keep, scores=SCORES):
 def test_inclusive_global_threshold_removes_int_np_plus_one_and_exact_int_np(ratio):
     ordered = sorted(float(s) for s in torch.cat(list(SCORES.values())))
     k = int(ratio * 10)  # N = 10 channels
-    inclusive = select(SCORES, cfg(selection="global", pruning_ratio=ratio, min_channels=1, global_threshold="inclusive"))
+    inclusive = select(SCORES, cfg(selection="global", pruning_ratio=ratio, min_channels=1,
+                                   global_threshold="inclusive"))
     exact = select(SCORES, cfg(selection="global", pruning_ratio=ratio, min_channels=1, global_threshold="exact"))
     assert removed(inclusive) == [round(s, 2) for s in ordered[:k + 1]]  # thre = y[int(N p)], keep > thre
     assert removed(exact) == [round(s, 2) for s in ordered[:k]]

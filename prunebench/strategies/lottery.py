@@ -3,8 +3,9 @@ the pruned model's kept weights reset to the unpruned model's initialisation (or
 its weights after epoch k, ``strategy.lottery.rewind_epoch``), trained with the
 unpruned model's recipe. Weight-level methods: the mask over the unpruned
 architecture, the kept weights from that snapshot. Structured methods, with
-``strategy.lottery.structured: true``: the pruned architecture cut from that snapshot, with the channels every pruning iteration kept
-(the pruned stage's ``keep.pt``), as the authors' L1-norm lottery trains the kept
+``strategy.lottery.structured: true``: the pruned architecture cut from that snapshot
+with the channels every pruning iteration kept (the pruned stage's ``keep.pt``), as
+the authors' L1-norm lottery trains the kept
 filters from the stored init (rethinking-network-pruning cifar/lottery-ticket/
 l1-norm-pruning/main_lottery.py:122-130; they keep the full network with the other
 filters zeroed, whose BatchNorm shifts still train: here those channels are gone)."""
