@@ -39,7 +39,8 @@ def resolve_device(name: str) -> torch.device:
 def recipe_of(schedule) -> Recipe:
     s = schedule
     return Recipe(epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, momentum=s.momentum, weight_decay=s.weight_decay,
-                  milestones=list(s.milestones), gamma=s.gamma, steps_per_epoch=s.steps_per_epoch, nesterov=s.nesterov)
+                  milestones=list(s.milestones), gamma=s.gamma, steps_per_epoch=s.steps_per_epoch, nesterov=s.nesterov,
+                  warmup_epochs=s.warmup_epochs, warmup_factor=s.warmup_factor)
 
 
 def shared_data(cfg: DictConfig, device: torch.device) -> Callable[[], datasets.Data]:

@@ -93,6 +93,8 @@ class ScheduleConfig:
     milestones: List[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of the epochs
     gamma: float = 0.1  # lr factor at each milestone
     nesterov: bool = False  # Nesterov momentum (soft filter pruning's recipe uses it)
+    warmup_epochs: int = 0  # the first epochs train at lr x warmup_factor (soft filter pruning's recipe: 1)
+    warmup_factor: float = 0.1
     steps_per_epoch: Optional[int] = None  # cap on steps an epoch (smoke tests); None = whole set
     eval_every: int = 1  # test top-1 every this many epochs (and after the last); 0: after the last only
     eval_batch_size: int = 1000
@@ -105,6 +107,10 @@ class MethodConfig:
     # global: one threshold over all layers | layer: the ratio in every layer
     # threshold: remove what scores <= `threshold` (automatic methods: SSS, AutoPruner)
     selection: str = "layer"
+    # global selection of N units: exact removes int(N p) (ties: the earlier first) | inclusive takes the score
+    # at position int(N p) of the ascending order as the threshold and removes every unit at or below it,
+    # int(N p) + 1 without ties (Liu et al.'s slimming and weight-level code; method=slimming and magnitude)
+    global_threshold: str = "exact"
     threshold: float = 0.0
     layer_ratios: Dict[str, float] = field(default_factory=dict)  # per-layer ratio overrides (layer selection)
     skip: List[str] = field(default_factory=list)  # layers never pruned
@@ -112,6 +118,9 @@ class MethodConfig:
     round_to: int = 1  # round kept widths up to a multiple of this (8 suits tensor cores)
     iterations: int = 1  # prune in this many steps, fine-tuning iteration_epochs between them
     iteration_epochs: int = 0  # epochs of fine-tuning (strategy.finetune.lr) between iterations
+    # between iterations: finetune (iteration_epochs at strategy.finetune.lr) | rewind (weight-level: the kept
+    # weights back to the unpruned model's init, strategy.lottery.rewind_epoch, trained with the schedule)
+    iteration_training: str = "finetune"
     # the sparse stage of methods that train before pruning (slimming, sss, autopruner, sfp)
     sparse_init: str = "scratch"  # scratch: from a fresh init | unpruned: from the trained unpruned model
     sparse_epochs: Optional[int] = None  # None: the schedule's epochs
@@ -206,6 +215,9 @@ class FPGMConfig(MethodConfig):
 @dataclass
 class SFPConfig(MethodConfig):
     norm: int = 2  # Lp norm of the filters ranked each epoch
+    # groups: the prunable channel groups (ResNet: each block's first conv), removed at the end (the former rule)
+    # all: every convolution, zeroed before the first epoch too, kept as filter masks (method=sfp's YAML)
+    scope: str = "groups"
 
 
 @dataclass
@@ -234,6 +246,11 @@ class ScratchEConfig:
 @dataclass
 class ScratchBConfig:
     max_factor: Optional[float] = None  # cap epochs at max_factor x E (paper: 2); None = the formula alone
+    # FLOPs of a weight-level pruned model: nonzero (masked weights excluded) | dense (all weights: the unpruned
+    # architecture's FLOPs, so E epochs, as the authors' weight-level cifar_B.py:184-186 computes them)
+    flops: str = "nonzero"
+    base_epochs: Optional[int] = None  # E of the formula; None: the schedule's. Set: lr milestones at the schedule's x r
+    rounding: str = "ceil"  # of E x F_full / F_pruned: ceil | floor (int(), as the authors' scripts)
     # Scratch-B's own epochs and milestones where the authors give them (SSS on ImageNet); the uniform and guided
     # baselines keep the formula and the schedule's milestones
     epochs: Optional[int] = None  # None: the formula
@@ -249,6 +266,7 @@ class UniformConfig:
 @dataclass
 class LotteryConfig:
     rewind_epoch: int = 0  # reset kept weights to the unpruned model's weights at this epoch (0: its init)
+    structured: bool = False  # true: a lottery row for structured methods too (the pruned architecture cut from it)
 
 
 @dataclass
@@ -309,7 +327,7 @@ class Config:
     schedule: ScheduleConfig = MISSING
     strategy: StrategyConfig = MISSING
     logger: LoggerConfig = field(default_factory=LoggerConfig)
-    # lottery runs for weight-level methods only; guided (pruning as architecture search) on request
+    # lottery runs for weight-level methods (structured ones with strategy.lottery.structured); guided on request
     strategies: List[str] = field(default_factory=lambda: ["finetune", "scratch_e", "scratch_b", "uniform", "lottery"])
     seed: int = 0
     seeds: Optional[List[int]] = None  # several seeds in one process (one set of rows each); None: `seed`

@@ -82,9 +82,10 @@ def _shell(spec: Dict) -> nn.Module:
     return model
 
 
-def spec_flops(spec: Dict, input_shape: Sequence[int]) -> int:
-    """FLOPs of the architecture ``spec`` without initialising its weights."""
-    return count_flops(_shell(spec), input_shape)
+def spec_flops(spec: Dict, input_shape: Sequence[int], masks: Optional[Dict[str, torch.Tensor]] = None) -> int:
+    """FLOPs of the architecture ``spec`` without initialising its weights (with weight-level
+    ``masks``: the non-zero count, as :func:`count_flops`)."""
+    return count_flops(_shell(spec), input_shape, masks)
 
 
 def spec_layer_flops(spec: Dict, input_shape: Sequence[int], layers) -> Tuple[int, Dict[str, int]]:

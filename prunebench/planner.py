@@ -50,12 +50,24 @@ class Planner:
         if row == "unpruned":
             spec = self.base_spec
         elif self.kind == "weight":
-            return None  # non-zero counts follow from the scores
+            return self.masked_figure(what)  # non-zero counts, where the configuration fixes them
         else:
             spec = self.pruned_spec()
         if spec is None:
             return None
         return measure.spec_flops(spec, self.input_shape) if what == "flops" else measure.spec_params(spec)
+
+    def masked_figure(self, what: str) -> Optional[int]:
+        """Non-zero params or FLOPs of a weight-level pruned model whose counts the method's
+        configuration fixes (:meth:`prunebench.methods.base.Method.predicted_masks`), else None."""
+        with torch.device("meta"):
+            base = models.build(self.base_spec)
+        masks = self.run.method.predicted_masks(base)
+        if masks is None:
+            return None
+        if what == "params":
+            return measure.count_params(base, masks)
+        return measure.spec_flops(self.base_spec, self.input_shape, masks)
 
     def rows(self) -> List[Dict]:
         run = self.run
@@ -63,12 +75,14 @@ class Planner:
         specs = {"unpruned": {"spec": self.base_spec, "epochs": self.recipe.epochs, "note": ""},
                  "sparse": {"spec": self.base_spec, "epochs": run.sparse_recipe().epochs,
                             "note": "the method's sparse training"},
-                 "pruned": {"spec": pruned_spec, "epochs": self.cfg.method.iteration_epochs *
+                 "pruned": {"spec": pruned_spec, "epochs": (self.recipe.epochs if run.rewinds() else
+                                                             self.cfg.method.iteration_epochs) *
                             (self.cfg.method.iterations - 1),
                             "note": "" if pruned_spec else "widths follow from the trained scores"}}
         for strategy in run.strategies:
             if strategy.applies(self):
                 specs[strategy.name] = strategy.plan(self)
+        same = {"pruned"} | {s.name for s in run.strategies if s.pruned_model}  # weight-level: the pruned mask
         rows = []
         for row, (kind, vals) in self.values.items():
             if row not in specs:
@@ -76,12 +90,18 @@ class Planner:
             p = specs[row]
             stage = Stage(run.cache, kind, vals)
             spec = p["spec"]
-            known = spec is not None and not (self.kind == "weight" and row not in ("unpruned", "sparse"))
+            masked = self.kind == "weight" and row not in ("unpruned", "sparse")
+            known = spec is not None and not masked
+
+            def figure(what, row=row, spec=spec, known=known, masked=masked):
+                if self.results.get(row, {}).get(what):
+                    return self.results[row][what]
+                if known:
+                    return measure.spec_flops(spec, self.input_shape) if what == "flops" else measure.spec_params(spec)
+                return self.figure("pruned", what) if masked and row in same else None
             rows.append({
                 "row": row, "stage": str(stage.dir), "cached": stage.result() is not None,
-                "params": self.results.get(row, {}).get("params") or (measure.spec_params(spec) if known else None),
-                "flops": self.results.get(row, {}).get("flops") or
-                (measure.spec_flops(spec, self.input_shape) if known else None),
+                "params": figure("params"), "flops": figure("flops"),
                 "epochs": p["epochs"], "widths": layer_widths_of(spec) if row == "pruned" and known else None,
                 "note": "; ".join(n for n in (p["note"], self.cfg.notes.get(row)) if n)})
         return rows

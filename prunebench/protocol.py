@@ -18,15 +18,16 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from omegaconf import DictConfig
 
-from prunebench import distributed, measure, models, strategies, validate
+from prunebench import atomic, distributed, measure, models, strategies, validate
 from prunebench import data as datasets
 from prunebench.bench import Bench
 from prunebench.errors import PrunebenchError
 from prunebench.pruning import prune
-from prunebench.pruning.masks import apply_masks, select_weights
+from prunebench.pruning.masks import apply_masks
 from prunebench.pruning.selection import iteration_config
 from prunebench.stages import Stage, settings
 from prunebench.strategies.base import Outcome
+from prunebench.strategies.lottery import rewind_state
 from prunebench.train.job import Training
 from prunebench.train.step import EAGER
 
@@ -91,12 +92,20 @@ class Run:
             pruned["source"] = {"init": {k: v for k, v in self.common.items() if k != "schedule"}}
         if cfg.method.iterations > 1 and cfg.method.iteration_epochs > 0:  # fine-tuned between iterations
             pruned["iteration_lr"] = cfg.strategy.finetune.lr
+        if self.rewinds():  # trained from the unpruned model's init (or epoch k) with the recipe between iterations
+            pruned["rewind"] = {"epoch": cfg.strategy.lottery.rewind_epoch, "schedule": self.common["schedule"],
+                                **precision_settings(cfg)}
         out["pruned"] = ("pruned", pruned)
         retrain = {"pruned": Stage(self.cache, "pruned", pruned).key, "seed": cfg.seed,
                    "schedule": self.common["schedule"], **precision_settings(cfg)}
         for strategy in self.strategies:
             out[strategy.name] = (strategy.name, {**retrain, **strategy.cache_values(cfg)})
         return out
+
+    def rewinds(self) -> bool:
+        """Whether the pruning iterations train from the unpruned model's weights (the lottery ticket's
+        iterative pruning, ``method.iteration_training: rewind``)."""
+        return self.cfg.method.iterations > 1 and self.cfg.method.iteration_training == "rewind"
 
     def source(self) -> str:
         """The row the pruned stage prunes: the sparse stage's model for methods that train one."""
@@ -109,8 +118,10 @@ class Run:
         if self.method.sparse:
             needs = ("unpruned",) if self.cfg.method.sparse_init == "unpruned" else ()
             plans.append(StagePlan("sparse", *values["sparse"], self.sparse, needs))
-        plans.append(StagePlan("pruned", *values["pruned"], self.pruned,
-                               () if self.method.prune_at_init else (self.source(),)))
+        needs = () if self.method.prune_at_init else (self.source(),)
+        if self.rewinds() and "unpruned" not in needs:
+            needs += ("unpruned",)  # its init (or epoch k) snapshot
+        plans.append(StagePlan("pruned", *values["pruned"], self.pruned, needs))
         for strategy in self.strategies:
             if not strategy.applies(self.bench):
                 log.info("%s: does not apply to %s", strategy.name, self.cfg.method.name)
@@ -163,39 +174,81 @@ class Run:
         t0 = time.perf_counter()
         model = b.fresh(b.base_spec) if method.prune_at_init else b.load(self.source(), attach=method.sparse)
         if method.kind == "weight":
-            masks = distributed.broadcast(select_weights(method.scores(model, b.data), self.cfg.method))
-            apply_masks(model, masks)
-            out = b.describe(model, stage, masks)
-            validate.warn_if_unpruned(measure.spec_params(b.base_spec), out["params"], self.cfg)
-            return {**out, "epochs": 0, "seconds": round(time.perf_counter() - t0, 2)}
-        return self.prune_from(stage, model, 0, 0, t0)
+            return self.prune_weights_from(stage, model, None, 0, 0, t0)
+        return self.prune_from(stage, model, 0, 0, t0, [])
 
-    def prune_from(self, stage: Stage, model, iteration: int, tuned: int, t0: float) -> Outcome:
+    def iteration_recipe(self):
+        """The fine-tuning between two pruning iterations: ``iteration_epochs`` at ``strategy.finetune.lr``."""
+        return self.bench.recipe.replace(epochs=self.cfg.method.iteration_epochs, lr=self.cfg.strategy.finetune.lr,
+                                         milestones=[], warmup_epochs=0)
+
+    def prune_from(self, stage: Stage, model, iteration: int, tuned: int, t0: float, keeps: List[Dict]) -> Outcome:
         """Pruning iterations ``iteration``, ... of a structured method; the fine-tuning between
-        two of them is a training of this stage, after which pruning goes on from there."""
+        two of them is a training of this stage, after which pruning goes on from there. The
+        channels each iteration kept (``keeps``) are saved as ``keep.pt``: the lottery row cuts
+        the unpruned model's init with them."""
         b, method, mcfg = self.bench, self.method, self.cfg.method
         step_cfg = iteration_config(mcfg)
         for i in range(iteration, mcfg.iterations):
             scores = method.scores(model, b.data)
             method.detach(model)
             keep = distributed.broadcast(method.select(model, scores, step_cfg))  # rank 0's choice for all
+            keeps = keeps + [{g: idx.cpu() for g, idx in keep.items()}]
             pruned = prune(model, keep)
             method.reconstruct(model, pruned, keep, b.data)
             model = pruned
             if i + 1 < mcfg.iterations and mcfg.iteration_epochs > 0:
-                recipe = b.recipe.replace(epochs=mcfg.iteration_epochs, lr=self.cfg.strategy.finetune.lr, milestones=[])
                 if distributed.is_main():
                     stage.checkpoint.unlink(missing_ok=True)  # a resumed stage prunes again from its source
-                job = b.job(stage, model, recipe, kind=f"prune {i + 1}/{mcfg.iterations}")
+                job = b.job(stage, model, self.iteration_recipe(), kind=f"prune {i + 1}/{mcfg.iterations}")
                 job.seed, job.speed, job.eval_every, job.checkpoint_every = self.cfg.seed + i, EAGER, 0, 0.0
-                return Training(job, then=lambda out, i=i, model=model: self.prune_from(
-                    stage, model, i + 1, tuned + mcfg.iteration_epochs, t0))
+                return Training(job, then=lambda out, i=i, model=model, keeps=keeps: self.prune_from(
+                    stage, model, i + 1, tuned + mcfg.iteration_epochs, t0, keeps))
         if distributed.is_main():
             (stage.dir / "history.csv").unlink(missing_ok=True)  # of the fine-tuning between iterations
+            atomic.save(keeps, stage.dir / "keep.pt")
         final = models.pruned_form(model, b.fresh)
         out = b.describe(final, stage)
         if final is not model:
             out["note"] = "layers new to the pruned architecture start untrained (its head: model.pruned_head)"
+        validate.warn_if_unpruned(measure.spec_params(b.base_spec), out["params"], self.cfg)
+        return {**out, "epochs": tuned, "seconds": round(time.perf_counter() - t0, 2)}
+
+    def prune_weights_from(self, stage: Stage, model, masks: Optional[Dict], iteration: int, tuned: int,
+                           t0: float) -> Outcome:
+        """Weight-level pruning iterations ``iteration``, ...: each removes its step's ratio of the
+        weights still kept (:func:`prunebench.pruning.masks.select_weights`). Between two, the
+        masked model fine-tunes (``iteration_epochs`` at ``strategy.finetune.lr``) or, with
+        ``iteration_training: rewind``, its kept weights go back to the unpruned model's init (or
+        its epoch ``strategy.lottery.rewind_epoch``) and train with the recipe: the lottery ticket's
+        iterative pruning (Frankle & Carbin; rethinking-network-pruning cifar/lottery-ticket/
+        weight-level: cifar_prune_iterative.py prunes, lottery_ticket.py retrains from the init).
+        Each of those trainings checkpoints to ``round<i>.pt``, so a resumed stage redoes only the
+        (deterministic) selections."""
+        b, method, mcfg = self.bench, self.method, self.cfg.method
+        step_cfg = iteration_config(mcfg)
+        for i in range(iteration, mcfg.iterations):
+            masks = distributed.broadcast(method.weight_masks(model, b.data, step_cfg, masks))
+            apply_masks(model, masks)
+            if i + 1 == mcfg.iterations:
+                break
+            if self.rewinds():
+                model = b.fresh(b.base_spec)
+                model.load_state_dict(rewind_state(b))
+                apply_masks(model, masks)
+                recipe = b.recipe
+            elif mcfg.iteration_epochs > 0:
+                recipe = self.iteration_recipe()
+            else:
+                continue
+            job = b.job(stage, model, recipe, masks=masks, kind=f"prune {i + 1}/{mcfg.iterations}")
+            job.seed, job.checkpoint, job.eval_every = self.cfg.seed + i, stage.dir / f"round{i + 1}.pt", 0
+            return Training(job, then=lambda out, i=i, model=model, masks=masks, n=recipe.epochs: (
+                self.prune_weights_from(stage, model, masks, i + 1, tuned + n, t0)))
+        if distributed.is_main():
+            for f in [*stage.dir.glob("round*.pt"), stage.dir / "history.csv"]:  # of the trainings between
+                f.unlink(missing_ok=True)
+        out = b.describe(model, stage, masks)
         validate.warn_if_unpruned(measure.spec_params(b.base_spec), out["params"], self.cfg)
         return {**out, "epochs": tuned, "seconds": round(time.perf_counter() - t0, 2)}
 

@@ -18,13 +18,14 @@ from omegaconf import DictConfig
 from prunebench import data as datasets
 from prunebench import methods, models, strategies
 from prunebench.errors import PrunebenchError
-from prunebench.pruning.selection import check_layer_names, check_ratio
+from prunebench.pruning.selection import GLOBAL_THRESHOLDS, check_layer_names, check_ratio
 from prunebench.pruning.surgery import prunable_weights
 
 log = logging.getLogger(__name__)
 
 SELECTIONS = ("global", "layer", "threshold")
 SPARSE_INITS = ("scratch", "unpruned")
+ITERATION_TRAININGS = ("finetune", "rewind")
 
 
 def positive(name: str, value: Any, optional: bool = False) -> None:
@@ -65,6 +66,8 @@ def check_schedule(cfg: DictConfig) -> None:
     positive("schedule.steps_per_epoch", s.steps_per_epoch, optional=True)
     positive("schedule.lr", s.lr)
     at_least("schedule.eval_every", s.eval_every, 0)
+    at_least("schedule.warmup_epochs", s.warmup_epochs, 0)
+    positive("schedule.warmup_factor", s.warmup_factor)
     for m in s.milestones:
         if not 0 <= m <= 1:
             raise PrunebenchError(f"schedule.milestones are fractions of the epochs in [0, 1], got {list(s.milestones)}")
@@ -89,11 +92,20 @@ def check_method(cfg: DictConfig) -> None:
     for name, r in m.layer_ratios.items():
         check_ratio(f"method.layer_ratios.{name}", r)
     one_of("method.selection", m.selection, SELECTIONS)
+    one_of("method.global_threshold", m.global_threshold, GLOBAL_THRESHOLDS)
     one_of("method.sparse_init", m.sparse_init, SPARSE_INITS)
     at_least("method.min_channels", m.min_channels, 1)
     at_least("method.round_to", m.round_to, 1)
     at_least("method.iterations", m.iterations, 1)
     at_least("method.iteration_epochs", m.iteration_epochs, 0)
+    one_of("method.iteration_training", m.iteration_training, ITERATION_TRAININGS)
+    if m.iteration_training == "rewind" and m.iterations > 1:
+        if methods.METHODS[m.name].kind_of(m) != "weight":
+            raise PrunebenchError(f"method.iteration_training=rewind retrains a weight-level mask from the unpruned "
+                                  f"model's init; {m.name} removes channels: use iteration_training=finetune")
+        if m.iteration_epochs:
+            raise PrunebenchError(f"method.iteration_training=rewind trains the schedule's epochs between "
+                                  f"iterations; leave method.iteration_epochs at 0 (got {m.iteration_epochs})")
     positive("method.sparse_epochs", m.sparse_epochs, optional=True)
     positive("method.sparse_lr", m.sparse_lr, optional=True)
 
@@ -148,7 +160,7 @@ def check(cfg: DictConfig) -> None:
     check_train(cfg)
     check_method(cfg)
     check_data(cfg)
-    check_model(cfg, methods.METHODS[cfg.method.name].kind)
+    check_model(cfg, methods.METHODS[cfg.method.name].kind_of(cfg.method))
     for name in cfg.strategies:
         strategies.create(name).check(cfg)
     if not cfg.dry_run:  # a dry run writes nothing

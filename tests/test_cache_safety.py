@@ -134,9 +134,11 @@ ALTERNATIVES = {  # values to change to where "another value" is not obvious
     "train.precision": "bf16", "train.compile": "on", "train.backend": "aot_eager", "train.max_concurrent": 1,
     "strategy.scratch_b.max_factor": 2.0, "strategy.uniform.match": "params", "strategy.lottery.rewind_epoch": 1,
     "strategy.scratch_e.epochs": 3, "strategy.scratch_e.milestones": [0.5], "strategy.scratch_b.epochs": 3,
-    "strategy.scratch_b.milestones": [0.5],
+    "strategy.scratch_b.milestones": [0.5], "strategy.scratch_b.base_epochs": 3,
 }
 SCRATCH_B_ALONE = {"strategy.scratch_b.epochs", "strategy.scratch_b.milestones"}  # the baselines keep the formula
+CHOICES = {"method.global_threshold": ("exact", "inclusive"), "strategy.scratch_b.flops": ("nonzero", "dense"),
+           "strategy.scratch_b.rounding": ("ceil", "floor")}  # settings of two values: the other one
 WEIGHT_LAYERS = {"method.skip": ["features.4"], "method.layer_ratios": {"features.4": 0.25},
                  "method.selection": "layer"}
 
@@ -152,8 +154,12 @@ def leaves(node, prefix=""):
 
 
 def changed(path, value, method):
+    if path == "method.iteration_training":  # rewind: weight-level methods only
+        return "rewind" if method == AT_INIT else None
     if method == AT_INIT and path in WEIGHT_LAYERS:
         return WEIGHT_LAYERS[path]
+    if path in CHOICES:
+        return CHOICES[path][1 - CHOICES[path].index(value)]
     if path in ALTERNATIVES:
         return ALTERNATIVES[path]
     if isinstance(value, bool):
@@ -225,3 +231,49 @@ def test_a_stage_key_changes_exactly_with_what_the_stage_reads(tmp_path, method,
         assert moved == readers(path, before, method, base), (path, value, new)
         checked += 1
     assert checked > 30
+
+
+@pytest.mark.parametrize("method", ["slimming", "magnitude"])
+def test_the_authors_global_threshold_renames_the_pruned_stage_and_every_stage_after_it(tmp_path, method):
+    """slimming and magnitude now remove int(N p) + 1 by default: their pruned stages (and the retrainings
+    that hold its key) must not reuse a stage cut with int(N p); `exact` keeps the former keys."""
+    authors = compose_config("experiment=smoke", f"method={method}", f"cache_dir={tmp_path}")
+    exact = compose_config("experiment=smoke", f"method={method}", f"cache_dir={tmp_path}",
+                           "method.global_threshold=exact")
+    before, after = keys(exact, tmp_path), keys(authors, tmp_path)
+    assert {row for row in before if before[row] != after[row]} == set(before) - {"unpruned", "sparse"}
+    values = protocol.Run(exact).stage_values()
+    assert "global_threshold" not in values["pruned"][1]["method"]  # at the schema default: the former key
+    assert protocol.Run(authors).stage_values()["pruned"][1]["method"]["global_threshold"] == "inclusive"
+
+
+def test_sfp_all_scope_renames_the_sparse_stage_and_after_and_groups_keeps_the_former_keys(tmp_path):
+    """method=sfp now zeroes every convolution (scope: all): its sparse stage and everything after it
+    must not reuse the block-conv1-only stages; scope=groups (the former rule) keeps their keys."""
+    all_ = compose_config("experiment=smoke", "method=sfp", "model=resnet20", f"cache_dir={tmp_path}")
+    groups = compose_config("experiment=smoke", "method=sfp", "model=resnet20", f"cache_dir={tmp_path}",
+                            "method.scope=groups")
+    assert all_.method.scope == "all"
+    before, after = keys(groups, tmp_path), keys(all_, tmp_path)
+    assert {row for row in after if row in before and before[row] != after[row]} == set(before) - {"unpruned"}
+    values = protocol.Run(groups).stage_values()
+    assert "scope" not in values["sparse"][1]["sparse"] and "scope" not in values["pruned"][1]["method"]
+
+
+def test_a_warm_up_schedule_renames_every_trained_stage(tmp_path):
+    base = compose_config("experiment=smoke", "method=l1_norm", f"cache_dir={tmp_path}")
+    warm = compose_config("experiment=smoke", "method=l1_norm", f"cache_dir={tmp_path}", "schedule.warmup_epochs=1")
+    before, after = keys(base, tmp_path), keys(warm, tmp_path)
+    assert all(before[row] != after[row] for row in before)
+
+
+def test_rewinding_iterations_key_the_pruned_stage_by_the_snapshot_and_the_recipe(tmp_path):
+    args = ("experiment=smoke", "method=magnitude", "method.iterations=2", "method.iteration_training=rewind",
+            "schedule.epochs=2", f"cache_dir={tmp_path}")
+    base = keys(compose_config(*args), tmp_path)
+    epoch1 = keys(compose_config(*args, "strategy.lottery.rewind_epoch=1"), tmp_path)
+    assert {r for r in base if base[r] != epoch1[r]} == set(base) - {"unpruned"}  # pruned and after
+    lr = keys(compose_config(*args, "strategy.finetune.lr=0.01"), tmp_path)
+    assert {r for r in base if base[r] != lr[r]} == {"finetune"}  # the fine-tuning lr plays no part in rewinding
+    plain = keys(compose_config(*args[:2], f"cache_dir={tmp_path}", "schedule.epochs=2"), tmp_path)
+    assert plain["pruned"] != base["pruned"] and plain["unpruned"] == base["unpruned"]

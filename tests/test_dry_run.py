@@ -1,6 +1,9 @@
 """``dry_run=true``: every stage of a run with its model's params/FLOPs, its epochs and
 its cache state, without training or reading the data. The L1-norm presets'
 architectures are checked against the figures of Li et al. (ICLR 2017), Table 1."""
+import json
+from pathlib import Path
+
 import pytest
 
 from prunebench import pipeline
@@ -123,3 +126,94 @@ def test_cli_dry_run_prints_the_stages_and_trains_nothing(tmp_path):
     for word in ["dry run", "unpruned", "scratch_b", "pruned widths"]:
         assert word in out.stdout, word
     assert not (tmp_path / "c").exists() and not (tmp_path / "run" / "results.csv").exists()
+
+
+# -- Scratch-B of weight-level presets: the released code's dense count, or the non-zero FLOPs -------------
+
+@pytest.mark.parametrize("preset", ["rethinking/magnitude_vgg19_cifar10_80",
+                                    "rethinking/magnitude_densenet_bc100_cifar100_50", "figures/magnitude_vgg19"])
+def test_weight_level_presets_plan_scratch_b_on_the_dense_count(tmp_path, preset):
+    rows = plan(f"experiment={preset}", f"cache_dir={tmp_path}")
+    assert rows["scratch_b"]["epochs"] == rows["unpruned"]["epochs"] == 160  # cifar_B.py:184-186: ratio 1
+    assert "dense" in rows["scratch_b"]["note"]
+    nonzero = plan(f"experiment={preset}", f"cache_dir={tmp_path}", "strategy.scratch_b.flops=nonzero")
+    assert nonzero["scratch_b"]["epochs"] is None  # follows from the pruned model's non-zero FLOPs
+
+
+def test_weight_level_scratch_b_epochs_both_ways_once_pruned(smoke_cfg):
+    cfg = smoke_cfg("method=magnitude", "strategies=[scratch_b]", "schedule.epochs=2")
+    rows = {r["row"]: r for r in pipeline.run(cfg)}
+    full, pruned = rows["unpruned"]["flops"], rows["pruned"]["flops"]
+    assert rows["scratch_b"]["epochs"] == -(-2 * full // pruned) > 2  # nonzero, the default: more epochs
+    dense = smoke_cfg("method=magnitude", "strategies=[scratch_b]", "schedule.epochs=2",
+                      "strategy.scratch_b.flops=dense")
+    planned = {r["row"]: r for r in pipeline.plan(dense)}
+    assert planned["pruned"]["cached"] and not planned["scratch_b"]["cached"]  # another key: another stage
+    assert planned["scratch_b"]["epochs"] == 2
+    trained = {r["row"]: r for r in pipeline.run(dense)}
+    metrics = json.loads((Path(trained["scratch_b"]["stage"]) / "metrics.json").read_text())
+    assert trained["scratch_b"]["epochs"] == 2 and "dense" in metrics["epochs_formula"]
+    planned = {r["row"]: r for r in pipeline.plan(cfg)}
+    assert planned["scratch_b"]["cached"] and planned["scratch_b"]["epochs"] == rows["scratch_b"]["epochs"]
+
+
+def test_structured_scratch_b_is_the_same_either_way(tmp_path):
+    nonzero = plan("experiment=rethinking/l1_norm_resnet56a_cifar10", f"cache_dir={tmp_path}")
+    dense = plan("experiment=rethinking/l1_norm_resnet56a_cifar10", f"cache_dir={tmp_path}",
+                 "strategy.scratch_b.flops=dense")
+    assert dense["scratch_b"]["epochs"] == nonzero["scratch_b"]["epochs"] > 160
+
+
+# -- soft filter pruning: every conv masked, Scratch-B int(400 r) with the milestones scaled by r -----------
+
+@pytest.mark.parametrize("depth", [20, 56, 110])
+def test_sfp_presets_plan_the_authors_scratch_rows(tmp_path, depth):
+    from prunebench import measure, models, protocol
+    from prunebench.planner import Planner
+    from prunebench.strategies.scratch_b import budget
+
+    preset = f"experiment=rethinking/sfp_resnet{depth}_cifar10_30"
+    rows = plan(preset, f"cache_dir={tmp_path}")
+    full, masked = rows["unpruned"]["flops"], rows["pruned"]["flops"]
+    # the masked FLOPs by hand: every conv (stem, both convs of each block) keeps N - int(0.3 N) of its N filters
+    spec = protocol.Run(compose_config(preset, f"cache_dir={tmp_path}")).bench.base_spec
+    with __import__("torch").device("meta"):
+        convs = {n: c.out_channels for n, c in models.build(spec).named_modules()
+                 if c.__class__.__name__ == "Conv2d"}
+    total, per_layer = measure.spec_layer_flops(spec, (3, 32, 32), list(convs))
+    assert total == full
+    assert masked == round(full - sum(f * int(0.3 * convs[n]) / convs[n] for n, f in per_layer.items()))
+    assert rows["scratch_e"]["epochs"] == 200 and rows["sparse"]["epochs"] == 200
+    assert rows["scratch_b"]["epochs"] == 400 * full // masked  # int(400 r), pruning_resnet_longer_scratch.py:163
+    assert rows["pruned"]["params"] < rows["unpruned"]["params"] and rows["scratch_b"]["flops"] == masked
+    planner = Planner(protocol.Run(compose_config(preset, f"cache_dir={tmp_path}")))
+    recipe = budget(planner, masked)["recipe"]
+    at = sorted({int(round(m * recipe.epochs)) for m in recipe.milestones})
+    assert at == [m * full // masked for m in (60, 120, 160)]  # [int(60 r), int(120 r), int(160 r)] (:166)
+    assert recipe.warmup_epochs == 1 and recipe.lr == 0.1 and recipe.warmup_factor == 0.1  # epoch 0 at 0.01
+
+
+def test_sfp_scratch_b_on_resnet56_is_552_epochs_by_prunebenchs_count(tmp_path):
+    rows = plan("experiment=rethinking/sfp_resnet56_cifar10_30", f"cache_dir={tmp_path}")
+    assert rows["scratch_b"]["epochs"] == 552 and "[82, 165, 220]" in rows["scratch_b"]["note"]
+
+
+@pytest.mark.parametrize("preset", ["magnitude_vgg16_30_imagenet", "magnitude_vgg16_60_imagenet",
+                                    "magnitude_resnet50_30_imagenet", "magnitude_resnet50_60_imagenet"])
+def test_imagenet_weight_level_presets_prune_convolutions_only_and_plan_the_authors_epochs(tmp_path, preset):
+    import torch
+    from prunebench import models, protocol
+
+    args = (f"experiment=rethinking/{preset}", f"cache_dir={tmp_path}", "model.pretrained=false",
+            "dataset.image_size=64")
+    rows = plan(*args)
+    assert rows["scratch_b"]["epochs"] == rows["scratch_e"]["epochs"] == 90  # main_B.py:112-116: ratio 1
+    assert rows["finetune"]["epochs"] == 10
+    cfg = compose_config(*args)
+    with torch.device("meta"):
+        model = models.build(protocol.Run(cfg).bench.base_spec)
+    # torchvision's linear layers (prunebench's VGG head holds them as 1x1-equivalent convolutions, classifier.*)
+    head = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) or
+            n.startswith("classifier.") and isinstance(m, torch.nn.Conv2d)}
+    assert set(cfg.method.skip) == head and cfg.method.global_threshold == "inclusive"
+    assert set(cfg.paper) == {"finetune", "scratch_e", "scratch_b"}

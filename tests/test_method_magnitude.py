@@ -73,7 +73,6 @@ def test_skip_and_layer_ratios():
     ({"skip": ["fc.weight"]}, "unknown layers"),
     ({"selection": "global", "layer_ratios": {"fc": 0.5}}, "selection: layer"),
     ({"selection": "threshold"}, "'global' or 'layer'"),
-    ({"iterations": 3}, "one-shot"),
 ])
 def test_bad_settings_are_rejected(kw, match):
     with pytest.raises(PrunebenchError, match=match):
@@ -147,13 +146,13 @@ def test_smoke_run_gives_every_weight_level_row(smoke_cfg, model):
     uniform_density = json.loads((Path(rows["uniform"]["stage"]) / "density.json").read_text())
     assert max(uniform_density.values()) - min(uniform_density.values()) < 0.01  # one density everywhere
 
-    # the mask keeps exactly the largest |w| of the trained convolutions; the classifier is skipped
+    # the mask keeps exactly the |w| of the trained convolutions above y[int(N p)] (the authors' threshold,
+    # int(N p) + 1 removed); the classifier is skipped
     mask = torch.load(Path(pruned["stage"]) / "mask.pt", weights_only=True)
     trained = load_state(full)
     convs = [n for n in mask if n != "classifier.weight"]
     flat = torch.cat([trained[n].abs().flatten() for n in convs])
-    n_removed = int(0.8 * flat.numel())
-    threshold = flat.sort().values[n_removed - 1]
+    threshold = flat.sort().values[int(0.8 * flat.numel())]
     assert all(torch.equal(mask[n], trained[n].abs() > threshold) for n in convs)
     assert mask["classifier.weight"].all()
     # pruned weights are exactly zero in every model trained under the mask
@@ -165,3 +164,23 @@ def test_smoke_run_gives_every_weight_level_row(smoke_cfg, model):
     state = load_state(rows["uniform"])
     assert all(torch.count_nonzero(state[n][~m]) == 0 for n, m in umask.items())
     assert pruned["params"] == full["params"] - sum(int((~m).sum()) for m in mask.values())
+
+
+def test_inclusive_global_threshold_removes_int_np_plus_one_weights():
+    # |w| = conv 5, 4 | fc 1, 2, 3, 0.1; N = 6, p = 0.5: int(N p) = 3
+    masks = magnitude_masks(Tiny(), pruning_ratio=0.5, selection="global", global_threshold="inclusive")
+    assert masks["conv.weight"].flatten().tolist() == [True, True]  # thre = y[3] = 3: 0.1, 1, 2 and 3 go
+    assert masks["fc.weight"].tolist() == [[False, False], [False, False]]
+    assert sum(int((~m).sum()) for m in masks.values()) == 3 + 1
+    exact = magnitude_masks(Tiny(), pruning_ratio=0.5, selection="global", global_threshold="exact")
+    assert sum(int((~m).sum()) for m in exact.values()) == 3
+
+
+def test_the_magnitude_methods_default_removes_the_authors_count_on_a_real_model():
+    from tests.conftest import compose_config
+    method_cfg = compose_config("method=magnitude", "method.pruning_ratio=0.7").method
+    torch.manual_seed(0)
+    model = models.build(models.vgg.spec_for(11, 0.125, 3, 10))
+    masks = select_weights(create(method_cfg).scores(model, None), method_cfg)
+    n = sum(w.numel() for name, w in prunable_weights(model).items() if name != "classifier.weight")
+    assert sum(int((~m).sum()) for m in masks.values()) == int(0.7 * n) + 1  # random floats: no ties

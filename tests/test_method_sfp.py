@@ -16,6 +16,7 @@ SHAPE = (3, 16, 16)
 
 
 def method(**kw):
+    """SFP with the schema's scope (groups, the former rule) unless ``scope`` says otherwise."""
     return create(OmegaConf.structured(SFPConfig(name="sfp", selection="layer", **kw)))
 
 
@@ -103,9 +104,10 @@ def test_final_selection_removes_the_filters_zeroed_last():
 
 
 @pytest.mark.parametrize("model", ["vgg11", "resnet20"])
-def test_smoke_runs_every_row(smoke_cfg, model):
+def test_groups_scope_smoke_runs_every_row(smoke_cfg, model):
     extra = ["model.width=0.5"] if model == "resnet20" else []
-    rows = {r["row"]: r for r in pipeline.run(smoke_cfg("method=sfp", f"model={model}", *extra))}
+    rows = {r["row"]: r for r in pipeline.run(smoke_cfg("method=sfp", "method.scope=groups", f"model={model}",
+                                                        *extra))}
     assert list(rows) == ["unpruned", "sparse", "pruned", "finetune", "scratch_e", "scratch_b", "uniform"]
     assert all(r["status"] == "ok" for r in rows.values()), rows
     full = json.load(open(os.path.join(rows["unpruned"]["stage"], "widths.json")))
@@ -117,3 +119,90 @@ def test_smoke_runs_every_row(smoke_cfg, model):
     sparse = build(spec)
     sparse.load_state_dict(state)
     assert {g: full[g] - len(z) for g, z in zeroed(sparse).items()} == pruned
+
+
+# -- scope: all, the authors' rule -----------------------------------------------------------------
+
+def small_resnet(seed=0):
+    torch.manual_seed(seed)
+    return build(resnet.spec_for(20, 1.0, 3, 10))
+
+
+def zero_filters(model):
+    """Per convolution, the indices of its all-zero filters."""
+    return {name: [i for i, w in enumerate(m.weight) if not w.any()]
+            for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+
+
+def test_all_scope_zeroes_int_np_filters_of_every_convolution_stem_and_second_convs_included():
+    model, m = small_resnet(), method(scope="all", pruning_ratio=0.3)
+    assert m.kind == "weight"
+    norms = {name: c.weight.detach().flatten(1).norm(dim=1) for name, c in model.named_modules()
+             if isinstance(c, torch.nn.Conv2d)}
+    classifier = model.classifier.weight.detach().clone()
+    masks = m.soft_prune(model)
+    z = zero_filters(model)
+    names = list(z)
+    assert names[0] == "conv1" and "blocks.0.conv2" in names and len(names) == 1 + 2 * 9  # the stem, 9 blocks x 2
+    assert set(masks) == {f"{n}.weight" for n in names}
+    for name, zeroed_ in z.items():
+        n = norms[name].numel()
+        assert len(zeroed_) == {16: 4, 32: 9, 64: 19}[n]  # int(N x 0.3): the authors' int(N (1 - 0.7))
+        assert zeroed_ == sorted(torch.argsort(norms[name])[:len(zeroed_)].tolist())  # the lowest L2 norms
+        assert (~masks[f"{name}.weight"]).flatten(1).all(1).nonzero().flatten().tolist() == zeroed_
+    assert torch.equal(model.classifier.weight, classifier)  # the classifier is not a convolution
+
+
+def test_all_scope_zeroes_before_the_first_epoch_and_after_every_epoch(tmp_path):
+    from prunebench.train import HookList, Recipe, TrainHooks, train
+    from tests.cases import DATA
+
+    class FirstBatch(TrainHooks):
+        capturable = False
+        seen = []
+
+        def on_batch(self, model, x, y):
+            self.seen.append({n: len(v) for n, v in zero_filters(model).items()})
+
+    model, m = small_resnet(), method(scope="all", pruning_ratio=0.3)
+    spy = FirstBatch()
+    assert not any(zero_filters(model).values())  # a fresh init has no zero filter
+    recipe = Recipe(epochs=2, lr=0.1, batch_size=32, steps_per_epoch=2)
+    train(model, DATA, recipe, seed=0, checkpoint=tmp_path / "c.pt", progress=False, hooks=HookList([m, spy]))
+    first = spy.seen[0]
+    assert first["conv1"] == 4 and first["blocks.0.conv2"] == 4 and first["blocks.8.conv2"] == 19
+    assert {n: len(v) for n, v in zero_filters(model).items()} == first  # zeroed again after the last epoch
+    # the groups rule (the former one) leaves the initial model as it is
+    spy.seen.clear()
+    model, m = small_resnet(), method(scope="groups", pruning_ratio=0.3)
+    train(model, DATA, recipe.replace(epochs=1), seed=0, checkpoint=tmp_path / "d.pt", progress=False,
+          hooks=HookList([m, spy]))
+    assert not any(spy.seen[0].values())
+
+
+def test_all_scope_is_per_layer_only():
+    with pytest.raises(PrunebenchError, match="selection=layer"):
+        create(OmegaConf.structured(SFPConfig(name="sfp", selection="global", scope="all")))
+    with pytest.raises(PrunebenchError, match="scope"):
+        create(OmegaConf.structured(SFPConfig(name="sfp", selection="layer", scope="every")))
+
+
+def test_all_scope_smoke_keeps_the_filters_masked_in_every_row(smoke_cfg):
+    rows = {r["row"]: r for r in pipeline.run(smoke_cfg("method=sfp", "model=resnet20", "model.width=0.5"))}
+    assert list(rows) == ["unpruned", "sparse", "pruned", "finetune", "scratch_e", "scratch_b", "uniform", "lottery"]
+    assert all(r["status"] == "ok" for r in rows.values()), rows
+    mask = torch.load(os.path.join(rows["pruned"]["stage"], "mask.pt"), weights_only=True)
+    spec = json.load(open(os.path.join(rows["sparse"]["stage"], "arch.json")))
+    sparse = build(spec)
+    sparse.load_state_dict(torch.load(os.path.join(rows["sparse"]["stage"], "model.pt"), weights_only=True))
+    # the mask is the sparse model's last zeros: whole filters of every convolution, int(N x 0.3) of each
+    assert {n[:-len(".weight")]: (~m).flatten(1).all(1).nonzero().flatten().tolist() for n, m in mask.items()} \
+        == zero_filters(sparse)
+    assert all(len(v) == int(len(getattr(sparse.get_submodule(n), "weight")) * 0.3 + 1e-9)
+               for n, v in zero_filters(sparse).items())
+    for row in ("pruned", "finetune", "scratch_e", "scratch_b", "lottery"):
+        state = torch.load(os.path.join(rows[row]["stage"], "model.pt"), weights_only=True)
+        assert all(torch.count_nonzero(state[n][~m]) == 0 for n, m in mask.items()), row
+        assert rows[row]["params"] == rows["pruned"]["params"] < rows["unpruned"]["params"], row
+    full = json.load(open(os.path.join(rows["unpruned"]["stage"], "widths.json")))
+    assert json.load(open(os.path.join(rows["pruned"]["stage"], "widths.json"))) == full  # the architecture is kept

@@ -104,3 +104,44 @@ def test_threshold_selection_removes_what_scores_at_or_below_it_keeping_min_chan
 def test_unknown_selection_is_an_error():
     with pytest.raises(PrunebenchError, match="threshold"):
         select({"conv1": torch.ones(4)}, cfg(selection="median"))
+
+
+# -- the global threshold's count: int(N p) + 1 as the authors' code, or exactly int(N p) --------------
+
+SCORES = {"conv1": torch.tensor([0.50, 0.10, 0.90, 0.30]), "conv2": torch.tensor([0.20, 0.80, 0.40, 0.60, 0.70, 0.05])}
+
+
+def removed(keep, scores=SCORES):
+    return sorted(round(float(s), 2) for g in scores for i, s in enumerate(scores[g]) if i not in keep[g].tolist())
+
+
+@pytest.mark.parametrize("ratio", [0.25, 0.3, 0.5, 0.7])
+def test_inclusive_global_threshold_removes_int_np_plus_one_and_exact_int_np(ratio):
+    ordered = sorted(float(s) for s in torch.cat(list(SCORES.values())))
+    k = int(ratio * 10)  # N = 10 channels
+    inclusive = select(SCORES, cfg(selection="global", pruning_ratio=ratio, min_channels=1,
+                                   global_threshold="inclusive"))
+    exact = select(SCORES, cfg(selection="global", pruning_ratio=ratio, min_channels=1, global_threshold="exact"))
+    assert removed(inclusive) == [round(s, 2) for s in ordered[:k + 1]]  # thre = y[int(N p)], keep > thre
+    assert removed(exact) == [round(s, 2) for s in ordered[:k]]
+
+
+def test_inclusive_threshold_removes_every_score_tied_with_it_and_a_zero_ratio_removes_nothing():
+    scores = {"conv1": torch.tensor([0.3, 0.1, 0.3, 0.9]), "conv2": torch.tensor([0.3, 0.8])}
+    # N = 6, p = 0.2: y = [0.1, 0.3, 0.3, 0.3, 0.8, 0.9], thre = y[1] = 0.3: the three 0.3 go with 0.1 (as `> thre`)
+    keep = select(scores, cfg(selection="global", pruning_ratio=0.2, min_channels=1, global_threshold="inclusive"))
+    assert keep["conv1"].tolist() == [3] and keep["conv2"].tolist() == [1]
+    keep = select(scores, cfg(selection="global", pruning_ratio=0.2, min_channels=1))  # exact: int(1.2) = 1
+    assert keep["conv1"].tolist() == [0, 2, 3] and keep["conv2"].tolist() == [0, 1]
+    keep = select(scores, cfg(selection="global", pruning_ratio=0.0, min_channels=1, global_threshold="inclusive"))
+    assert [len(k) for k in keep.values()] == [4, 2]
+
+
+def test_the_threshold_rule_is_the_authors_for_slimming_and_magnitude_only():
+    from tests.conftest import compose_config
+    rules = {m: compose_config(f"method={m}").method.global_threshold for m in
+             ("slimming", "magnitude", "taylor", "snip", "sss_sensitivity", "l1_norm")}
+    assert rules == {"slimming": "inclusive", "magnitude": "inclusive", "taylor": "exact", "snip": "exact",
+                     "sss_sensitivity": "exact", "l1_norm": "exact"}
+    with pytest.raises(PrunebenchError, match="global_threshold"):
+        select(SCORES, cfg(selection="global", pruning_ratio=0.5, global_threshold="floor"))

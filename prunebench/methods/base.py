@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from prunebench.data import ImageData
+from prunebench.pruning.masks import select_weights
 from prunebench.pruning.selection import iteration_config, keep_count, select
 from prunebench.train.hooks import TrainHooks
 
@@ -32,6 +33,12 @@ class Method(TrainHooks, ABC):
     def __init__(self, cfg, seed: int = 0):
         self.cfg = cfg
         self.seed = seed
+        self.kind = self.kind_of(cfg)
+
+    @classmethod
+    def kind_of(cls, cfg) -> str:
+        """The method's kind under ``cfg`` (structured | weight); most methods have one."""
+        return cls.kind
 
     def sparse_settings(self) -> Dict:
         """The method settings that change the sparse stage (part of its cache key)."""
@@ -55,6 +62,19 @@ class Method(TrainHooks, ABC):
         """Structured: the channel indices each group keeps, under ``cfg`` (the method's config,
         or one step's of an iterated pruning). Default: the shared policies."""
         return select(scores, cfg)
+
+    def weight_masks(self, model: nn.Module, data: ImageData, cfg,
+                     kept: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+        """Weight-level: the masks (True = kept) of the pruned stage, by parameter name, under
+        ``cfg`` (the method's config, or one step's of an iterated pruning, whose masks so far
+        are ``kept``). Default: the shared selection of :meth:`scores`."""
+        return select_weights(self.scores(model, data), cfg, kept)
+
+    def predicted_masks(self, model: nn.Module) -> Optional[Dict[str, torch.Tensor]]:
+        """Weight-level: masks with the counts pruning will leave when the configuration alone
+        decides them (which weights is unknown before training), else None: the dry run's
+        non-zero params and FLOPs. ``model`` may live on the meta device."""
+        return None
 
     def reconstruct(self, original: nn.Module, pruned: nn.Module, keep: Dict[str, torch.Tensor],
                     data: ImageData) -> None:

@@ -8,7 +8,9 @@ deviation (chosen per layer from a sensitivity analysis) and iterates prune/retr
 here, as in the weight-level experiments of Liu et al. ("Rethinking the Value of
 Network Pruning", ICLR 2019, Section 6 and its code), one global threshold removes
 ``pruning_ratio`` of the convolution weights in one shot (``selection: layer`` gives
-the same ratio in every layer), so every strategy is compared at one known sparsity."""
+the same ratio in every layer), so every strategy is compared at one known sparsity.
+``iterations`` > 1 prunes in steps over the weights still kept, fine-tuning or
+rewinding to the unpruned init between them (:meth:`prunebench.protocol.Run.prune_weights_from`)."""
 from typing import Dict
 
 import torch

@@ -4,16 +4,17 @@ The architecture stays whole; pruned weights are zero and stay zero through
 retraining (:class:`prunebench.train.MaskHook`). Masks are keyed by parameter
 name (``features.0.weight``); ``layer_ratios`` name the module (``features.0``);
 ``skip`` names modules too, each covering every prunable layer in it
-(``classifier`` is a one-layer classifier or all of Li et al.'s two). Weight-level pruning is one-shot: ``iterations`` must be 1."""
+(``classifier`` is a one-layer classifier or all of Li et al.'s two). Iterated pruning
+passes the masks so far (``kept``): each iteration removes its ratio of what is left."""
 import logging
 import math
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 from torch import nn
 
 from prunebench.errors import PrunebenchError
-from prunebench.pruning.selection import check_layer_names, check_ratio
+from prunebench.pruning.selection import check_layer_names, check_ratio, lowest, removes_inclusive
 from prunebench.pruning.surgery import prunable_weights
 
 log = logging.getLogger(__name__)
@@ -33,23 +34,27 @@ def _count(ratio: float, n: int) -> int:
     return math.floor(round(ratio * n, 6))
 
 
-def _lowest(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """A boolean tensor marking the ``k`` lowest entries of the flat ``scores`` (ties: earlier first)."""
-    out = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
-    if k:
-        out[torch.argsort(scores, stable=True)[:k]] = True
-    return out
+def _among(scores: torch.Tensor, kept: torch.Tensor, ratio: float, inclusive: bool) -> torch.Tensor:
+    """What a threshold removing ``ratio`` of the still ``kept`` entries of the flat ``scores``
+    removes, the entries already pruned included (the authors' iterative pruning skips them:
+    ``thre_index = total - total_nonzero + int(total_nonzero p)``,
+    rethinking-network-pruning cifar/lottery-ticket/weight-level/cifar_prune_iterative.py:205)."""
+    removed = ~kept
+    live = scores[kept]
+    removed[kept] = lowest(live, _count(ratio, live.numel()), inclusive and ratio > 0)
+    return removed
 
 
-def select_weights(scores: Dict[str, torch.Tensor], cfg) -> Dict[str, torch.Tensor]:
+def select_weights(scores: Dict[str, torch.Tensor], cfg,
+                   kept: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
     """Masks (True = kept) removing the lowest-scoring ``pruning_ratio`` of the weights,
-    over all layers at once (``selection: global``) or in every layer (``layer``, where
-    ``layer_ratios`` overrides the ratio of the layers it names). Layers in ``skip`` keep
-    every weight and are left out of the count."""
+    over all layers at once (``selection: global``; ``global_threshold: inclusive`` removes
+    every weight at or below the int(N p)-th lowest, as Liu et al.'s weight-level code) or in
+    every layer (``layer``, where ``layer_ratios`` overrides the ratio of the layers it names).
+    Layers in ``skip`` keep every weight and are left out of the count. With ``kept`` (the masks
+    of an earlier iteration) the ratio applies to the weights still kept, and what was pruned
+    stays pruned."""
     check_ratio("method.pruning_ratio", cfg.pruning_ratio)
-    iterations = getattr(cfg, "iterations", 1)
-    if iterations != 1:
-        raise PrunebenchError(f"weight-level pruning is one-shot: method.iterations must be 1, got {iterations}")
     layers = [_layer(n) for n in scores]
     check_layer_names([s for s in cfg.skip if not any(_within(l, [s]) for l in layers)], layers, "method.skip")
     check_layer_names(cfg.layer_ratios, layers, "method.layer_ratios")
@@ -57,13 +62,17 @@ def select_weights(scores: Dict[str, torch.Tensor], cfg) -> Dict[str, torch.Tens
         check_ratio(f"method.layer_ratios.{name}", r)
     active = [n for n in scores if not _within(_layer(n), cfg.skip)]
     masks = {n: torch.ones_like(s, dtype=torch.bool) for n, s in scores.items()}
+    before = {n: (kept[n] if kept is not None and n in kept else torch.ones_like(s, dtype=torch.bool)).to(s.device)
+              for n, s in scores.items()}
     if cfg.selection == "global":
         if cfg.layer_ratios:
             raise PrunebenchError("method.layer_ratios applies to selection: layer; with selection: global one "
                                   "threshold over all layers removes method.pruning_ratio of their weights")
         if active:
-            flat = torch.cat([scores[n].detach().flatten().float().to(scores[active[0]].device) for n in active])
-            removed = _lowest(flat, _count(cfg.pruning_ratio, flat.numel()))
+            device = scores[active[0]].device
+            flat = torch.cat([scores[n].detach().flatten().float().to(device) for n in active])
+            live = torch.cat([before[n].flatten().to(device) for n in active])
+            removed = _among(flat, live, cfg.pruning_ratio, removes_inclusive(cfg, cfg.pruning_ratio))
             offset = 0
             for n in active:
                 k = scores[n].numel()
@@ -73,9 +82,10 @@ def select_weights(scores: Dict[str, torch.Tensor], cfg) -> Dict[str, torch.Tens
         for n in active:
             ratio = cfg.layer_ratios.get(_layer(n), cfg.pruning_ratio)
             flat = scores[n].detach().flatten().float()
-            masks[n] = ~_lowest(flat, _count(ratio, flat.numel())).view_as(scores[n])
+            masks[n] = ~_among(flat, before[n].flatten(), ratio, False).view_as(scores[n])
     else:
         raise PrunebenchError(f"weight-level method.selection must be 'global' or 'layer', got {cfg.selection!r}")
+    masks = {n: m & before[n] for n, m in masks.items()}  # skipped layers keep what earlier iterations pruned
     empty = [_layer(n) for n, m in masks.items() if not m.any()]
     if empty:
         log.warning("weight-level selection removed every weight of %s: those layers output zeros", ", ".join(empty))

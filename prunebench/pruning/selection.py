@@ -1,7 +1,10 @@
 """Selection policies: from per-channel scores to the channel indices each layer keeps.
 
 ``global``: one threshold over the scores of every prunable layer removes
-``pruning_ratio`` of all their channels (network slimming). ``layer``: each layer
+``pruning_ratio`` of all their channels (network slimming): ``global_threshold: exact``
+removes int(N p) of the N channels, ``inclusive`` takes the score at position int(N p)
+of the ascending order as the threshold and removes every channel scoring at or below
+it, int(N p) + 1 where no score ties it (:func:`lowest`). ``layer``: each layer
 removes its own ratio (``layer_ratios`` overrides ``pruning_ratio``; L1-norm
 pruning). ``threshold``: each layer removes the channels whose score is <=
 ``threshold`` (automatic methods whose training drives scores to exactly zero:
@@ -19,6 +22,33 @@ from prunebench.errors import PrunebenchError
 def check_ratio(name: str, ratio: float) -> None:
     if not 0.0 <= ratio < 1.0:
         raise PrunebenchError(f"{name} must lie in [0, 1) (the fraction of channels removed), got {ratio}")
+
+
+GLOBAL_THRESHOLDS = ("exact", "inclusive")
+
+
+def lowest(scores: torch.Tensor, k: int, inclusive: bool = False) -> torch.Tensor:
+    """A boolean tensor marking what a global threshold removes of the flat ``scores``: the ``k``
+    lowest (ties: the earlier first), or with ``inclusive`` every score at or below the k-th
+    lowest (0-based), k + 1 of them where none ties it: the rule of Liu et al.'s code, which
+    sorts the scores, takes ``thre = y[int(N p)]`` and keeps what is ``> thre``
+    (network-slimming vggprune.py:64-65,73; rethinking-network-pruning
+    cifar/weight-level/cifar_prune.py:196-198,205)."""
+    out = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
+    if inclusive and scores.numel():
+        return scores <= torch.sort(scores).values[k]
+    if k:
+        out[torch.argsort(scores, stable=True)[:k]] = True
+    return out
+
+
+def removes_inclusive(cfg, ratio: float) -> bool:
+    """Whether a global threshold of ``cfg`` removing ``ratio`` is the inclusive one (a ratio of 0
+    removes nothing under either rule)."""
+    rule = getattr(cfg, "global_threshold", "exact")
+    if rule not in GLOBAL_THRESHOLDS:
+        raise PrunebenchError(f"method.global_threshold must be one of {', '.join(GLOBAL_THRESHOLDS)}, got {rule!r}")
+    return rule == "inclusive" and ratio > 0
 
 
 def check_layer_names(names: Iterable[str], known: Iterable[str], what: str) -> None:
@@ -60,9 +90,7 @@ def select(scores: Dict[str, torch.Tensor], cfg) -> Dict[str, torch.Tensor]:
     counts = {g: scores[g].numel() for g in scores}
     if cfg.selection == "global" and active:
         flat = torch.cat([scores[g].flatten().float().cpu() for g in active])
-        n_remove = int(cfg.pruning_ratio * flat.numel())
-        removed = torch.zeros(flat.numel(), dtype=torch.bool)
-        removed[torch.argsort(flat, stable=True)[:n_remove]] = True
+        removed = lowest(flat, int(cfg.pruning_ratio * flat.numel()), removes_inclusive(cfg, cfg.pruning_ratio))
         offset = 0
         for g in active:
             counts[g] = int((~removed[offset:offset + counts[g]]).sum())

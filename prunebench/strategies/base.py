@@ -117,6 +117,7 @@ class Strategy(ABC):
     needs: Tuple[str, ...] = ("pruned",)  # rows that must have finished ok
     keyed_by: Tuple[str, ...] = ()  # nodes of cfg.strategy whose non-default settings key the cache
     columns: Tuple[str, ...] = ()  # metrics of its row that the result table shows as columns
+    pruned_model: bool = True  # trains the pruned architecture (weight-level: under the pruned mask)
 
     def check(self, cfg) -> None:
         """Raise PrunebenchError on settings of this strategy that cannot work (before any training)."""

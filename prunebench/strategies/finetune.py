@@ -10,7 +10,7 @@ class Finetune(Strategy):
 
     def recipe(self, run):
         ft = run.cfg.strategy.finetune
-        return run.recipe.replace(epochs=ft.epochs, lr=ft.lr, milestones=[])
+        return run.recipe.replace(epochs=ft.epochs, lr=ft.lr, milestones=[], warmup_epochs=0)  # constant lr
 
     def plan(self, run):
         return {"spec": run.pruned_spec(), "epochs": run.cfg.strategy.finetune.epochs, "note": "inherited weights"}

@@ -24,7 +24,7 @@ from prunebench import models
 from prunebench.errors import PrunebenchError
 from prunebench.measure import spec_flops
 from prunebench.strategies.base import Strategy
-from prunebench.strategies.scratch_b import budget, budget_values
+from prunebench.strategies.scratch_b import budget, budget_values, check as check_scratch_b
 
 
 def group_stages(model, input_shape: Sequence[int]) -> Dict[str, int]:
@@ -96,7 +96,11 @@ def pattern_of(folder: Path, input_shape_of=None) -> Dict:
 
 class Guided(Strategy):
     name = "guided"
+    pruned_model = False  # a model of its own
     keyed_by = ("guided",)
+
+    def check(self, cfg):
+        check_scratch_b(cfg)
 
     def applies(self, run):
         return run.kind == "structured" or run.cfg.strategy.guided.source is not None
@@ -151,6 +155,6 @@ class Guided(Strategy):
         b = budget(run, spec_flops(spec, run.input_shape))
         note = (f"stage ratios {', '.join(f'{r:.2f}' for r in p['ratios'])} (mean of {p['runs']} pruned "
                 f"model{'s' if p['runs'] > 1 else ''}) from {p['source']}")
-        return run.trained(stage, run.fresh(spec, reinit=True), run.recipe.replace(epochs=b["epochs"])).after(
+        return run.trained(stage, run.fresh(spec, reinit=True), b["recipe"]).after(
             lambda out: {**out, "stage_ratios": p["ratios"], "source": p["source"], "epochs_formula": b["formula"],
                          "note": note})

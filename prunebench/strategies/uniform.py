@@ -17,13 +17,14 @@ from prunebench.pruning import uniform_spec
 from prunebench.pruning.masks import sparse_init, uniform_masks
 from prunebench.pruning.surgery import prunable_weights
 from prunebench.strategies.base import Strategy
-from prunebench.strategies.scratch_b import budget, budget_values
+from prunebench.strategies.scratch_b import budget, budget_values, check as check_scratch_b
 
 MATCHES = ("flops", "params")
 
 
 class Uniform(Strategy):
     name = "uniform"
+    pruned_model = False  # a model of its own
     keyed_by = ("uniform",)
     columns = ("width_factor", "match")
 
@@ -31,6 +32,7 @@ class Uniform(Strategy):
         return {**super().cache_values(cfg), "scratch_b": budget_values(cfg)}
 
     def check(self, cfg):
+        check_scratch_b(cfg)
         if cfg.strategy.uniform.match not in MATCHES:
             raise PrunebenchError(f"strategy.uniform.match must be one of {', '.join(MATCHES)}, got "
                                   f"{cfg.strategy.uniform.match!r}")
@@ -78,7 +80,7 @@ class Uniform(Strategy):
                 return {**out, "match": match, "gap": gap, "epochs_formula": b["formula"],
                         "note": f"random mask keeping {100 * keep:.1f}% of every layer, {match} {100 * gap:+.2f}% "
                                 f"vs pruned; non-zero counts"}
-            return run.trained(stage, model, run.recipe.replace(epochs=b["epochs"]), masks=masks).after(weight_level)
+            return run.trained(stage, model, b["recipe"], masks=masks).after(weight_level)
         spec, factor, achieved, adjusted = self.structured(run, target)
         flops = spec_flops(spec, run.input_shape)
         b = budget(run, run.figure("pruned", "flops") if match == "flops" else flops)
@@ -91,4 +93,4 @@ class Uniform(Strategy):
                 note += f" (outside the {100 * tol:g}% tolerance)"
             return {**out, "width_factor": factor, "width_adjustments": adjusted, "match": match, "gap": gap,
                     "epochs_formula": b["formula"], "note": note}
-        return run.trained(stage, run.fresh(spec, reinit=True), run.recipe.replace(epochs=b["epochs"])).after(structured)
+        return run.trained(stage, run.fresh(spec, reinit=True), b["recipe"]).after(structured)

@@ -12,6 +12,10 @@ class TrainHooks:
 
     capturable = True
 
+    def before_training(self, model: nn.Module) -> None:
+        """Called once before the first epoch of a training that starts afresh (not on resuming
+        from a checkpoint, which holds what this did)."""
+
     def on_batch(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
         """Called with each training batch before its forward pass (a penalty that needs the labels)."""
 
@@ -36,6 +40,10 @@ class HookList(TrainHooks):
     def __init__(self, hooks: Iterable[TrainHooks]):
         self.hooks = list(hooks)
         self.capturable = all(h.capturable for h in self.hooks)
+
+    def before_training(self, model):
+        for h in self.hooks:
+            h.before_training(model)
 
     def on_batch(self, model, x, y):
         for h in self.hooks:

@@ -48,6 +48,8 @@ class Recipe:
     gamma: float = 0.1
     nesterov: bool = False
     steps_per_epoch: Optional[int] = None
+    warmup_epochs: int = 0  # the first epochs train at lr x warmup_factor
+    warmup_factor: float = 0.1
 
     def replace(self, **changes) -> "Recipe":
         """This recipe with some fields changed (epochs, lr, milestones)."""
@@ -118,12 +120,22 @@ def epoch_generator(seed: int, epoch: int, device) -> torch.Generator:
 
 
 def epoch_lr(recipe: Recipe, milestones: Sequence[int], epoch: int) -> float:
-    """The learning rate of (0-based) ``epoch``, computed on the host as MultiStepLR computes it."""
+    """The learning rate of (0-based) ``epoch``, computed on the host as MultiStepLR computes it,
+    times ``warmup_factor`` in the first ``warmup_epochs`` epochs."""
     lr = recipe.lr
     for m in milestones:
         if m <= epoch:
             lr = lr * recipe.gamma
-    return lr
+    return lr * recipe.warmup_factor if epoch < recipe.warmup_epochs else lr
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    """Every group's learning rate to ``lr``, in place where it is a device tensor (a captured step reads it)."""
+    for g in opt.param_groups:
+        if isinstance(g["lr"], torch.Tensor):
+            g["lr"].fill_(lr)
+        else:
+            g["lr"] = lr
 
 
 def train(model: nn.Module, data: Data, recipe: Recipe, **options) -> dict:
@@ -216,6 +228,8 @@ def training(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpo
         history = state.get("history", [])
         if speed.fast:
             tensor_lr(opt, device)
+    else:
+        hooks.before_training(model)
     progress = progress and distributed.is_main()
     step = Step(model, opt, hooks, speed, device, net=net)
     per_epoch = data.steps_per_epoch(recipe.batch_size, recipe.steps_per_epoch)
@@ -237,6 +251,8 @@ def training(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpo
         loss_sum.zero_()
         steps = 0
         lr_epoch = epoch_lr(recipe, milestones, epoch)
+        if recipe.warmup_epochs:  # the scheduler's milestones, with the warm-up's factor on top
+            set_lr(opt, lr_epoch)
         looks: List[tuple] = []  # (steps, readout of the loss sum) on their way to the host
         inner = tqdm(total=per_epoch, desc=f"epoch {epoch + 1}", disable=not progress, leave=False, dynamic_ncols=True)
         for x, y in map(distributed.shard, data.train_batches(recipe.batch_size, gen, recipe.steps_per_epoch)):
