@@ -1,14 +1,17 @@
 """The dry run (``dry_run=true``): every stage of a run with its model's params and FLOPs,
 its epochs, whether it is cached and, for methods whose configuration fixes the pruned
 architecture (per-layer ratios), the pruned widths and Scratch-B's epochs. Nothing is
-trained and no data are loaded. The strategies say what they would train through the
+trained or downloaded; the data set is read for its fingerprint (part of every stage's key)
+when it is there, and when it is not, no stage can be found cached. The strategies say what they would train through the
 :class:`Planner`, a :class:`prunebench.strategies.base.RunView` of what is known before."""
 from typing import Dict, List, Optional
 
 import torch
 from omegaconf import DictConfig
 
+from prunebench import data as datasets
 from prunebench import measure, models
+from prunebench.errors import PrunebenchError
 from prunebench.protocol import Run
 from prunebench.pruning import widths
 from prunebench.stages import Stage
@@ -24,7 +27,8 @@ class Planner:
             run.cfg, b.kind, b.base_spec, b.input_shape, b.recipe)
         self.results: Dict[str, Dict] = {}
         self.values = run.stage_values()
-        for row, (kind, vals) in self.values.items():
+        self.known = run.fingerprint != NO_DATA
+        for row, (kind, vals) in self.values.items() if self.known else ():
             stage = Stage(run.cache, kind, vals)
             cached = stage.result()
             if cached is not None and cached.get("status") == "ok":
@@ -79,7 +83,8 @@ class Planner:
             spec = p["spec"]
             known = spec is not None and not (self.kind == "weight" and row not in ("unpruned", "sparse"))
             rows.append({
-                "row": row, "stage": str(stage.dir), "cached": stage.result() is not None,
+                "row": row, "stage": str(stage.dir) if self.known else NO_DATA, "cached": self.known and
+                stage.result() is not None,
                 "params": self.results.get(row, {}).get("params") or (measure.spec_params(spec) if known else None),
                 "flops": self.results.get(row, {}).get("flops") or
                 (measure.spec_flops(spec, self.input_shape) if known else None),
@@ -93,6 +98,16 @@ def layer_widths_of(spec: Dict) -> Dict[str, int]:
         return widths(models.build(spec))
 
 
+NO_DATA = "(not known: the data set is not there, and its fingerprint keys every stage)"
+
+
 def plan(cfg: DictConfig) -> List[Dict]:
     """What a run of ``cfg`` would train, stage by stage."""
-    return Planner(Run(cfg)).rows()
+    from prunebench import validate
+
+    validate.check(cfg)  # a bad setting is refused before the data set is read
+    try:
+        fingerprint = datasets.fingerprint(cfg.dataset)
+    except PrunebenchError:
+        fingerprint = NO_DATA
+    return Planner(Run(cfg, fingerprint=fingerprint)).rows()
