@@ -12,7 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from prunebench import atomic, pipeline, protocol, scheduler
+from prunebench import atomic, data, pipeline, protocol, scheduler
 from prunebench.errors import PrunebenchError
 from prunebench.stages import Stage
 from prunebench.train import Recipe, job, train
@@ -93,7 +93,7 @@ def test_a_stage_finished_by_another_job_while_waiting_is_reused(smoke_cfg, tmp_
     other = compose_config("experiment=smoke", f"cache_dir={tmp_path / 'other'}", *args)
     done = by_row(pipeline.run(other))  # what the other job wrote
     cfg = smoke_cfg(*args, "lock_timeout=60")
-    stage = Stage(cfg.cache_dir, "unpruned", protocol.base_settings(cfg))
+    stage = Stage(cfg.cache_dir, "unpruned", protocol.base_settings(cfg, data.fingerprint(cfg.dataset)))
     stage.dir.mkdir(parents=True)
     (stage.dir / "lock").write_text(f"{os.uname().nodename} {os.getppid()}")  # held by a live job
     monkeypatch.setattr(scheduler, "LOCK_POLL_S", 0.05)
@@ -118,6 +118,7 @@ STRUCTURED, SPARSE, AT_INIT = "l1_norm", "slimming", "snip"
 NOT_KEYED = {  # settings no stage's result depends on
     "dataset.root", "dataset.download", "schedule.name", "schedule.eval_every", "schedule.eval_batch_size",
     "strategy.name", "device", "cache_dir", "retry_failed", "progress", "dry_run", "lock_timeout", "strict",
+    "prune_only",  # which stages run, not what one computes
     "measure.latency_batch", "measure.latency_repeats", "paper",
     "logger", "distributed",  # what is logged; DDP settings (keyed by bn_shards only under torchrun)
     "train",  # how a step runs (compiled, channels_last, side by side): train.precision is keyed, below
@@ -132,7 +133,7 @@ ALTERNATIVES = {  # values to change to where "another value" is not obvious
     "method.sparse_init": "unpruned", "method.sparse_epochs": 2, "method.sparse_lr": 0.01,
     "method.skip": ["conv2"], "method.layer_ratios": {"conv2": 0.25}, "schedule.milestones": [0.5],
     "train.precision": "bf16", "train.compile": "on", "train.backend": "aot_eager", "train.max_concurrent": 1,
-    "strategy.scratch_b.max_factor": 2.0, "strategy.uniform.match": "params", "strategy.lottery.rewind_epoch": 1,
+    "strategy.scratch_b.max_factor": 2.0, "prune_only": None, "distributed.backend": "gloo", "strategy.uniform.match": "params", "strategy.lottery.rewind_epoch": 1,
 }
 WEIGHT_LAYERS = {"method.skip": ["features.4"], "method.layer_ratios": {"features.4": 0.25},
                  "method.selection": "layer"}

@@ -77,7 +77,7 @@ def test_sweep_over_seeds_aggregates_to_mean_and_std(tmp_path):
 
 
 def test_one_failed_sweep_job_is_its_row_and_the_sweep_goes_on(tmp_path):
-    p = run_cli("-m", "experiment=smoke", "method=l1_norm", "method.pruning_ratio=0.5,1.5", "strategies=[]",
+    p = run_cli("-m", "experiment=smoke", "method=l1_norm", "method.pruning_ratio=0.5,1.5", "prune_only=true",
                 cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     [sweep] = (tmp_path / "outputs" / "multirun").iterdir()
