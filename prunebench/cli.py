@@ -7,6 +7,7 @@ failed row exit with 1; an interrupt (Ctrl-C, SIGTERM) stops every training at i
 checkpoint and exits with 130. In a sweep (``-m``) one job's error is that job's failed row
 and the other jobs go on."""
 import logging
+import multiprocessing
 import os
 import shutil
 import signal
@@ -31,8 +32,8 @@ from prunebench.errors import PrunebenchError, UnwritableFile, main_process, say
 log = logging.getLogger("prunebench")
 EXIT_BAD_INPUT, EXIT_FAILED_ROW, EXIT_INTERRUPTED = 2, 1, 130
 _sweep_status = {"code": 0}  # with strict=true: the worst exit status of the jobs of a sweep
-INTERRUPTED = ("interrupted: every training stopped at its last checkpoint and the locks were released; rerun the "
-               "same command to resume (finished stages are reused)")
+INTERRUPTED = ("interrupted: every training stopped at its last checkpoint; rerun the same command to resume "
+               "(finished stages are reused, and locks a stopped job left are taken over)")
 PROBE_BYTES = 64 * 1024  # written once into a new run folder: a folder that cannot take it cannot take the run's files
 
 
@@ -133,6 +134,8 @@ def app(cfg: DictConfig) -> None:
             return
         rows = pipeline.run(cfg)
     except KeyboardInterrupt:
+        if multiprocessing.parent_process() is not None:  # a sweep's worker process: its launcher says it once
+            raise
         say_error(INTERRUPTED, errors)
         sys.exit(EXIT_INTERRUPTED)
     except Exception as e:  # noqa: BLE001 - in a sweep, one job's error is that job's failed row

@@ -186,10 +186,14 @@ class Stage:
                 path.unlink(missing_ok=True)  # left by a process that died: take over
                 continue
             return f"{host} (pid {pid})"
-        removed = atomic.remove_temporaries(self.dir)
-        if removed:
-            log.info("%s: removed %d temporary file%s a killed job left", self.dir, removed, "s" * (removed > 1))
-        atomic.write_json(self.dir / "settings.json", {"stage": self.kind, **self.values})
+        try:
+            removed = atomic.remove_temporaries(self.dir)
+            if removed:
+                log.info("%s: removed %d temporary file%s a killed job left", self.dir, removed, "s" * (removed > 1))
+            atomic.write_json(self.dir / "settings.json", {"stage": self.kind, **self.values})
+        except BaseException:
+            path.unlink(missing_ok=True)  # not held after all
+            raise
         return None
 
     def release(self) -> None:

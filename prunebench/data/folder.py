@@ -129,7 +129,12 @@ class _Images(Dataset):
                 torch.manual_seed(seed)
                 x = self.transform(image)
         except Exception as e:  # noqa: BLE001 - PIL's errors (UnidentifiedImageError, OSError: truncated, ...)
-            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            from PIL import UnidentifiedImageError
+
+            if isinstance(e, UnidentifiedImageError):
+                reason = "not an image format PIL can decode"
+            else:
+                reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             return (torch.zeros(3, self.size, self.size, dtype=torch.uint8), label,
                     f"{path} cannot be read as an image ({type(e).__name__}: {reason}); replace it with a readable "
                     f"copy, or delete it and rerun (a changed image tree trains stages of its own)")

@@ -159,7 +159,9 @@ def weights(line: Line, folder: Path, layer: Optional[str] = None) -> List[Path]
         try:
             loaded.append((label, models.load(st)))
         except Exception as e:  # noqa: BLE001 - an unreadable or foreign model is left out of the figure
-            log.warning("skipped %s: its model cannot be loaded (%s: %s)", st, type(e).__name__, str(e)[:160])
+            where = getattr(e, "path", None) or st
+            log.warning("skipped %s: its model cannot be loaded (%s: %s)", where, type(e).__name__,
+                        " ".join(str(e).split())[:300])
     if len(loaded) < 2:
         return []
     plt = _pyplot()
@@ -187,10 +189,10 @@ def history(stage: Path) -> List[Dict]:
     try:
         if path.exists():
             with open(path, newline="") as f:
-                out = [{k: (None if v in ("", "None", "null") else float(v)) for k, v in r.items()}
-                       for r in csv.DictReader(f)]
-            if out and not {"epoch", "loss"} <= set(out[0]):
-                raise ValueError("no epoch and loss columns")
+                reader = csv.DictReader(f)
+                if not {"epoch", "loss"} <= set(reader.fieldnames or ()):
+                    raise ValueError("no epoch and loss columns")
+                out = [{k: (None if v in ("", "None", "null") else float(v)) for k, v in r.items()} for r in reader]
             if any(r.get("epoch") is None for r in out):
                 raise ValueError("an epoch without its number")
             return out
