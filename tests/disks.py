@@ -13,7 +13,7 @@ import stat
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 
 def _mount(folder: Path, options: str) -> bool:
@@ -41,21 +41,27 @@ def small_disk(folder: Path, size_kib: int) -> Iterator[Optional[Path]]:
 
 
 @contextmanager
-def read_only(folder: Path) -> Iterator[Optional[str]]:
-    """``folder`` made read-only for this user: how ("tmpfs ro" or "chmod 555"), or None."""
+def read_only(folder: Path, fill: Optional[Callable[[Path], None]] = None) -> Iterator[Optional[str]]:
+    """``folder`` made read-only for this user, after ``fill(folder)`` wrote what it should hold:
+    how ("tmpfs ro" or "chmod 555"), or None."""
     if os.geteuid() != 0:
         folder.mkdir(parents=True, exist_ok=True)
+        if fill:
+            fill(folder)
         folder.chmod(stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
         try:
             yield "chmod 555"
         finally:
             folder.chmod(0o755)
         return
-    if not _mount(folder, "ro,size=64k"):
+    if not _mount(folder, "size=8m"):
         yield None
         return
     try:
-        yield "tmpfs ro"
+        if fill:
+            fill(folder)
+        remounted = subprocess.run(["mount", "-o", "remount,ro", str(folder)], capture_output=True)
+        yield "tmpfs ro" if remounted.returncode == 0 else None
     finally:
         _unmount(folder)
 
