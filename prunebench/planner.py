@@ -103,8 +103,12 @@ NO_DATA = "(not known: the data set is not there, and its fingerprint keys every
 
 def plan(cfg: DictConfig) -> List[Dict]:
     """What a run of ``cfg`` would train, stage by stage."""
+    import copy
+
     from prunebench import validate
 
+    cfg = copy.deepcopy(cfg)
+    cfg.dry_run = True  # what is checked: no cache folder written, a guided source's state shown as a note
     validate.check(cfg)  # a bad setting is refused before the data set is read
     try:
         fingerprint = datasets.fingerprint(cfg.dataset)

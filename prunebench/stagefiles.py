@@ -9,7 +9,8 @@ aside and trains the stage again.
 - ``metrics.json``: an object whose ``status`` is ``ok`` or ``failed``; an ok stage's holds the
   numbers every row shows (:data:`OK_METRICS`).
 - ``arch.json``: a model spec that builds (on the meta device: no weights allocated).
-- ``model.pt``: that model's state dict, every tensor of the right shape.
+- ``model.pt``: that model's state dict, every tensor of the right shape (a sparse stage's also
+  holds what its method attached for training).
 - ``mask.pt`` (a weight-level pruned stage: its metrics hold ``density``): one tensor of the
   shape of each pruned weight."""
 from pathlib import Path
@@ -52,11 +53,13 @@ def meta_model(folder: Path):
         raise atomic.UnreadableFile(path, e) from e
 
 
-def check_state(path: Path, state: Any, expected: Dict[str, torch.Tensor]) -> None:
-    """``state`` holds a tensor of the expected shape under every expected name, and nothing else."""
+def check_state(path: Path, state: Any, expected: Dict[str, torch.Tensor], extra_allowed: bool = False) -> None:
+    """``state`` holds a tensor of the expected shape under every expected name, and nothing else
+    (``extra_allowed``: other tensors too, such as what a method attached to a sparse stage's model)."""
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise wrong(path, "no dict of tensors")
-    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    missing = sorted(set(expected) - set(state))
+    extra = [] if extra_allowed else sorted(set(state) - set(expected))
     if missing or extra:
         raise wrong(path, f"the tensors do not match arch.json (missing {missing[:3]}, unexpected {extra[:3]})")
     shapes = [k for k, v in expected.items() if tuple(state[k].shape) != tuple(v.shape)]
@@ -68,7 +71,7 @@ def check_model(folder: Path) -> None:
     folder = Path(folder)
     model = meta_model(folder)
     path = folder / "model.pt"
-    check_state(path, atomic.load(path), model.state_dict())
+    check_state(path, atomic.load(path), model.state_dict(), extra_allowed=True)  # a sparse stage's attached modules
 
 
 def check_masks(folder: Path) -> None:

@@ -14,7 +14,9 @@ import torch
 
 from prunebench import pipeline, report
 from prunebench.errors import PrunebenchError
+from prunebench.methods import METHODS
 from prunebench.report import plots
+from prunebench.train import job
 
 RUN = ("method=magnitude", "strategies=[scratch_e]")  # weight-level: its pruned stage keeps mask.pt
 
@@ -152,3 +154,13 @@ def test_temporary_files_a_killed_writer_left_are_removed(smoke_cfg, caplog):
         again = by_row(pipeline.run(smoke_cfg(*args)))
     assert again["scratch_e"]["status"] == "ok" and not list(folder.glob(".*.tmp"))
     assert "removed 2 temporary files" in caplog.text
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_finished_stage_reads_back_as_written(smoke_cfg, monkeypatch, method):
+    """What each stage file must hold is what prunebench writes, for every method (a sparse stage's
+    model carries what the method attached): a rerun reuses every stage and trains nothing."""
+    args = (f"method={method}", "strategies=[scratch_e]")
+    first = table(pipeline.run(smoke_cfg(*args)))
+    monkeypatch.setattr(job, "training_of", lambda *a, **k: pytest.fail("a finished stage was trained again"))
+    assert table(pipeline.run(smoke_cfg(*args))) == first
