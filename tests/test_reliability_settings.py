@@ -121,3 +121,15 @@ def test_a_bad_backend_under_torchrun_is_one_line_from_rank_0(tmp_path):
     frames = [ln for ln in p.stderr.splitlines() if ln.strip().startswith('File "')]
     assert not [f for f in frames if "/prunebench/" in f], frames  # torchrun reports its child; no traceback of ours
     assert not (tmp_path / "stages").exists()
+
+
+def test_a_guided_source_of_another_number_of_stages_is_refused_before_training(smoke_cfg, tmp_path, monkeypatch):
+    from prunebench import report
+
+    rows = pipeline.run(smoke_cfg("model=resnet20", "model.width=0.25", "method=l1_norm", "prune_only=true",
+                                  f"cache_dir={tmp_path / 'source_stages'}"))
+    report.write(rows, tmp_path / "source", "the source")
+    monkeypatch.setattr(job, "training_of", lambda *a, **k: pytest.fail("trained before the input was checked"))
+    with pytest.raises(PrunebenchError, match="gives a pattern of 3 stages, vgg11 has 5"):
+        pipeline.run(smoke_cfg("method=l1_norm", "strategies=[guided]", f"strategy.guided.source={tmp_path / 'source'}"))
+    assert not (tmp_path / "stages").exists() or not any((tmp_path / "stages").iterdir())
