@@ -72,6 +72,16 @@ def digest(values: Dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
+OWNERLESS_GRACE_S = 2.0  # an ownerless lock younger than this may still be getting its owner written
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -178,6 +188,8 @@ class Stage:
                 continue  # released between our attempt and the read
             host, pid = owner
             if not host or not pid.isdigit():
+                if _age(path) < OWNERLESS_GRACE_S:  # a lock created in place may be read before its owner is written
+                    return "a job writing its lock"
                 log.warning("%s names no owner (%r); taken over", path, f"{host} {pid}".strip())
                 path.unlink(missing_ok=True)
                 continue

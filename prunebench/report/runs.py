@@ -177,8 +177,8 @@ def missing_seeds(folder: Path, lines: List["Line"]) -> List[str]:
     out = []
     unfinished = unfinished_jobs(folder)
     for job in unfinished:
-        out.append(f"{job} holds no results.csv (the job was killed, stopped before its table, or is still "
-                   f"running): its seed is missing from its line; rerun it (finished stages are reused)")
+        out.append(f"{job} holds no results.csv (the job was killed, stopped before its table, was a dry run, "
+                   f"or is still running): its seed is missing from its line; rerun it (finished stages are reused)")
     for sweep in sorted(p.parent for p in Path(folder).rglob("multirun.yaml")):
         seeds = set(swept_seeds(sweep)) | {s for j in unfinished if sweep in j.parents for s in [job_seed(j)]
                                            if s is not None}
@@ -193,20 +193,22 @@ def missing_seeds(folder: Path, lines: List["Line"]) -> List[str]:
 
 
 def swept_seeds(folder: Path) -> List[int]:
-    """The seeds a sweep in ``folder`` asked for: the ``seed=`` override in its ``multirun.yaml``
-    (``seed=0,1,2`` or ``seed=range(0,3)``), else none known."""
+    """The seeds a sweep in ``folder`` asked for: the ``seed=`` override of its ``multirun.yaml``
+    (the command line's, else the preset's ``hydra.sweeper.params``; ``0,1,2`` or ``range(0,3)``),
+    else none known."""
     path = Path(folder) / "multirun.yaml"
     if not path.exists():
         return []
     try:
-        overrides = OmegaConf.select(OmegaConf.load(path), "hydra.overrides.task") or []
+        tree = OmegaConf.load(path)
+        overrides = [str(o).partition("=") for o in OmegaConf.select(tree, "hydra.overrides.task") or []]
+        values = [v for k, _, v in overrides if k.lstrip("+") == "seed"]
+        params = OmegaConf.select(tree, "hydra.sweeper.params") or {}
+        values += [str(params["seed"])] if "seed" in params else []
     except Exception:  # noqa: BLE001 - a damaged multirun.yaml only costs this check
         log.warning("skipped: %s cannot be read; the seeds the sweep asked for are not known", path)
         return []
-    for o in overrides:
-        key, _, value = str(o).partition("=")
-        if key.lstrip("+") != "seed":
-            continue
+    for value in values[:1]:
         m = re.fullmatch(r"range\((-?\d+),\s*(-?\d+)(?:,\s*(-?\d+))?\)", value.strip())
         if m:
             return list(range(int(m[1]), int(m[2]), int(m[3] or 1)))
