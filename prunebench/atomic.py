@@ -5,9 +5,10 @@ target with :func:`os.replace` (atomic on POSIX and Windows within one file
 system), so a job killed mid-write leaves the previous file or none, never half
 of one (and at most a ``.<name>.*.tmp`` beside it, which :func:`remove_temporaries` clears
 once the stage's lock is held). A write that fails (full disk, file-size limit, no
-permission) is an :class:`~prunebench.errors.UnwritableFile` naming the path. Tensor files are read with ``torch.load(weights_only=True)``: tensors,
-dicts, lists, numbers and strings only, so a crafted file cannot run code; a
-file that cannot be read that way is an :class:`UnreadableFile` naming it."""
+permission) is an :class:`~prunebench.errors.UnwritableFile` naming the path. Tensor
+files are read with ``torch.load(weights_only=True)``: tensors, dicts, lists, numbers and
+strings only, so a crafted file cannot run code; a file that cannot be read that way is an
+:class:`UnreadableFile` naming it."""
 import json
 import os
 import tempfile
