@@ -3,9 +3,12 @@
 Every file is written to a temporary file in the same folder and moved over the
 target with :func:`os.replace` (atomic on POSIX and Windows within one file
 system), so a job killed mid-write leaves the previous file or none, never half
-of one. Tensor files are read with ``torch.load(weights_only=True)``: tensors,
-dicts, lists, numbers and strings only, so a crafted file cannot run code; a
-file that cannot be read that way is an :class:`UnreadableFile` naming it."""
+of one (and at most a ``.<name>.*.tmp`` beside it, which :func:`remove_temporaries` clears
+once the stage's lock is held). A write that fails (full disk, file-size limit, no
+permission) is an :class:`~prunebench.errors.UnwritableFile` naming the path. Tensor
+files are read with ``torch.load(weights_only=True)``: tensors, dicts, lists, numbers and
+strings only, so a crafted file cannot run code; a file that cannot be read that way is an
+:class:`UnreadableFile` naming it."""
 import json
 import os
 import tempfile
@@ -15,7 +18,9 @@ from typing import Any, Iterator
 
 import torch
 
-from prunebench.errors import PrunebenchError
+from prunebench.errors import PrunebenchError, UnwritableFile
+
+TEMPORARY = ".*.tmp"  # the names replacing() gives its temporary files
 
 
 class UnreadableFile(PrunebenchError):
@@ -32,17 +37,38 @@ class UnreadableFile(PrunebenchError):
 def replacing(path: Path, mode: str = "w") -> Iterator[Any]:
     """An open temporary file beside ``path`` that replaces ``path`` when the block ends without error."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise UnwritableFile(path, e) from e
     try:
         with os.fdopen(fd, mode, **({"newline": ""} if "b" not in mode else {})) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise UnwritableFile(path, e) from e
+        if isinstance(e, RuntimeError) and isinstance(e.__cause__ or e.__context__, OSError):
+            cause = e.__cause__ or e.__context__  # torch.save wraps the OSError of its writer
+            raise UnwritableFile(path, cause) from e
         raise
+
+
+def remove_temporaries(folder: Path) -> int:
+    """Delete the temporary files a killed writer left in ``folder`` (call it holding the folder's
+    lock, so no live writer owns them); the number removed."""
+    removed = 0
+    for tmp in Path(folder).glob(TEMPORARY):
+        try:
+            tmp.unlink()
+            removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
 
 
 def write_text(path: Path, text: str) -> None:

@@ -2,20 +2,24 @@
 command line, prints the config, runs the protocol and writes the result table.
 Under ``torchrun --nproc_per_node=N -m prunebench ...`` every rank runs the protocol
 (``prunebench.distributed``); rank 0 alone prints and writes the run folder.
-A bad input exits with status 2; ``strict=true`` makes a failed row exit with 1.
-In a sweep (``-m``) one job's error is that job's failed row and the other jobs go on."""
+A bad input exits with status 2 and one line (unwrapped, on stderr); ``strict=true`` makes a
+failed row exit with 1; an interrupt (Ctrl-C, SIGTERM) stops every training at its last
+checkpoint and exits with 130. In a sweep (``-m``) one job's error is that job's failed row
+and the other jobs go on."""
 import logging
+import multiprocessing
 import os
 import shutil
 import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import List, Sequence
+from typing import Any, List, Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.object_type import ObjectType
+from hydra.experimental.callback import Callback
 from hydra.plugins.completion_plugin import CompletionPlugin
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -23,11 +27,50 @@ from rich.console import Console
 from rich.syntax import Syntax
 
 from prunebench.config import CONF_DIR, register_configs
-from prunebench.errors import PrunebenchError
+from prunebench.errors import PrunebenchError, UnwritableFile, main_process, say_error
 
 log = logging.getLogger("prunebench")
-EXIT_BAD_INPUT, EXIT_FAILED_ROW = 2, 1
+EXIT_BAD_INPUT, EXIT_FAILED_ROW, EXIT_INTERRUPTED = 2, 1, 130
 _sweep_status = {"code": 0}  # with strict=true: the worst exit status of the jobs of a sweep
+INTERRUPTED = ("interrupted: every training stopped at its last checkpoint; rerun the same command to resume "
+               "(finished stages are reused, and locks a stopped job left are taken over)")
+PROBE_BYTES = 64 * 1024  # written once into a new run folder: a folder that cannot take it cannot take the run's files
+
+
+def stderr_console(main_rank: bool = True) -> Console:
+    return Console(stderr=True, quiet=not main_rank)
+
+
+def writable_folder(folder: Path) -> None:
+    """Create ``folder`` and write (then remove) a small file in it; UnwritableFile when that fails."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder) as f:
+            f.write(b"\0" * PROBE_BYTES)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise UnwritableFile(folder, e) from e
+
+
+class RunFolderCheck(Callback):
+    """Hydra callback: the run folder (``hydra.run.dir``) or the sweep folder (``hydra.sweep.dir``)
+    must take files before Hydra writes its own there, else one line and exit 2."""
+
+    def _check(self, node: Any) -> None:
+        try:
+            writable_folder(Path(str(node.dir)))
+        except UnwritableFile as e:
+            say_error(str(e))
+            sys.exit(EXIT_BAD_INPUT)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if main_process():  # the other ranks of torchrun write nowhere
+            self._check(config.hydra.run)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.sweep)
 
 
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
@@ -67,51 +110,76 @@ def app(cfg: DictConfig) -> None:
     from prunebench import distributed, pipeline, report  # torch is imported here, after Hydra parsed the command line
 
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+    errors = stderr_console(main_process())
     if distributed.launched() and in_sweep:
-        Console().print("[bold red]error:[/] torchrun runs one run over several GPUs; run a sweep (-m) without "
-                        "torchrun (the joblib launcher spreads its jobs over the GPUs)")
-        sys.exit(2)
-    distributed.setup(cfg.device, cfg.distributed.backend, cfg.distributed.sync_bn)
+        say_error("torchrun runs one run over several GPUs; run a sweep (-m) without torchrun (the joblib launcher "
+                  "spreads its jobs over the GPUs)", errors)
+        sys.exit(EXIT_BAD_INPUT)
+    try:
+        distributed.setup(cfg.device, cfg.distributed.backend, cfg.distributed.sync_bn)
+    except PrunebenchError as e:
+        say_error(str(e), errors)
+        sys.exit(EXIT_BAD_INPUT)
     main_rank = distributed.is_main()
     console = Console(quiet=not main_rank)  # under torchrun rank 0 prints
     sweep_device(cfg)
     text = OmegaConf.to_yaml(cfg, resolve=True)
     console.print(Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    if main_rank:
-        (run_dir / "config.yaml").write_text(text)
     try:
+        if main_rank:
+            write_text(run_dir / "config.yaml", text)
         if cfg.dry_run:
             report.show_plan(pipeline.plan(cfg), title(cfg), console)
             return
         rows = pipeline.run(cfg)
+    except KeyboardInterrupt:
+        if multiprocessing.parent_process() is not None:  # a sweep's worker process: its launcher says it once
+            raise
+        say_error(INTERRUPTED, errors)
+        sys.exit(EXIT_INTERRUPTED)
     except Exception as e:  # noqa: BLE001 - in a sweep, one job's error is that job's failed row
         if not in_sweep:
             if isinstance(e, PrunebenchError):
-                console.print(f"[bold red]error:[/] {e}")
+                say_error(str(e), errors)
                 sys.exit(EXIT_BAD_INPUT)
             raise
-        log.exception("this sweep job failed; the sweep goes on")
+        if isinstance(e, PrunebenchError):
+            log.error("this sweep job failed (the sweep goes on): %s", e)
+        else:
+            log.exception("this sweep job failed; the sweep goes on")
         rows = [failed_row(cfg, f"{type(e).__name__}: {e}")]
     if not main_rank:
         return
-    report.write(rows, run_dir, title(cfg))
+    try:
+        report.write(rows, run_dir, title(cfg))
+    except UnwritableFile as e:
+        say_error(str(e), errors)
+        sys.exit(EXIT_BAD_INPUT)
     report.show(rows, title(cfg), console)
-    console.print(f"results: {run_dir / 'results.csv'}  {run_dir / 'results.md'}")
+    console.print(f"results: {run_dir / 'results.csv'}  {run_dir / 'results.md'}", soft_wrap=True)
     if any(r["status"] == "ok" and r["row"] != "error" for r in rows):
         try:
             from prunebench.report import plots
 
             plots.for_run(run_dir, rows)
-            console.print(f"plots: {run_dir / 'plots'}")
-        except Exception:  # noqa: BLE001 - a figure that cannot be drawn never costs the table
-            log.exception("the run's plots could not be drawn")
+            console.print(f"plots: {run_dir / 'plots'}", soft_wrap=True)
+        except Exception as e:  # noqa: BLE001 - a figure that cannot be drawn never costs the table
+            log.warning("the run's plots could not be drawn (%s: %s); the table is written", type(e).__name__, e)
+            log.debug("the plots' error", exc_info=e)
     if any(r["status"] != "ok" for r in rows):
         log.warning("some rows failed; see the note column")
         if cfg.strict:
             if not in_sweep:
                 sys.exit(EXIT_FAILED_ROW)
             _sweep_status["code"] = max(_sweep_status["code"], EXIT_FAILED_ROW)
+
+
+def write_text(path: Path, text: str) -> None:
+    try:
+        path.write_text(text)
+    except OSError as e:
+        raise UnwritableFile(path, e) from e
 
 
 def nested_options(loader, group: str) -> List[str]:
@@ -147,6 +215,7 @@ def complete_nested_options() -> None:
 def main() -> None:
     register_configs()
     complete_nested_options()
+    logging.raiseExceptions = False  # a log line that cannot be written (a full disk) must not bury the error
     scratch = None
     if int(os.environ.get("RANK", "0")) > 0:  # torchrun's other ranks: rank 0 keeps the run folder and its log
         scratch = tempfile.mkdtemp(prefix="prunebench-rank")
@@ -156,6 +225,9 @@ def main() -> None:
         signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         app()
+    except KeyboardInterrupt:  # outside a job: while Hydra composes, or a sweep's launcher waiting for its jobs
+        say_error(INTERRUPTED)
+        sys.exit(EXIT_INTERRUPTED)
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -329,6 +329,7 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     # lottery runs for weight-level methods (structured ones with strategy.lottery.structured); guided on request
     strategies: List[str] = field(default_factory=lambda: ["finetune", "scratch_e", "scratch_b", "uniform", "lottery"])
+    prune_only: bool = False  # stop after pruning, no strategy retrains (the source runs of guided transfer)
     seed: int = 0
     seeds: Optional[List[int]] = None  # several seeds in one process (one set of rows each); None: `seed`
     device: str = "auto"  # auto | cpu | cuda | cuda:N

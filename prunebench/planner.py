@@ -1,14 +1,18 @@
 """The dry run (``dry_run=true``): every stage of a run with its model's params and FLOPs,
 its epochs, whether it is cached and, for methods whose configuration fixes the pruned
 architecture (per-layer ratios), the pruned widths and Scratch-B's epochs. Nothing is
-trained and no data are loaded. The strategies say what they would train through the
+trained or downloaded; the data set is read for its fingerprint (part of every stage's key)
+when it is there, and when it is not, no stage can be found cached. The strategies say what they would train through the
 :class:`Planner`, a :class:`prunebench.strategies.base.RunView` of what is known before."""
 from typing import Dict, List, Optional
 
 import torch
+from omegaconf import DictConfig
 
+from prunebench import data as datasets
 from prunebench import measure, models
-from prunebench.protocol import Run
+from prunebench.errors import PrunebenchError
+from prunebench.protocol import Run, seed_configs
 from prunebench.pruning import widths
 from prunebench.stages import Stage
 
@@ -23,7 +27,8 @@ class Planner:
             run.cfg, b.kind, b.base_spec, b.input_shape, b.recipe)
         self.results: Dict[str, Dict] = {}
         self.values = run.stage_values()
-        for row, (kind, vals) in self.values.items():
+        self.known = run.fingerprint != NO_DATA
+        for row, (kind, vals) in self.values.items() if self.known else ():
             stage = Stage(run.cache, kind, vals)
             cached = stage.result()
             if cached is not None and cached.get("status") == "ok":
@@ -100,7 +105,8 @@ class Planner:
                     return measure.spec_flops(spec, self.input_shape) if what == "flops" else measure.spec_params(spec)
                 return self.figure("pruned", what) if masked and row in same else None
             rows.append({
-                "row": row, "stage": str(stage.dir), "cached": stage.result() is not None,
+                "row": row, "stage": str(stage.dir) if self.known else NO_DATA,
+                "cached": self.known and stage.result() is not None,
                 "params": figure("params"), "flops": figure("flops"),
                 "epochs": p["epochs"], "widths": layer_widths_of(spec) if row == "pruned" and known else None,
                 "note": "; ".join(n for n in (p["note"], self.cfg.notes.get(row)) if n)})
@@ -112,6 +118,22 @@ def layer_widths_of(spec: Dict) -> Dict[str, int]:
         return widths(models.build(spec))
 
 
-def plan(runs: List[Run]) -> List[Dict]:
-    """What ``runs`` (one per seed) would train, stage by stage; each row names its ``seed``."""
+NO_DATA = "(not known: the data set is not there, and its fingerprint keys every stage)"
+
+
+def plan(cfg: DictConfig) -> List[Dict]:
+    """What a run of ``cfg`` would train, stage by stage (with ``seeds=[...]``, every seed's
+    stages; each row names its ``seed``)."""
+    import copy
+
+    from prunebench import validate
+
+    cfg = copy.deepcopy(cfg)
+    cfg.dry_run = True  # what is checked: no cache folder written, a guided source's state shown as a note
+    validate.check(cfg)  # a bad setting is refused before the data set is read
+    try:
+        fingerprint = datasets.fingerprint(cfg.dataset)
+    except PrunebenchError:
+        fingerprint = NO_DATA
+    runs = [Run(c, fingerprint=fingerprint) for c in seed_configs(cfg)]
     return [{**row, "seed": run.cfg.seed} for run in runs for row in Planner(run).rows()]

@@ -10,6 +10,7 @@ runs is the scheduler's business (:mod:`prunebench.scheduler`), how its models a
 trained and measured the bench's (:mod:`prunebench.bench`), what each strategy trains
 the strategy's (:mod:`prunebench.strategies`). Nothing here is specific to a method, a
 model or a strategy."""
+import copy
 import logging
 import time
 from dataclasses import dataclass
@@ -45,12 +46,14 @@ class StagePlan:
     needs: Tuple[str, ...] = ()
 
 
-def base_settings(cfg: DictConfig) -> Dict:
-    """What every stage's result depends on: the unpruned stage's cache key. Under torchrun
-    with BatchNorm statistics per shard, the number of shards too (``sync_bn`` trains the
+def base_settings(cfg: DictConfig, fingerprint: str) -> Dict:
+    """What every stage's result depends on: the unpruned stage's cache key. The data set's
+    settings and its ``fingerprint`` (``Data.fingerprint``: a hash of the data themselves), so
+    a changed data set never reuses a stage trained on other data. Under torchrun with
+    BatchNorm statistics per shard, the number of shards too (``sync_bn`` trains the
     single-process model: same key)."""
     out = {"model": settings(cfg.model), "seed": cfg.seed,
-           "dataset": settings(cfg.dataset, exclude=("root", "download", "workers")),
+           "dataset": settings(cfg.dataset, exclude=("root", "download", "workers")), "data": fingerprint,
            "schedule": settings(cfg.schedule, exclude=("name", "eval_batch_size", "eval_every")),
            **precision_settings(cfg)}
     if distributed.world_size() > 1 and not cfg.distributed.sync_bn:
@@ -64,18 +67,38 @@ def precision_settings(cfg: DictConfig) -> Dict:
     return {} if precision == "fp32" else {"precision": precision}
 
 
+def seed_configs(cfg: DictConfig) -> List[DictConfig]:
+    """One config per seed of ``seeds=[...]`` (``seed`` set, ``seeds`` cleared), or ``[cfg]``."""
+    if not cfg.get("seeds"):
+        return [cfg]
+    seeds = list(cfg.seeds)
+    if len(set(seeds)) != len(seeds):
+        raise PrunebenchError(f"seeds must differ from each other, got {seeds}")
+    out = []
+    for seed in seeds:
+        one = copy.deepcopy(cfg)
+        one.seed, one.seeds = int(seed), None
+        out.append(one)
+    return out
+
+
 class Run:
     """The protocol of one run (one seed): its stages (:meth:`stages`) and, once the scheduler
     has run them, its rows of the result table (:meth:`rows`)."""
 
-    def __init__(self, cfg: DictConfig, data: Optional[Callable[[], datasets.Data]] = None):
+    def __init__(self, cfg: DictConfig, data: Optional[Callable[[], datasets.Data]] = None,
+                 fingerprint: Optional[str] = None):
+        """``data`` loads the data set (default: the one of ``cfg``); the stages' keys need its
+        fingerprint, so it is loaded (and checked) here, before anything trains, unless
+        ``fingerprint`` is given (the dry run's)."""
         validate.check(cfg)  # every bad input a one-line error, before anything trains
         self.cfg = cfg
         self.cache = Path(cfg.cache_dir).expanduser().resolve()
         self.bench = Bench(cfg, data)
         self.method = self.bench.method
-        self.strategies = [strategies.create(name) for name in cfg.strategies]
-        self.common = base_settings(cfg)
+        self.strategies = [] if cfg.get("prune_only") else [strategies.create(name) for name in cfg.strategies]
+        self.fingerprint = fingerprint if fingerprint is not None else self.bench.data.fingerprint
+        self.common = base_settings(cfg, self.fingerprint)
         self.plans: List[StagePlan] = []
 
     def stage_values(self) -> Dict[str, Tuple[str, Dict]]:

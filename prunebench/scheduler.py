@@ -17,7 +17,9 @@ What becomes of each stage:
   ``lock_timeout``, then its row fails and the rest goes on.
 - a training that diverges fails its own row (the rows that need it say so); the rest goes on.
 - a training that fails otherwise beside others (out of memory, say) trains again alone,
-  from its checkpoint or the weights it started from. An error it raises alone, or an error of
+  from its checkpoint or the weights it started from; one that fails on its input or its
+  files (a :class:`~prunebench.errors.PrunebenchError`: a full disk, an unreadable image) would
+  fail alone too, and does not. An error it raises alone, or an error of
   host work (pruning, measuring), stops its run's stages that have not started (the other
   runs and the trainings in flight go on) and is raised when the rest has finished.
 - an interrupt (Ctrl-C, SIGTERM) stops every training at its last checkpoint (a rerun resumes
@@ -270,7 +272,7 @@ class Scheduler:
                 self.carry_on(flight.node, self.closing(flight, lambda e=e: _raise(e)))
             except Exception as e:  # noqa: BLE001 - this training's end; the others go on
                 self.land(flight)
-                if self.flights:
+                if self.flights and not isinstance(e, PrunebenchError):  # a full disk or a bad image fails alone too
                     self.alone(flight, e)
                 else:
                     self.carry_on(flight.node, self.closing(flight, lambda e=e: _raise(e)))

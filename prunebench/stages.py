@@ -4,21 +4,26 @@ default left out, so adding a setting renames nothing. A finished stage holds
 ``metrics.json``; an unfinished one resumes from ``checkpoint.pt``; ``lock``
 keeps two jobs from writing one stage at once: a job that finds a stage locked
 looks at it again later (up to ``lock_timeout`` seconds; the scheduler trains other
-stages meanwhile) and then reuses what the other job wrote. Every file is written atomically (:mod:`prunebench.atomic`). Under torchrun
-only rank 0 writes (``prunebench.distributed``)."""
+stages meanwhile) and then reuses what the other job wrote. A lock whose owner is gone (a
+dead process on this host, or a lock file naming no owner) is taken over at once, and the
+temporary files a killed writer left are removed by the job that takes the lock. Every file
+is written atomically (:mod:`prunebench.atomic`); what each must hold is checked when a
+finished stage is read (:mod:`prunebench.stagefiles`). Under torchrun only rank 0 writes
+(``prunebench.distributed``)."""
 import dataclasses
 import hashlib
 import json
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from prunebench import atomic, distributed
-from prunebench.errors import PrunebenchError
+from prunebench import atomic, distributed, stagefiles
+from prunebench.errors import PrunebenchError, UnwritableFile
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +33,11 @@ class StageBusy(PrunebenchError):
 
 
 class UnreadableStage(PrunebenchError):
-    """A finished stage whose metrics, architecture or weights cannot be read."""
+    """A finished stage whose metrics, architecture, weights or masks cannot be read (``path``)."""
+
+    def __init__(self, message: str, path: Optional[Path] = None):
+        super().__init__(message)
+        self.path = path
 
 
 def _defaults(node: DictConfig) -> Dict[str, Any]:
@@ -62,6 +71,16 @@ def digest(values: Dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
+OWNERLESS_GRACE_S = 2.0  # an ownerless lock younger than this may still be getting its owner written
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -87,22 +106,20 @@ class Stage:
 
     def result(self) -> Optional[Dict[str, Any]]:
         """The metrics of a finished stage, or None. :class:`UnreadableStage` when its
-        ``metrics.json`` does not parse or, for a stage that finished ok, its
-        ``arch.json`` or ``model.pt`` is missing or cannot be read."""
+        ``metrics.json`` does not parse or holds no result, or, for a stage that finished ok, a
+        file it must hold is missing, cannot be read or holds the wrong thing (:mod:`prunebench.stagefiles`)."""
         path = self.dir / "metrics.json"
         if not path.exists():
             return None
         try:
-            metrics = atomic.read_json(path)
-            if not isinstance(metrics, dict) or "status" not in metrics:
-                raise atomic.UnreadableFile(path, ValueError("no status"))
+            metrics = stagefiles.check_metrics(path, atomic.read_json(path))
             if metrics["status"] == "ok":
-                atomic.read_json(self.dir / "arch.json")
-                atomic.load(self.dir / "model.pt")
+                stagefiles.check(self.dir, metrics)
         except (atomic.UnreadableFile, FileNotFoundError) as e:
+            bad = e.path if isinstance(e, atomic.UnreadableFile) else Path(e.filename)
             what = str(e) if isinstance(e, atomic.UnreadableFile) else f"{e.filename} is missing"
             raise UnreadableStage(f"the finished stage {self.dir} is unreadable: {what}. Retrain it with "
-                                  f"retry_failed=true, or delete {self.dir}") from e
+                                  f"retry_failed=true (the file is set aside), or delete {self.dir}", bad) from e
         return metrics
 
     def finish(self, metrics: Dict[str, Any]) -> Dict[str, Any]:
@@ -118,41 +135,76 @@ class Stage:
             (self.dir / name).unlink(missing_ok=True)
 
     def _take(self, path: Path) -> bool:
-        """Create the lock file holding "host pid"; False when it exists already."""
+        """Create the lock file holding "host pid"; False when it exists already. The file is written
+        under another name and linked into place, so a lock file is never seen empty while its owner
+        writes it (where the file system has no hard links, it is created in place)."""
+        owner = f"{socket.gethostname()} {os.getpid()}".encode()
+        tmp = path.with_name(f".lock.{os.getpid()}.tmp")
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            return False
-        os.write(fd, f"{socket.gethostname()} {os.getpid()}".encode())
-        os.close(fd)
-        return True
+            tmp.write_bytes(owner)
+            try:
+                os.link(tmp, path)
+                return True
+            except FileExistsError:
+                return False
+            except OSError:  # no hard links here: create it in place
+                pass
+            finally:
+                tmp.unlink(missing_ok=True)
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return False
+            os.write(fd, owner)
+            os.close(fd)
+            return True
+        except OSError as e:
+            raise UnwritableFile(path, e) from e
 
     @staticmethod
     def _owner(path: Path):
         try:
-            host, _, pid = path.read_text().partition(" ")
+            host, _, pid = path.read_text(errors="replace").partition(" ")
         except FileNotFoundError:
             return None
-        return host, pid.strip()
+        return host.strip(), pid.strip()
 
     def take(self) -> Optional[str]:
         """Take the stage's lock without waiting: None when this job holds it now, else who holds
-        it ("host (pid N)"). A lock left by a dead process on this host is taken over. Under
-        torchrun rank 0 holds it for every rank (the other ranks always get None)."""
+        it ("host (pid N)"). A lock left by a dead process on this host, or one naming no owner
+        (empty or garbled), is taken over at once, and the temporary files of a killed writer are
+        removed. Under torchrun rank 0 holds it for every rank (the other ranks always get None)."""
         if not distributed.is_main():
             return None
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UnwritableFile(self.dir, e) from e
         path = self.dir / "lock"
         while not self._take(path):
             owner = self._owner(path)
             if owner is None:
                 continue  # released between our attempt and the read
             host, pid = owner
-            if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+            if not host or not pid.isdigit():
+                if _age(path) < OWNERLESS_GRACE_S:  # a lock created in place may be read before its owner is written
+                    return "a job writing its lock"
+                log.warning("%s names no owner (%r); taken over", path, f"{host} {pid}".strip())
+                path.unlink(missing_ok=True)
+                continue
+            if host == socket.gethostname() and not _alive(int(pid)):
+                log.info("%s was held by pid %s, which is gone; taken over", path, pid)
                 path.unlink(missing_ok=True)  # left by a process that died: take over
                 continue
-            return f"{host} (pid {pid or '?'})"
-        atomic.write_json(self.dir / "settings.json", {"stage": self.kind, **self.values})
+            return f"{host} (pid {pid})"
+        try:
+            removed = atomic.remove_temporaries(self.dir)
+            if removed:
+                log.info("%s: removed %d temporary file%s a killed job left", self.dir, removed, "s" * (removed > 1))
+            atomic.write_json(self.dir / "settings.json", {"stage": self.kind, **self.values})
+        except BaseException:
+            path.unlink(missing_ok=True)  # not held after all
+            raise
         return None
 
     def release(self) -> None:
@@ -179,7 +231,8 @@ def _finished(stage: Stage, retry_failed: bool) -> Optional[Dict[str, Any]]:
     except UnreadableStage as e:
         if not retry_failed:
             raise
-        log.warning("%s; retrained (retry_failed=true)", e)
+        log.warning("the finished stage %s is unreadable (%s); it trains again (retry_failed=true)", stage.dir,
+                    e.path.name if e.path else "?")
         return None
     if result is not None and result["status"] == "failed" and retry_failed:
         return None
@@ -187,9 +240,18 @@ def _finished(stage: Stage, retry_failed: bool) -> Optional[Dict[str, Any]]:
 
 
 def begin(stage: Stage) -> None:
-    """Before a locked stage's work: what a failed or unreadable earlier attempt left goes (retry_failed)."""
-    if distributed.is_main() and (stage.dir / "metrics.json").exists():
-        stage.reset()
+    """Before a locked stage's work: what a failed or unreadable earlier attempt left goes
+    (retry_failed); an unreadable file is set aside as ``<name>.unreadable``, not deleted."""
+    if not distributed.is_main() or not (stage.dir / "metrics.json").exists():
+        return
+    try:
+        stage.result()
+    except UnreadableStage as e:
+        if e.path is not None and e.path.exists():
+            aside = e.path.with_name(e.path.name + ".unreadable")
+            e.path.replace(aside)
+            log.warning("%s set aside as %s; the stage trains again (retry_failed=true)", e.path, aside.name)
+    stage.reset()
 
 
 def conclude(stage: Stage, result: Dict[str, Any]) -> Dict[str, Any]:

@@ -1,19 +1,25 @@
 """Every bad input a one-line :class:`PrunebenchError`, before anything trains.
 
-:func:`check` runs in ``Run.__init__``: names of methods, strategies, models and
-data sets; positive sizes, epochs, steps and learning rates; ratios in [0, 1);
+:func:`check` runs in ``Run.__init__``: keys the schemas do not know (a misspelt key added
+with ``+``); the run's own settings (``seeds``, ``strategies``, ``cache_dir``); names of
+methods, strategies, models and data sets; positive sizes, epochs, steps and learning rates;
+a decay factor, momentum and weight decay that SGD can use; ratios in [0, 1);
+what the strategies read (Scratch-B's cap, the guided source folder); the latency measure
+and the torchrun backend;
 layer names of ``method.layer_ratios`` / ``method.skip`` against the model's own
 (built on the meta device: no weights allocated); a cache folder that can be
 written. Data files are checked where they are read (``prunebench.data``), an
 empty data set is refused by the training loop, and :func:`warn_if_unpruned`
 says so when a pruning removed nothing."""
+import dataclasses
+import difflib
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any, List
+from typing import Any, Iterator, List
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from prunebench import data as datasets
 from prunebench import methods, models, strategies
@@ -153,16 +159,125 @@ def check_cache(cfg: DictConfig) -> None:
                               f"writable folder") from e
 
 
+def unknown_keys(node: DictConfig, prefix: str = "") -> Iterator[tuple]:
+    """(dotted key, the keys its schema knows) of every key of ``node`` that its schema dataclass
+    lacks (a key added with ``+``); free-form dicts (``method.layer_ratios``, ``paper``) hold any."""
+    schema = OmegaConf.get_type(node)
+    if schema is None or not dataclasses.is_dataclass(schema):
+        return
+    known = [f.name for f in dataclasses.fields(schema)]
+    for key in node.keys():
+        if key not in known:
+            yield f"{prefix}{key}", known
+        elif OmegaConf.is_dict(node._get_node(key)):
+            yield from unknown_keys(node[key], f"{prefix}{key}.")
+
+
+def check_known_keys(cfg: DictConfig) -> None:
+    for key, known in unknown_keys(cfg):
+        leaf = key.rsplit(".", 1)[-1]
+        close = difflib.get_close_matches(leaf, known, n=1)
+        where = key.rsplit(".", 1)[0] if "." in key else "the config"
+        hint = f"did you mean {key[:-len(leaf)]}{close[0]}?" if close else f"{where} holds {', '.join(known)}"
+        raise PrunebenchError(f"{key} is not a setting prunebench knows ({hint}); remove it, or fix its spelling "
+                              f"and set it without +")
+
+
+def check_run_settings(cfg: DictConfig) -> None:
+    """``seeds``, ``strategies`` (none only with ``prune_only``), ``cache_dir`` and ``lock_timeout``:
+    what the run as a whole does."""
+    if cfg.get("seeds") is not None and len(cfg.seeds) == 0:
+        raise PrunebenchError("seeds=[] names no seed; give seeds=[0,1,...], or leave seeds out (null) to run "
+                              "seed=N alone")
+    if len(cfg.strategies) == 0 and not cfg.get("prune_only"):
+        raise PrunebenchError(f"strategies=[] names no strategy, so nothing would be compared; give at least one "
+                              f"of {', '.join(strategies.STRATEGIES)}, or set prune_only=true to stop after "
+                              f"pruning on purpose")
+    repeated = sorted({s for s in cfg.strategies if list(cfg.strategies).count(s) > 1})
+    if repeated:
+        raise PrunebenchError(f"strategies names {', '.join(repeated)} more than once; name each strategy once")
+    if not str(cfg.cache_dir).strip():
+        raise PrunebenchError("cache_dir is empty, which would write stage folders into the current folder; give "
+                              "a folder (default: outputs/stages)")
+    at_least("lock_timeout", cfg.lock_timeout, 0)
+
+
+def check_recipe_values(cfg: DictConfig) -> None:
+    """Values of the schedule SGD accepts but cannot learn with (a negative decay factor trains at a
+    negative learning rate) or refuses only when the first stage starts."""
+    s = cfg.schedule
+    positive("schedule.gamma", s.gamma)
+    at_least("schedule.momentum", s.momentum, 0)
+    at_least("schedule.weight_decay", s.weight_decay, 0)
+    if s.nesterov and s.momentum <= 0:
+        raise PrunebenchError(f"schedule.nesterov=true needs schedule.momentum > 0, got {s.momentum}")
+
+
+def check_measure_and_backend(cfg: DictConfig) -> None:
+    at_least("measure.latency_batch", cfg.measure.latency_batch, 1)
+    at_least("measure.latency_repeats", cfg.measure.latency_repeats, 1)
+    from prunebench.distributed import BACKENDS
+
+    one_of("distributed.backend", cfg.distributed.backend, BACKENDS)
+
+
+def check_strategy_settings(cfg: DictConfig) -> None:
+    """What the strategies of the run read: Scratch-B's cap (also the uniform and guided budgets),
+    the uniform model's tolerance, the guided source folder."""
+    names = set(cfg.strategies)
+    if names & {"scratch_b", "uniform", "guided"} and cfg.strategy.scratch_b.max_factor is not None \
+            and not cfg.strategy.scratch_b.max_factor >= 1:
+        raise PrunebenchError(f"strategy.scratch_b.max_factor caps Scratch-B at that many times E epochs and must "
+                              f"be >= 1 (Scratch-B trains at least Scratch-E's epochs) or null, got "
+                              f"{cfg.strategy.scratch_b.max_factor}")
+    if "uniform" in names:
+        positive("strategy.uniform.tolerance", cfg.strategy.uniform.tolerance)
+    if "guided" in names and not cfg.dry_run:  # a dry run shows what is wrong with the source as the row's note
+        check_guided_source(cfg)
+
+
+def check_guided_source(cfg: DictConfig) -> None:
+    """``strategy.guided.source``, when set: a folder whose finished runs give a pattern with as many
+    stages as this run's model has."""
+    from prunebench.strategies import guided
+
+    source = cfg.strategy.guided.source
+    if source is None:
+        return
+    if not str(source).strip():
+        raise PrunebenchError("strategy.guided.source is empty; give a run or sweep folder of a finished prunebench "
+                              "run, or leave it null to take the pattern from this run's pruned model")
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        raise PrunebenchError(f"strategy.guided.source={folder} is not a folder; give a run or sweep folder of a "
+                              f"finished prunebench run (it holds results.csv)")
+    ratios = guided.pattern_of(folder)["ratios"]
+    shape, classes = datasets.shape(cfg.dataset)
+    with torch.device("meta"):
+        model = models.build(models.spec_from_config(cfg.model, shape[0], classes))
+    stages = max(guided.group_stages(model, shape).values()) + 1
+    if stages != len(ratios):
+        raise PrunebenchError(f"strategy.guided.source={folder} gives a pattern of {len(ratios)} stages, "
+                              f"{cfg.model.name} has {stages}: guided pruning transfers between models with the "
+                              f"same number of stages (e.g. VGG-16 -> VGG-19)")
+
+
 def check(cfg: DictConfig) -> None:
     """Raise :class:`PrunebenchError` on the first bad input of ``cfg``; train nothing, load no data."""
+    check_known_keys(cfg)
+    check_run_settings(cfg)
     check_names(cfg)
     check_schedule(cfg)
+    check_recipe_values(cfg)
+    check_measure_and_backend(cfg)
     check_train(cfg)
     check_method(cfg)
     check_data(cfg)
     check_model(cfg, methods.METHODS[cfg.method.name].kind_of(cfg.method))
-    for name in cfg.strategies:
-        strategies.create(name).check(cfg)
+    if not cfg.get("prune_only"):
+        for name in cfg.strategies:
+            strategies.create(name).check(cfg)
+        check_strategy_settings(cfg)
     if not cfg.dry_run:  # a dry run writes nothing
         check_cache(cfg)
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from prunebench import atomic, pipeline, protocol, scheduler
+from prunebench import atomic, data, pipeline, protocol, scheduler
 from prunebench.errors import PrunebenchError
 from prunebench.stages import Stage
 from prunebench.train import Recipe, job, train
@@ -93,7 +93,7 @@ def test_a_stage_finished_by_another_job_while_waiting_is_reused(smoke_cfg, tmp_
     other = compose_config("experiment=smoke", f"cache_dir={tmp_path / 'other'}", *args)
     done = by_row(pipeline.run(other))  # what the other job wrote
     cfg = smoke_cfg(*args, "lock_timeout=60")
-    stage = Stage(cfg.cache_dir, "unpruned", protocol.base_settings(cfg))
+    stage = Stage(cfg.cache_dir, "unpruned", protocol.base_settings(cfg, data.fingerprint(cfg.dataset)))
     stage.dir.mkdir(parents=True)
     (stage.dir / "lock").write_text(f"{os.uname().nodename} {os.getppid()}")  # held by a live job
     monkeypatch.setattr(scheduler, "LOCK_POLL_S", 0.05)
@@ -119,6 +119,7 @@ NOT_KEYED = {  # settings no stage's result depends on
     "dataset.root", "dataset.download", "schedule.name", "schedule.eval_every", "schedule.eval_batch_size",
     "strategy.name", "device", "cache_dir", "retry_failed", "progress", "dry_run", "lock_timeout", "strict",
     "measure.latency_batch", "measure.latency_repeats", "paper", "notes",
+    "prune_only",  # which stages run, not what one computes
     "logger", "distributed",  # what is logged; DDP settings (keyed by bn_shards only under torchrun)
     "train",  # how a step runs (compiled, channels_last, side by side): train.precision is keyed, below
 }
@@ -135,6 +136,7 @@ ALTERNATIVES = {  # values to change to where "another value" is not obvious
     "strategy.scratch_b.max_factor": 2.0, "strategy.uniform.match": "params", "strategy.lottery.rewind_epoch": 1,
     "strategy.scratch_e.epochs": 3, "strategy.scratch_e.milestones": [0.5], "strategy.scratch_b.epochs": 3,
     "strategy.scratch_b.milestones": [0.5], "strategy.scratch_b.base_epochs": 3,
+    "prune_only": None, "distributed.backend": "gloo",
 }
 SCRATCH_B_ALONE = {"strategy.scratch_b.epochs", "strategy.scratch_b.milestones"}  # the baselines keep the formula
 CHOICES = {"method.global_threshold": ("exact", "inclusive"), "strategy.scratch_b.flops": ("nonzero", "dense"),

@@ -40,14 +40,15 @@ def test_unknown_model_lists_the_valid_names(tmp_path):
 def test_ratio_out_of_range_exits_with_a_message(tmp_path):
     p = run_cli("experiment=smoke", "method.pruning_ratio=1.5", cwd=tmp_path)
     assert p.returncode == 2
-    assert "pruning_ratio must lie in [0, 1)" in p.stdout
+    assert "pruning_ratio must lie in [0, 1)" in p.stderr  # errors go to stderr
 
 
 def test_missing_data_names_the_path(tmp_path):
     p = run_cli("experiment=smoke", "dataset=cifar10", f"dataset.root={tmp_path}/nodata", "dataset.download=false",
                 cwd=tmp_path)
     assert p.returncode == 2
-    assert f"{tmp_path}/nodata/cifar-10-batches-py" in p.stdout.replace("\n", "")
+    [line] = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]  # one line, never wrapped
+    assert f"{tmp_path}/nodata/cifar-10-batches-py" in line
 
 
 def test_multirun_trains_one_unpruned_model_for_every_method(tmp_path):
@@ -77,7 +78,7 @@ def test_sweep_over_seeds_aggregates_to_mean_and_std(tmp_path):
 
 
 def test_one_failed_sweep_job_is_its_row_and_the_sweep_goes_on(tmp_path):
-    p = run_cli("-m", "experiment=smoke", "method=l1_norm", "method.pruning_ratio=0.5,1.5", "strategies=[]",
+    p = run_cli("-m", "experiment=smoke", "method=l1_norm", "method.pruning_ratio=0.5,1.5", "prune_only=true",
                 cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     [sweep] = (tmp_path / "outputs" / "multirun").iterdir()

@@ -2,6 +2,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
+from prunebench import data
 from prunebench.cli import CONF_DIR
 from prunebench.protocol import base_settings
 from prunebench.stages import Stage, settings
@@ -60,4 +61,7 @@ def test_stage_hashes_are_pinned(tmp_path):
     assert Stage(tmp_path, "unpruned", {"model": {"name": "vgg19"}, "seed": 0}).key == "24314df1ba"
     assert Stage(tmp_path, "pruned", {"source": "abc", "method": {"name": "l1_norm"}}).key == "01322d91cf"
     quickstart = compose_config("experiment=quickstart", "dataset.root=/elsewhere")
-    assert Stage(tmp_path, "unpruned", base_settings(quickstart)).key == "89ed36721f"
+    # the data's fingerprint keys the unpruned stage (issue 21): scikit-learn's digits, and the synthetic set
+    assert data.fingerprint(quickstart.dataset) == "713b0003630b4d37"
+    assert data.fingerprint(compose_config("experiment=smoke").dataset) == "15df07b2e4572337"
+    assert Stage(tmp_path, "unpruned", base_settings(quickstart, "713b0003630b4d37")).key == "d2d3bf62c4"

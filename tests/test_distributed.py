@@ -8,7 +8,7 @@ import sys
 
 import torch
 
-from prunebench import distributed, protocol
+from prunebench import data, distributed, protocol
 from tests.conftest import ROOT, compose_config, run_cli
 
 RUN = ("experiment=smoke", "method=l1_norm", "strategies=[scratch_e]", "device=cpu")
@@ -69,9 +69,10 @@ def test_two_processes_resume_and_train_the_single_process_model(tmp_path):
 
 def test_per_shard_batchnorm_keys_stages_of_its_own(tmp_path, monkeypatch):
     cfg = compose_config(*RUN, f"cache_dir={tmp_path}")
-    single = protocol.Run(cfg).stage_values()
+    fingerprint = data.fingerprint(cfg.dataset)  # the data set, loaded once outside the faked process group
+    single = protocol.Run(cfg, fingerprint=fingerprint).stage_values()
     monkeypatch.setattr(distributed, "world_size", lambda: 2)
-    sharded = protocol.Run(cfg).stage_values()
+    sharded = protocol.Run(cfg, fingerprint=fingerprint).stage_values()
     assert sharded["unpruned"][1]["bn_shards"] == 2 and sharded != single
     cfg.distributed.sync_bn = True
-    assert protocol.Run(cfg).stage_values() == single
+    assert protocol.Run(cfg, fingerprint=fingerprint).stage_values() == single

@@ -127,9 +127,9 @@ def test_smoke_run_prunes_the_init_and_gives_every_weight_level_row(smoke_cfg, m
 
 def test_the_pruned_stage_of_each_model_is_its_own(smoke_cfg):
     """Pruning at init depends on the model, seed and data: their stages never share a cache entry."""
-    vgg = {r["row"]: r for r in pipeline.run(smoke_cfg("method=snip", "strategies=[]"))}
+    vgg = {r["row"]: r for r in pipeline.run(smoke_cfg("method=snip", "prune_only=true"))}
     resnet = {r["row"]: r for r in pipeline.run(smoke_cfg("method=snip", "model=resnet20", "model.width=0.5",
-                                                          "strategies=[]"))}
-    seed1 = {r["row"]: r for r in pipeline.run(smoke_cfg("method=snip", "seed=1", "strategies=[]"))}
+                                                          "prune_only=true"))}
+    seed1 = {r["row"]: r for r in pipeline.run(smoke_cfg("method=snip", "seed=1", "prune_only=true"))}
     assert len({vgg["pruned"]["stage"], resnet["pruned"]["stage"], seed1["pruned"]["stage"]}) == 3
     assert models.load_spec(resnet["pruned"]["stage"])["arch"] == "resnet"

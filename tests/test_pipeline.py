@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from prunebench import pipeline, protocol
+from prunebench import data, pipeline, protocol
 from prunebench.train import job
 from prunebench.errors import PrunebenchError
 from prunebench.strategies import scratch_b_epochs
@@ -98,7 +98,7 @@ def test_bad_input_is_a_clear_error(smoke_cfg, override, message):
 
 def test_a_stage_locked_by_a_live_job_is_waited_for_then_its_row_fails(smoke_cfg):
     cfg = smoke_cfg("method=l1_norm", "lock_timeout=0.2")
-    stage = Stage(cfg.cache_dir, "unpruned", protocol.base_settings(cfg))
+    stage = Stage(cfg.cache_dir, "unpruned", protocol.base_settings(cfg, data.fingerprint(cfg.dataset)))
     stage.dir.mkdir(parents=True)
     (stage.dir / "lock").write_text(f"{os.uname().nodename} {os.getppid()}")  # a live process
     rows = by_row(pipeline.run(cfg))

@@ -125,7 +125,7 @@ def test_history_acc1_best_and_history_csv(smoke_cfg):
 
 
 def test_eval_every_zero_evaluates_the_last_epoch_only(smoke_cfg):
-    rows = by_row(pipeline.run(smoke_cfg("method=l1_norm", "schedule.epochs=2", "strategies=[]")))
+    rows = by_row(pipeline.run(smoke_cfg("method=l1_norm", "schedule.epochs=2", "prune_only=true")))
     history = json.loads((Path(rows["unpruned"]["stage"]) / "metrics.json").read_text())["history"]
     assert [h["acc1"] is None for h in history] == [True, False]
     assert rows["unpruned"]["acc1_best"] == rows["unpruned"]["acc1"]
@@ -133,7 +133,7 @@ def test_eval_every_zero_evaluates_the_last_epoch_only(smoke_cfg):
 
 def test_lr_history_follows_the_schedule(smoke_cfg):
     rows = by_row(pipeline.run(smoke_cfg("method=l1_norm", "schedule.epochs=4", "schedule.milestones=[0.5]",
-                                         "strategies=[]")))
+                                         "prune_only=true")))
     history = json.loads((Path(rows["unpruned"]["stage"]) / "metrics.json").read_text())["history"]
     assert [h["lr"] for h in history] == pytest.approx([0.05, 0.05, 0.005, 0.005])
 
@@ -230,7 +230,7 @@ def test_guided_transfers_a_sweeps_pattern_to_another_model(smoke_cfg, tmp_path)
     from prunebench.report import write
 
     first = pipeline.run(smoke_cfg("method=l1_norm", "model=vgg16", "method.pruning_ratio=0",
-                                   "++method.layer_ratios={conv1:0.5,conv2:0.5}", "strategies=[]"))
+                                   "++method.layer_ratios={conv1:0.5,conv2:0.5}", "prune_only=true"))
     write(first, tmp_path / "sweep" / "0", "source run")
     rows = by_row(pipeline.run(smoke_cfg("method=l1_norm", "model=vgg19", "strategies=[guided]",
                                          f"strategy.guided.source={tmp_path / 'sweep'}")))

@@ -27,13 +27,23 @@ SHAPES: Dict[str, Callable] = {
     "imagefolder": lambda cfg: ((3, cfg.image_size, cfg.image_size), folder.count_classes(cfg)),
 }
 
-__all__ = ["Data", "FolderData", "ImageData", "LOADERS", "SHAPES", "load", "shape"]
+__all__ = ["Data", "FolderData", "ImageData", "LOADERS", "SHAPES", "fingerprint", "load", "shape"]
 
 
 def load(cfg) -> Data:
     if cfg.name not in LOADERS:
         raise PrunebenchError(f"unknown dataset {cfg.name!r}; known: {', '.join(sorted(LOADERS))}")
     return LOADERS[cfg.name](cfg)
+
+
+def fingerprint(cfg) -> str:
+    """The fingerprint of the data set as it is on disk (``Data.fingerprint``: a hash of its arrays,
+    or of an image tree's file list and sizes), read without downloading anything."""
+    import copy
+
+    offline = copy.deepcopy(cfg)
+    offline.download = False
+    return load(offline).fingerprint
 
 
 def shape(cfg) -> Tuple[Tuple[int, int, int], int]:

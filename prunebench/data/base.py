@@ -16,6 +16,7 @@ Batch = Tuple[torch.Tensor, torch.Tensor]  # normalised float images (B, C, H, W
 
 class Data(ABC):
     num_classes: int
+    fingerprint: str  # a short hash of the data (arrays, or an image tree's file list): keys the unpruned stage
 
     @property
     @abstractmethod

@@ -36,17 +36,36 @@ class _Unpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _read(folder: Path, files, label_key):
+def _batch(path: Path, label_key: str, classes: int):
+    """(images (N, 3, 32, 32) uint8, labels (N,) int64) of one batch file, checked: N images of
+    3,072 bytes, N labels, every label in [0, classes)."""
+    with open(path, "rb") as f:
+        batch = _Unpickler(f, encoding="latin1").load()
+    if not isinstance(batch, dict) or "data" not in batch or label_key not in batch:
+        raise ValueError(f"no dict with 'data' and '{label_key}'")
+    data, labels = np.asarray(batch["data"]), np.asarray(batch[label_key])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or not len(data):
+        raise ValueError(f"'data' is {data.dtype} {data.shape}, not uint8 (N, 3072) with N > 0")
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"'{label_key}' is {labels.dtype} {labels.shape}, not a list of integers")
+    if len(labels) != len(data):
+        raise ValueError(f"{len(data)} images but {len(labels)} labels")
+    if labels.min() < 0 or labels.max() >= classes:
+        raise ValueError(f"labels in [{labels.min()}, {labels.max()}], outside [0, {classes}) for {classes} classes")
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def _read(folder: Path, files, label_key: str, classes: int):
     xs, ys = [], []
     for name in files:
         try:
-            with open(folder / name, "rb") as f:
-                batch = _Unpickler(f, encoding="latin1").load()
-            xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(batch[label_key], dtype=np.int64))
-        except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError, IndexError) as e:
+            x, y = _batch(folder / name, label_key, classes)
+        except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError, IndexError,
+                AttributeError) as e:
             raise PrunebenchError(f"{folder / name} is not a readable CIFAR batch ({type(e).__name__}: {e}); "
                                   f"delete {folder} and extract the archive again") from e
+        xs.append(x)
+        ys.append(y)
     return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
 
 
@@ -75,7 +94,7 @@ def load(cfg) -> ImageData:
                 f"{cfg.name} is not at {folder} ({reason}). Put the python version of the data set there "
                 f"(extract {layout['url']} into {root}), or point dataset.root= at the folder that holds "
                 f"{layout['folder']}/.")
-    train_x, train_y = _read(folder, layout["train"], layout["label"])
-    test_x, test_y = _read(folder, layout["test"], layout["label"])
+    train_x, train_y = _read(folder, layout["train"], layout["label"], layout["classes"])
+    test_x, test_y = _read(folder, layout["test"], layout["label"], layout["classes"])
     return ImageData(train_x, train_y, test_x, test_y, layout["mean"], layout["std"], layout["classes"],
-                     cfg.pad, cfg.flip)
+                     cfg.pad, cfg.flip, source=str(folder))

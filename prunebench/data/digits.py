@@ -22,4 +22,5 @@ def load(cfg) -> ImageData:
     train_x = x[train_idx]
     mean = (train_x.float() / 255).mean().item()
     std = (train_x.float() / 255).std().item()
-    return ImageData(train_x, y[train_idx], x[test_idx], y[test_idx], (mean,), (std,), 10, cfg.pad, cfg.flip)
+    return ImageData(train_x, y[train_idx], x[test_idx], y[test_idx], (mean,), (std,), 10, cfg.pad, cfg.flip,
+                     source="scikit-learn's digits")

@@ -13,13 +13,21 @@ happens on the training device, as for the in-memory sets.
 Reproducibility: the epoch's order and one 63-bit seed per image are drawn from the
 loop's generator; each image's crop and flip are drawn under its own seed, so an
 epoch is the same whatever the number of workers (and ``workers`` is no part of a
-stage's cache key)."""
+stage's cache key).
+
+Checks: every class folder must hold an image file (an empty one would be a class with no
+images), no image file may be empty, and an image that cannot be decoded stops the run with
+an error naming it. The fingerprint that keys the unpruned stage is a hash of the sorted
+file list with each file's size (no image decoded). Modification times are left out: copying
+a tree to a job's local disk (cp, rsync without -t) changes them but not the data, and must
+not retrain every stage."""
+import hashlib
 import os
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from prunebench.data.base import Batch, Data
 from prunebench.errors import PrunebenchError
@@ -53,20 +61,59 @@ def count_classes(cfg) -> int:
     return len(class_folders(root / cfg.train_dir, root, cfg.train_dir, cfg.val_dir))
 
 
-def scan(folder: Path, classes: Sequence[str]) -> List[Tuple[str, int]]:
-    """(path, label) of every image file under ``folder``/<class>/, in sorted order."""
+def scan(folder: Path, classes: Sequence[str], listing: Optional[List[str]] = None) -> List[Tuple[str, int]]:
+    """(path, label) of every image file under ``folder``/<class>/, in sorted order; ``listing``
+    receives "<path relative to folder>\t<size>" of each. A class folder without image
+    files, or an empty image file, is a PrunebenchError naming it."""
     samples = []
     for label, name in enumerate(classes):
+        found = 0
         for dirpath, _, files in sorted(os.walk(folder / name, followlinks=True)):
-            samples += [(os.path.join(dirpath, f), label) for f in sorted(files) if f.lower().endswith(EXTENSIONS)]
+            for f in sorted(files):
+                if not f.lower().endswith(EXTENSIONS):
+                    continue
+                path = os.path.join(dirpath, f)
+                size = os.stat(path).st_size
+                if size == 0:
+                    raise PrunebenchError(f"{path} is an empty file (0 bytes), not an image; delete it or replace it "
+                                          f"with the image")
+                samples.append((path, label))
+                if listing is not None:
+                    listing.append(f"{os.path.relpath(path, folder)}\t{size}")
+                found += 1
+        if not found:
+            raise PrunebenchError(f"{folder / name} holds no image files ({', '.join(EXTENSIONS)}): an empty class "
+                                  f"folder would be a class without images; remove the folder or add its images")
     return samples
 
 
-class _Images(Dataset):
-    """Items are (index, seed): the image's file and the seed of its random transform."""
+def fingerprint(classes: Sequence[str], listing: Sequence[str]) -> str:
+    """A short hash of the class names and of the sorted "path<TAB>size" listing of every image file."""
+    h = hashlib.sha256("\n".join(classes).encode())
+    h.update(b"\0")
+    for entry in listing:  # a line at a time: ImageNet's listing is 1.3 million of them
+        h.update(entry.encode() + b"\n")
+    return h.hexdigest()[:16]
 
-    def __init__(self, samples, transform):
-        self.samples, self.transform = samples, transform
+
+class UnreadableImage(PrunebenchError):
+    """An image file that cannot be decoded."""
+
+
+def _collate(items):
+    """A batch of (image, label, error) items: (images, labels, the errors met)."""
+    errors = [e for _, _, e in items if e]
+    x, y = default_collate([(x, label) for x, label, _ in items])
+    return x, y, errors
+
+
+class _Images(Dataset):
+    """Items are (index, seed): the image's file and the seed of its random transform. An image
+    that cannot be decoded gives a blank image and the error (raised in the main process, where
+    it can name the file in one line; a worker's exception would carry its traceback)."""
+
+    def __init__(self, samples, transform, size: int):
+        self.samples, self.transform, self.size = samples, transform, size
 
     def __len__(self):
         return len(self.samples)
@@ -76,20 +123,32 @@ class _Images(Dataset):
 
         index, seed = item
         path, label = self.samples[index]
-        with open(path, "rb") as f:
-            image = Image.open(f).convert("RGB")
-        with torch.random.fork_rng(devices=[]):  # torchvision's transforms draw from the global RNG
-            torch.manual_seed(seed)
-            x = self.transform(image)
-        return x, label
+        try:
+            with open(path, "rb") as f:
+                image = Image.open(f).convert("RGB")
+            with torch.random.fork_rng(devices=[]):  # torchvision's transforms draw from the global RNG
+                torch.manual_seed(seed)
+                x = self.transform(image)
+        except Exception as e:  # noqa: BLE001 - PIL's errors (UnidentifiedImageError, OSError: truncated, ...)
+            from PIL import UnidentifiedImageError
+
+            if isinstance(e, UnidentifiedImageError):
+                reason = "not an image format PIL can decode"
+            else:
+                reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            return (torch.zeros(3, self.size, self.size, dtype=torch.uint8), label,
+                    f"{path} cannot be read as an image ({type(e).__name__}: {reason}); replace it with a readable "
+                    f"copy, or delete it and rerun (a changed image tree trains stages of its own)")
+        return x, label, ""
 
 
 class FolderData(Data):
     def __init__(self, cfg, train: List[Tuple[str, int]], test: List[Tuple[str, int]], num_classes: int,
-                 device=torch.device("cpu")):
+                 device=torch.device("cpu"), fingerprint: str = ""):
         from torchvision import transforms as T
 
         self.cfg, self.train, self.test, self.num_classes = cfg, train, test, num_classes
+        self.fingerprint = fingerprint
         self._device = torch.device(device)
         size = cfg.image_size
         resize = cfg.resize_size or int(round(size * 256 / 224))
@@ -118,18 +177,20 @@ class FolderData(Data):
         return len(self.test)
 
     def to(self, device) -> "FolderData":
-        return FolderData(self.cfg, self.train, self.test, self.num_classes, device)
+        return FolderData(self.cfg, self.train, self.test, self.num_classes, device, self.fingerprint)
 
     def steps_per_epoch(self, batch_size: int, steps: Optional[int] = None) -> int:
         count = max(1, len(self.train) // batch_size)
         return count if steps is None else min(count, steps)
 
     def _batches(self, samples, transform, items, batch_size: int, drop_last: bool) -> Iterator[Batch]:
-        loader = DataLoader(_Images(samples, transform), batch_size=batch_size, sampler=items,
-                            num_workers=self.cfg.workers, drop_last=drop_last,
+        loader = DataLoader(_Images(samples, transform, self.cfg.image_size), batch_size=batch_size, sampler=items,
+                            num_workers=self.cfg.workers, drop_last=drop_last, collate_fn=_collate,
                             pin_memory=self._device.type == "cuda", persistent_workers=False)
         mean, std = self.mean.to(self._device), self.std.to(self._device)
-        for x, y in loader:
+        for x, y, errors in loader:
+            if errors:
+                raise UnreadableImage(errors[0])
             x = x.to(self._device, non_blocking=True)
             yield (x.float() / 255.0 - mean) / std, y.to(self._device, non_blocking=True)
 
@@ -172,10 +233,8 @@ def load(cfg) -> FolderData:
     if expected != len(classes):
         raise PrunebenchError(f"{cfg.name} expects {expected} classes but {root / cfg.train_dir} holds "
                               f"{len(classes)} class folders; fix the tree or set dataset.num_classes")
-    train = scan(root / cfg.train_dir, classes)
-    test = scan(root / cfg.val_dir, classes)
-    for split, samples in ((cfg.train_dir, train), (cfg.val_dir, test)):
-        if not samples:
-            raise PrunebenchError(f"no image files ({', '.join(EXTENSIONS)}) under {root / split}: "
-                                  f"{layout_help(root, cfg.train_dir, cfg.val_dir)}")
-    return FolderData(cfg, train, test, len(classes))
+    listing: List[str] = ["[train]"]
+    train = scan(root / cfg.train_dir, classes, listing)
+    listing.append("[val]")
+    test = scan(root / cfg.val_dir, classes, listing)
+    return FolderData(cfg, train, test, len(classes), fingerprint=fingerprint(classes, listing))

@@ -1,6 +1,12 @@
 """Image tensors held on the training device as uint8, with the paper's CIFAR
 augmentation (pad + random crop + horizontal flip, then normalise) done there in
-whole batches, so no DataLoader or PIL sits between the GPU and its next step."""
+whole batches, so no DataLoader or PIL sits between the GPU and its next step.
+
+A set is checked when it is made (uint8 images of one shape, one int64 label per image,
+every label in [0, num_classes)) and fingerprinted: a hash of its shapes, its labels and
+its images, which keys the unpruned stage, so a changed data set never reuses a stage
+trained on another (:func:`prunebench.protocol.base_settings`)."""
+import hashlib
 from dataclasses import dataclass, replace
 from typing import Iterator, Optional, Sequence, Tuple
 
@@ -8,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from prunebench.data.base import Data
+from prunebench.errors import PrunebenchError
 
 CHUNK_BATCHES = 32  # batches of one epoch augmented at once
 
@@ -23,6 +30,16 @@ class ImageData(Data):
     num_classes: int
     pad: int = 4
     flip: bool = True
+    source: str = "the data set"  # where the arrays came from, named when they are refused
+    fingerprint: str = ""  # computed from the arrays when not given (and kept by to())
+
+    def __post_init__(self):
+        if not self.fingerprint:
+            for split, x, y in (("training", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
+                check_arrays(x, y, self.num_classes, f"the {split} split of {self.source}")
+            self.fingerprint = fingerprint_arrays(self.train_x, self.train_y, self.test_x, self.test_y,
+                                                  about=f"classes {self.num_classes} mean {list(self.mean)} "
+                                                        f"std {list(self.std)}")
 
     def to(self, device) -> "ImageData":
         return replace(self, **{k: getattr(self, k).to(device) for k in ("train_x", "train_y", "test_x", "test_y")})
@@ -120,3 +137,32 @@ class ImageData(Data):
     def test_batches(self, batch_size: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         for i in range(0, self.test_x.shape[0], batch_size):
             yield self.normalize(self.test_x[i:i + batch_size]), self.test_y[i:i + batch_size]
+
+
+def check_arrays(x: torch.Tensor, y: torch.Tensor, num_classes: int, where: str) -> None:
+    """uint8 images (N, C, H, W) and N int64 labels in [0, num_classes), else a PrunebenchError naming ``where``."""
+    if x.dtype != torch.uint8 or x.dim() != 4:
+        raise PrunebenchError(f"{where} holds no uint8 images of shape (N, C, H, W) (got {x.dtype} {tuple(x.shape)}); "
+                              f"fix or replace the data set's files")
+    if y.dim() != 1 or y.dtype != torch.int64:
+        raise PrunebenchError(f"{where} holds no int64 label vector (got {y.dtype} {tuple(y.shape)}); fix or "
+                              f"replace the data set's files")
+    if x.shape[0] != y.shape[0]:
+        raise PrunebenchError(f"{where} holds {x.shape[0]} images but {y.shape[0]} labels; fix or replace the data "
+                              f"set's files")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise PrunebenchError(f"{where} holds labels in [{int(y.min())}, {int(y.max())}], outside [0, {num_classes}) "
+                              f"for {num_classes} classes; fix or replace the data set's files")
+
+
+def fingerprint_arrays(*tensors: torch.Tensor, about: str = "") -> str:
+    """A short hash of ``about`` and the tensors' dtypes, shapes and bytes: equal for the same
+    data, different for any change. Every byte is hashed: SHA-256 reads over 1 GB/s, so CIFAR's
+    180 MB cost about a tenth of a second, once per load."""
+    h = hashlib.sha256(about.encode())
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f";{t.dtype} {tuple(t.shape)};".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()[:16]

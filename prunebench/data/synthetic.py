@@ -17,4 +17,5 @@ def load(cfg) -> ImageData:
 
     train_x, train_y = sample(cfg.train_size)
     test_x, test_y = sample(cfg.test_size)
-    return ImageData(train_x, train_y, test_x, test_y, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), k, cfg.pad, cfg.flip)
+    return ImageData(train_x, train_y, test_x, test_y, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), k, cfg.pad, cfg.flip,
+                     source="the synthetic data set")

@@ -1,12 +1,15 @@
 """The report of a sweep (Liu et al., ICLR 2019 report means over runs): every run
 under a folder, grouped into lines of runs that differ in the seed alone.
 
-    prunebench-report outputs/multirun/2026-11-25_10-00-00 [--metric acc1|acc1_best] [--layer conv8]
+    prunebench-report outputs/multirun/2026-11-25_10-00-00 [--metric acc1|acc1_best] [--layer conv8] [--out DIR]
 
-writes into that folder ``summary.csv`` / ``summary.md`` (every row of every line:
+writes into that folder (or ``--out``) ``summary.csv`` / ``summary.md`` (every row of every line:
 acc1 and acc1_best as mean ± std over seeds), ``paper.md`` / ``paper.csv`` /
 ``paper.tex`` (the paper's layout with the verdict), ``widths.md`` / ``widths.csv``
-(Table 7) and ``plots/`` (PNG and SVG).
+(Table 7) and ``plots/`` (PNG and SVG). What it cannot read (a foreign ``results.csv``, a
+damaged ``config.yaml``, ``widths.json`` or ``history.csv``) is skipped with a warning naming
+it; a job of a sweep that left no ``results.csv``, and a line with fewer seeds than its sweep,
+are warned about; a folder it cannot write is named in one line.
 """
 import argparse
 import csv
@@ -18,10 +21,12 @@ from typing import Dict, List
 from rich.console import Console
 from rich.table import Table
 
-from prunebench.errors import PrunebenchError
+from prunebench.errors import PrunebenchError, UnwritableFile, say_error
 from prunebench.report import paper, stats
 from prunebench.report import widths as widths_table
-from prunebench.report.runs import Line, collect, group
+from prunebench.report.runs import Line, collect, group, missing_seeds
+
+log = logging.getLogger(__name__)
 
 SUMMARY_FIELDS = ["dataset", "model", "method", "pruning_ratio", "line", "row", "runs", "failed", "seeds",
                   "acc1_mean", "acc1_std", "acc1_best_mean", "acc1_best_std", "params", "flops", "latency_ms"]
@@ -86,24 +91,36 @@ def show(recs: List[Dict], metric: str, console: Console) -> None:
     console.print(table)
 
 
-def report(folder: Path, metric: str = None, layer: str = None, plots: bool = True) -> Dict:
-    """Write every table (and the figures) of the runs under ``folder``; return what was made."""
+def report(folder: Path, metric: str = None, layer: str = None, plots: bool = True, out: Path = None) -> Dict:
+    """Write every table (and the figures) of the runs under ``folder`` into ``out`` (default:
+    ``folder``); return what was made. UnwritableFile names a file that could not be written."""
     folder = Path(folder)
+    if not folder.is_dir():
+        raise PrunebenchError(f"{folder} is not a folder; point prunebench-report at a run or sweep folder "
+                              f"(outputs/multirun/<time> or outputs/runs/<time>_...)")
     runs = collect(folder)
     if not runs:
-        raise PrunebenchError(f"no results.csv under {folder}; point prunebench-report at a run or sweep folder "
-                              f"(outputs/multirun/<time> or outputs/runs/<time>_...)")
+        raise PrunebenchError(f"no readable results.csv under {folder}; point prunebench-report at a run or sweep "
+                              f"folder (outputs/multirun/<time> or outputs/runs/<time>_...)")
     lines = group(runs)
+    for warning in missing_seeds(folder, lines):
+        log.warning("%s", warning)
+    out = Path(out) if out is not None else folder
     summary = summarise(lines)
-    write_summary(summary, folder)
-    recs = paper.write(lines, folder, metric)
-    tables = widths_table.write(lines, folder)
-    figures = []
-    if plots:
-        from prunebench.report import plots as figs
-        figures = figs.for_lines(lines, folder / "plots", metric, layer)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_summary(summary, out)
+        recs = paper.write(lines, out, metric)
+        tables = widths_table.write(lines, out)
+        figures = []
+        if plots:
+            from prunebench.report import plots as figs
+            figures = figs.for_lines(lines, out / "plots", metric, layer)
+    except OSError as e:
+        raise UnwritableFile(Path(e.filename) if e.filename else out, e,
+                             "give prunebench-report --out DIR, a folder it can write") from e
     return {"runs": runs, "lines": lines, "summary": summary, "paper": recs, "widths": tables,
-            "plots": figures, "metric": recs[0]["metric"] if recs else metric}
+            "plots": figures, "metric": recs[0]["metric"] if recs else metric, "out": out}
 
 
 def main(argv=None) -> None:
@@ -115,19 +132,22 @@ def main(argv=None) -> None:
                         help="the convolution whose weights are drawn: a channel group (conv8, block5) or a "
                              "module path; default: the middle one")
     parser.add_argument("--no-plots", action="store_true", help="tables only")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="the folder the tables and figures go to (default: FOLDER)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     console = Console()
     try:
-        out = report(args.folder, args.metric, args.layer, plots=not args.no_plots)
+        out = report(args.folder, args.metric, args.layer, plots=not args.no_plots, out=args.out)
     except PrunebenchError as e:
-        console.print(f"[bold red]error:[/] {e}")
+        say_error(str(e))
         sys.exit(2)
     show(out["paper"], out["metric"], console)
     made = ["summary.csv", "summary.md", "paper.md", "paper.csv", "paper.tex"]
     made += ["widths.md", "widths.csv"] if out["widths"] else []
-    console.print(f"{len(out['runs'])} runs, {len(out['lines'])} lines; wrote {', '.join(made)} in {args.folder}"
-                  + (f" and {len(out['plots'])} figure files in {args.folder / 'plots'}" if out["plots"] else ""))
+    console.print(f"{len(out['runs'])} runs, {len(out['lines'])} lines; wrote {', '.join(made)} in {out['out']}"
+                  + (f" and {len(out['plots'])} figure files in {out['out'] / 'plots'}" if out["plots"] else ""),
+                  soft_wrap=True)
 
 
 if __name__ == "__main__":

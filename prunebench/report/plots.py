@@ -154,13 +154,20 @@ def weights(line: Line, folder: Path, layer: Optional[str] = None) -> List[Path]
         st = stage_folder(r, run) if r else None
         if st is not None and (st / "model.pt").exists() and (st / "arch.json").exists():
             found.append((label, st))
-    if len(found) < 2:
+    loaded = []
+    for label, st in found:
+        try:
+            loaded.append((label, models.load(st)))
+        except Exception as e:  # noqa: BLE001 - an unreadable or foreign model is left out of the figure
+            where = getattr(e, "path", None) or st
+            log.warning("skipped %s: its model cannot be loaded (%s: %s)", where, type(e).__name__,
+                        " ".join(str(e).split())[:300])
+    if len(loaded) < 2:
         return []
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     name = None
-    for label, st in found:
-        model = models.load(st)
+    for label, model in loaded:
         path = conv_path(model, layer)
         name = name or (layer or next(g.name for g in model.channel_groups() if g.conv == path))
         w = dict(model.named_modules())[path].weight.detach().flatten()
@@ -176,13 +183,28 @@ def weights(line: Line, folder: Path, layer: Optional[str] = None) -> List[Path]
 # -- training curves ----------------------------------------------------------
 
 def history(stage: Path) -> List[Dict]:
-    """Per-epoch records ``{"epoch", "lr", "loss", "acc1"}`` of a stage (acc1 None where not evaluated)."""
-    if (stage / "history.csv").exists():
-        with open(stage / "history.csv") as f:
-            return [{k: (None if v in ("", "None", "null") else float(v)) for k, v in r.items()}
-                    for r in csv.DictReader(f)]
-    if (stage / "metrics.json").exists():
-        return json.loads((stage / "metrics.json").read_text()).get("history") or []
+    """Per-epoch records ``{"epoch", "lr", "loss", "acc1"}`` of a stage (acc1 None where not evaluated);
+    a ``history.csv`` or ``metrics.json`` that cannot be read is skipped with a warning naming it."""
+    path = stage / "history.csv"
+    try:
+        if path.exists():
+            with open(path, newline="") as f:
+                reader = csv.DictReader(f)
+                if not {"epoch", "loss"} <= set(reader.fieldnames or ()):
+                    raise ValueError("no epoch and loss columns")
+                out = [{k: (None if v in ("", "None", "null") else float(v)) for k, v in r.items()} for r in reader]
+            if any(r.get("epoch") is None for r in out):
+                raise ValueError("an epoch without its number")
+            return out
+        path = stage / "metrics.json"
+        if path.exists():
+            out = json.loads(path.read_text()).get("history") or []
+            if not all(isinstance(h, dict) and isinstance(h.get("epoch"), (int, float)) for h in out):
+                raise ValueError("a history entry without its epoch")
+            return out
+    except (OSError, ValueError, TypeError, AttributeError, csv.Error, UnicodeDecodeError) as e:
+        log.warning("skipped %s: it cannot be read (%s: %s); its training curve is left out", path,
+                    type(e).__name__, str(e)[:160])
     return []
 
 

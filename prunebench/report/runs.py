@@ -11,6 +11,7 @@ different experiments, so those are two lines, each named by what differs.
 """
 import csv
 import logging
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,17 +113,110 @@ def ignored(key: str) -> bool:
     return any(key == k or key.startswith(k + ".") for k in IGNORED)
 
 
+class UnreadableRun(Exception):
+    """A run folder whose results.csv or config.yaml cannot be read as prunebench writes them."""
+
+
 def load_run(folder: Path) -> RunResult:
+    """The run in ``folder``; :class:`UnreadableRun` naming the file when its ``results.csv`` is
+    not a prunebench table (no ``row`` column) or its ``config.yaml`` is not a YAML mapping."""
     folder = Path(folder)
     config = {}
-    if (folder / "config.yaml").exists():
-        config = flatten(OmegaConf.to_container(OmegaConf.load(folder / "config.yaml")) or {})
-    return RunResult(folder, read_rows(folder / "results.csv"), config)
+    path = folder / "config.yaml"
+    try:
+        if path.exists():
+            tree = OmegaConf.to_container(OmegaConf.load(path))
+            if tree is not None and not isinstance(tree, dict):
+                raise ValueError("not a mapping")
+            config = flatten(tree or {})
+        path = folder / "results.csv"
+        rows = read_rows(path)
+    except Exception as e:  # noqa: BLE001 - YAML, CSV and decoding errors alike: the file is named
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise UnreadableRun(f"{path} cannot be read ({type(e).__name__}: {reason})") from e
+    if rows and "row" not in rows[0]:
+        raise UnreadableRun(f"{folder / 'results.csv'} is not a prunebench results table (no 'row' column)")
+    return RunResult(folder, rows, config)
 
 
 def collect(folder: Path) -> List[RunResult]:
-    """Every run under ``folder`` (the folder itself included), in path order."""
-    return [load_run(p.parent) for p in sorted(Path(folder).rglob("results.csv"))]
+    """Every run under ``folder`` (the folder itself included), in path order; a run that cannot be
+    read is skipped with a warning naming its file."""
+    runs = []
+    for p in sorted(Path(folder).rglob("results.csv")):
+        try:
+            runs.append(load_run(p.parent))
+        except UnreadableRun as e:
+            log.warning("skipped: %s", e)
+    return runs
+
+
+def unfinished_jobs(folder: Path) -> List[Path]:
+    """Job folders under ``folder`` that began (Hydra's ``.hydra/config.yaml`` or prunebench's
+    ``config.yaml``) but hold no ``results.csv``: jobs that were killed or are still running."""
+    began = {p.parent.parent for p in Path(folder).rglob(".hydra/config.yaml")}
+    began |= {p.parent for p in Path(folder).rglob("config.yaml") if p.parent.name != ".hydra"}
+    return sorted(f for f in began if not (f / "results.csv").exists())
+
+
+def job_seed(folder: Path) -> Optional[int]:
+    """The seed in a job folder's config (prunebench's ``config.yaml`` or Hydra's), if readable."""
+    for path in (folder / "config.yaml", folder / ".hydra" / "config.yaml"):
+        try:
+            seed = OmegaConf.select(OmegaConf.load(path), "seed") if path.exists() else None
+        except Exception:  # noqa: BLE001 - an unreadable config says nothing of the seed
+            seed = None
+        if isinstance(seed, int):
+            return seed
+    return None
+
+
+def missing_seeds(folder: Path, lines: List["Line"]) -> List[str]:
+    """Warnings, one line each: a job folder that began but left no results.csv, and a line of a
+    sweep (a folder holding ``multirun.yaml``) with fewer seeds than the sweep ran."""
+    out = []
+    unfinished = unfinished_jobs(folder)
+    for job in unfinished:
+        out.append(f"{job} holds no results.csv (the job was killed, stopped before its table, was a dry run, "
+                   f"or is still running): its seed is missing from its line; rerun it (finished stages are reused)")
+    for sweep in sorted(p.parent for p in Path(folder).rglob("multirun.yaml")):
+        seeds = set(swept_seeds(sweep)) | {s for j in unfinished if sweep in j.parents for s in [job_seed(j)]
+                                           if s is not None}
+        members = [(line, [r for r in line.runs if sweep in r.folder.parents]) for line in lines]
+        seeds |= {r.seed for _, runs in members for r in runs if r.seed is not None}
+        for line, runs in members:
+            have = {r.seed for r in runs}
+            if runs and seeds - have:
+                out.append(f"{line.label}: {len(have)} of the {len(seeds)} seeds of the sweep {sweep} (missing "
+                           f"{sorted(seeds - have)}); its mean covers fewer seeds than asked")
+    return out
+
+
+def swept_seeds(folder: Path) -> List[int]:
+    """The seeds a sweep in ``folder`` asked for: the ``seed=`` override of its ``multirun.yaml``
+    (the command line's, else the preset's ``hydra.sweeper.params``; ``0,1,2`` or ``range(0,3)``),
+    else none known."""
+    path = Path(folder) / "multirun.yaml"
+    if not path.exists():
+        return []
+    try:
+        tree = OmegaConf.load(path)
+        overrides = [str(o).partition("=") for o in OmegaConf.select(tree, "hydra.overrides.task") or []]
+        values = [v for k, _, v in overrides if k.lstrip("+") == "seed"]
+        params = OmegaConf.select(tree, "hydra.sweeper.params") or {}
+        values += [str(params["seed"])] if "seed" in params else []
+    except Exception:  # noqa: BLE001 - a damaged multirun.yaml only costs this check
+        log.warning("skipped: %s cannot be read; the seeds the sweep asked for are not known", path)
+        return []
+    for value in values[:1]:
+        m = re.fullmatch(r"range\((-?\d+),\s*(-?\d+)(?:,\s*(-?\d+))?\)", value.strip())
+        if m:
+            return list(range(int(m[1]), int(m[2]), int(m[3] or 1)))
+        try:
+            return [int(v) for v in value.split(",")]
+        except ValueError:
+            return []
+    return []
 
 
 def identity(run: RunResult) -> Tuple:

@@ -7,6 +7,8 @@ from typing import Dict, List
 from rich.console import Console
 from rich.table import Table
 
+from prunebench.errors import UnwritableFile
+
 COLUMNS = ["row", "method", "model", "dataset", "pruning_ratio", "seed", "acc1", "acc1_best", "acc5", "paper_acc1",
            "params", "flops", "latency_ms", "latency_iqr_ms", "epochs", "seconds", "width_factor", "match", "status",
            "note", "stage"]
@@ -61,11 +63,21 @@ def latex(rows: List[Dict]) -> str:
 
 
 def write(rows: List[Dict], folder: Path, title: str) -> None:
+    """``results.csv``, ``results.md`` and ``results.tex`` in ``folder``; UnwritableFile naming the
+    one that could not be written."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_csv(rows, folder / "results.csv")
-    (folder / "results.md").write_text(markdown(rows, title))
-    (folder / "results.tex").write_text(latex(rows))
+    path = folder
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "results.csv"
+        write_csv(rows, path)
+        path = folder / "results.md"
+        path.write_text(markdown(rows, title))
+        path = folder / "results.tex"
+        path.write_text(latex(rows))
+    except OSError as e:
+        raise UnwritableFile(path, e, "make the run folder writable or point hydra.run.dir= at a writable one; "
+                                      "the stages are cached, so a rerun writes the table at once") from e
 
 
 def show(rows: List[Dict], title: str, console: Console = None) -> None:

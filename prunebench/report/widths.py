@@ -6,6 +6,7 @@ and ``pruned`` rows; written as ``widths.md`` and ``widths.csv``.
 """
 import csv
 import json
+import logging
 import re
 import statistics
 from pathlib import Path
@@ -14,6 +15,20 @@ from typing import Dict, List, Optional
 from prunebench.report.runs import Line, stage_folder
 
 FIELDS = ["line", "layer", "unpruned", "pruned_mean", "pruned_std", "n", "kept"]
+log = logging.getLogger(__name__)
+
+
+def read_widths_file(path: Path) -> Optional[Dict[str, int]]:
+    """The {channel group: width} of a ``widths.json``; None, with a warning naming it, when it
+    cannot be read or holds something else."""
+    try:
+        widths = json.loads(Path(path).read_text())
+        if not isinstance(widths, dict) or not all(isinstance(v, int) for v in widths.values()):
+            raise ValueError("not a {layer: width} object")
+        return widths
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        log.warning("skipped %s: it cannot be read (%s: %s)", path, type(e).__name__, str(e)[:160])
+        return None
 
 
 def read_widths(line: Line, row: str) -> List[Dict[str, int]]:
@@ -23,7 +38,9 @@ def read_widths(line: Line, row: str) -> List[Dict[str, int]]:
         for r in run.rows:
             folder = stage_folder(r, run) if r["row"] == row else None
             if folder is not None and (folder / "widths.json").exists():
-                out.append(json.loads((folder / "widths.json").read_text()))
+                widths = read_widths_file(folder / "widths.json")
+                if widths is not None:
+                    out.append(widths)
     return out
 
 

@@ -14,7 +14,7 @@ under it (the seeds of a sweep), and may come from another model or data set wit
 the same number of stages: the paper's transfer of VGG-16 / CIFAR-10 patterns to
 VGG-19 / CIFAR-100. The ratios used are part of the stage's cache key."""
 import csv
-import json
+import logging
 from pathlib import Path
 from typing import Dict, List, Sequence
 
@@ -25,6 +25,8 @@ from prunebench.errors import PrunebenchError
 from prunebench.measure import spec_flops
 from prunebench.strategies.base import Strategy
 from prunebench.strategies.scratch_b import budget, budget_values, check as check_scratch_b
+
+log = logging.getLogger(__name__)
 
 
 def group_stages(model, input_shape: Sequence[int]) -> Dict[str, int]:
@@ -65,29 +67,51 @@ def _meta(spec: Dict):
         return models.build(spec)
 
 
+def finished_pairs(folder: Path) -> List[tuple]:
+    """(unpruned stage folder, pruned stage folder) of every run under ``folder`` whose results.csv
+    has an ok ``pruned`` row; a results.csv that cannot be read is skipped with a warning naming it."""
+    pairs = []
+    for path in sorted(folder.rglob("results.csv")):
+        try:
+            with open(path, newline="") as f:
+                rows = {r["row"]: r for r in csv.DictReader(f)}
+            if rows.get("pruned", {}).get("status") == "ok" and "unpruned" in rows:
+                pairs.append((Path(rows["unpruned"]["stage"]), Path(rows["pruned"]["stage"])))
+        except (OSError, UnicodeDecodeError, csv.Error, KeyError, TypeError) as e:
+            log.warning("%s skipped: not a prunebench results table (%s: %s)", path, type(e).__name__, e)
+    return pairs
+
+
 def pattern_of(folder: Path, input_shape_of=None) -> Dict:
     """The average per-stage kept ratios of the ``pruned`` rows of every results.csv under
-    ``folder`` (or of a single stage folder), with the folders they came from."""
+    ``folder`` (or of a single stage folder), with the folders they came from. A run whose stage
+    folders are gone or unreadable is skipped with a warning; none left is a PrunebenchError."""
+    from prunebench import atomic
     from prunebench.pruning import widths
 
     folder = Path(folder).expanduser()
-    pairs = []  # (unpruned stage folder, pruned stage folder)
-    for path in sorted(folder.rglob("results.csv")):
-        with open(path) as f:
-            rows = {r["row"]: r for r in csv.DictReader(f)}
-        if rows.get("pruned", {}).get("status") == "ok" and "unpruned" in rows:
-            pairs.append((Path(rows["unpruned"]["stage"]), Path(rows["pruned"]["stage"])))
+    pairs = finished_pairs(folder)
     if not pairs:
         raise PrunebenchError(f"strategy.guided.source={folder}: no results.csv with an ok 'pruned' row under it; "
                               f"give a run or sweep folder of a finished prunebench run")
     ratios = []
     for unpruned, pruned in pairs:
-        spec = models.load_spec(unpruned)
-        model = _meta(spec)
-        shape = (spec.get("in_channels", 3), *input_shape_of(spec)) if input_shape_of else None
-        stages = group_stages(model, shape or (spec.get("in_channels", 3), 32, 32))
-        kept = json.loads((pruned / "widths.json").read_text())
+        try:
+            spec = models.load_spec(unpruned)
+            model = _meta(spec)
+            shape = (spec.get("in_channels", 3), *input_shape_of(spec)) if input_shape_of else None
+            stages = group_stages(model, shape or (spec.get("in_channels", 3), 32, 32))
+            kept = atomic.read_json(pruned / "widths.json")
+            if not isinstance(kept, dict) or not all(isinstance(v, int) for v in kept.values()):
+                raise atomic.UnreadableFile(pruned / "widths.json", ValueError("no {layer: width} object"))
+        except (FileNotFoundError, atomic.UnreadableFile, KeyError, TypeError, ValueError) as e:
+            what = f"{e.filename} is missing" if isinstance(e, FileNotFoundError) else str(e)
+            log.warning("guided source: the run of %s skipped (%s)", pruned, what)
+            continue
         ratios.append(stage_ratios(widths(model), kept, stages))
+    if not ratios:
+        raise PrunebenchError(f"strategy.guided.source={folder}: the stage folders of its finished runs are gone or "
+                              f"unreadable (see the warnings); give a folder of runs whose cache_dir is still there")
     if len({len(r) for r in ratios}) != 1:
         raise PrunebenchError(f"the pruned models under {folder} have different numbers of stages")
     mean = [sum(r[s] for r in ratios) / len(ratios) for s in range(len(ratios[0]))]

@@ -86,19 +86,35 @@ def write_history(history: List[Dict], path: Path) -> None:
         w.writerows({k: ("" if h.get(k) is None else h[k]) for k in HISTORY_FIELDS} for h in history)
 
 
-def read_checkpoint(checkpoint: Path, device) -> Optional[Dict]:
+CHECKPOINT_KEYS = {"model": dict, "optimizer": dict, "scheduler": dict, "epoch": int, "seconds": (int, float),
+                   "loss": (int, float)}
+
+
+def read_checkpoint(checkpoint: Path, device, model: Optional[nn.Module] = None) -> Optional[Dict]:
     """The state in ``checkpoint`` (plain tensors, dicts, lists and numbers: read with
-    weights_only=True), or None when there is none. An unreadable one is set aside as
+    weights_only=True), or None when there is none. One that cannot be read, lacks a part
+    (:data:`CHECKPOINT_KEYS`) or holds weights that are not ``model``'s is set aside as
     ``checkpoint.pt.corrupt`` with a warning, and the stage starts over."""
     if not checkpoint.exists():
         return None
     try:
-        return atomic.load(checkpoint, map_location=device)
+        state = atomic.load(checkpoint, map_location=device)
+        if not isinstance(state, dict):
+            raise atomic.UnreadableFile(checkpoint, ValueError("no dict"))
+        missing = [k for k, t in CHECKPOINT_KEYS.items() if not isinstance(state.get(k), t)]
+        if missing:
+            raise atomic.UnreadableFile(checkpoint, ValueError(f"no {', '.join(missing)}"))
+        if model is not None:
+            from prunebench.stagefiles import check_state
+
+            check_state(checkpoint, state["model"], model.state_dict())
     except atomic.UnreadableFile as e:
         aside = checkpoint.with_name(checkpoint.name + ".corrupt")
-        checkpoint.replace(aside)
+        if distributed.is_main():
+            checkpoint.replace(aside)
         log.warning("%s; moved to %s, the stage starts over", e, aside)
         return None
+    return state
 
 
 def save_checkpoint(checkpoint: Path, state: Dict, history: List[Dict]) -> None:
@@ -218,7 +234,7 @@ def training(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpo
     start, seconds, wall, last_loss, history = 0, 0.0, 0.0, float("nan"), []
     checkpoint = Path(checkpoint)
     distributed.barrier()  # every rank past its last read of the folder before rank 0 writes to it
-    state = read_checkpoint(checkpoint, device)
+    state = read_checkpoint(checkpoint, device, model)
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
