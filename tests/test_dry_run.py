@@ -176,7 +176,7 @@ def test_sfp_presets_plan_the_authors_scratch_rows(tmp_path, depth):
     rows = plan(preset, f"cache_dir={tmp_path}")
     full, masked = rows["unpruned"]["flops"], rows["pruned"]["flops"]
     # the masked FLOPs by hand: every conv (stem, both convs of each block) keeps N - int(0.3 N) of its N filters
-    spec = protocol.Run(compose_config(preset, f"cache_dir={tmp_path}")).bench.base_spec
+    spec = protocol.Run(compose_config(preset, f"cache_dir={tmp_path}"), fingerprint="none").bench.base_spec
     with __import__("torch").device("meta"):
         convs = {n: c.out_channels for n, c in models.build(spec).named_modules()
                  if c.__class__.__name__ == "Conv2d"}
@@ -186,7 +186,7 @@ def test_sfp_presets_plan_the_authors_scratch_rows(tmp_path, depth):
     assert rows["scratch_e"]["epochs"] == 200 and rows["sparse"]["epochs"] == 200
     assert rows["scratch_b"]["epochs"] == 400 * full // masked  # int(400 r), pruning_resnet_longer_scratch.py:163
     assert rows["pruned"]["params"] < rows["unpruned"]["params"] and rows["scratch_b"]["flops"] == masked
-    planner = Planner(protocol.Run(compose_config(preset, f"cache_dir={tmp_path}")))
+    planner = Planner(protocol.Run(compose_config(preset, f"cache_dir={tmp_path}"), fingerprint="none"))
     recipe = budget(planner, masked)["recipe"]
     at = sorted({int(round(m * recipe.epochs)) for m in recipe.milestones})
     assert at == [m * full // masked for m in (60, 120, 160)]  # [int(60 r), int(120 r), int(160 r)] (:166)
@@ -211,7 +211,7 @@ def test_imagenet_weight_level_presets_prune_convolutions_only_and_plan_the_auth
     assert rows["finetune"]["epochs"] == 10
     cfg = compose_config(*args)
     with torch.device("meta"):
-        model = models.build(protocol.Run(cfg).bench.base_spec)
+        model = models.build(protocol.Run(cfg, fingerprint="none").bench.base_spec)
     # torchvision's linear layers (prunebench's VGG head holds them as 1x1-equivalent convolutions, classifier.*)
     head = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) or
             n.startswith("classifier.") and isinstance(m, torch.nn.Conv2d)}

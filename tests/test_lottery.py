@@ -143,7 +143,8 @@ def test_iterative_magnitude_pruning_rewinds_to_the_init_and_trains_the_recipe_b
 
 
 def test_weight_level_iterations_can_fine_tune_between_them(smoke_cfg, starts):
-    cfg = smoke_cfg("method=magnitude", "method.iterations=2", "method.iteration_epochs=1", "strategies=[]")
+    cfg = smoke_cfg("method=magnitude", "method.iterations=2", "method.iteration_epochs=1", "strategies=[]",
+                    "prune_only=true")
     rows = rows_of(cfg)
     assert rows["pruned"]["status"] == "ok" and rows["pruned"]["epochs"] == 1
     trained = load(rows["unpruned"]["stage"], "model.pt")
