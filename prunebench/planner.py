@@ -20,8 +20,8 @@ class Planner:
 
     def __init__(self, run: Run):
         self.run, b = run, run.bench
-        self.cfg, self.kind, self.base_spec, self.input_shape, self.recipe = (
-            run.cfg, b.kind, b.base_spec, b.input_shape, b.recipe)
+        self.cfg, self.kind, self.family, self.base_spec, self.input_shape, self.recipe = (
+            run.cfg, b.kind, b.family, b.base_spec, b.input_shape, b.recipe)
         self.results: Dict[str, Dict] = {}
         self.values = run.stage_values()
         for row, (kind, vals) in self.values.items():
@@ -83,14 +83,15 @@ class Planner:
                 "params": self.results.get(row, {}).get("params") or (measure.spec_params(spec) if known else None),
                 "flops": self.results.get(row, {}).get("flops") or
                 (measure.spec_flops(spec, self.input_shape) if known else None),
-                "epochs": p["epochs"], "widths": layer_widths_of(spec) if row == "pruned" and known else None,
+                "epochs": p["epochs"],
+                "widths": layer_widths_of(spec, self.family) if row == "pruned" and known else None,
                 "note": p["note"]})
         return rows
 
 
-def layer_widths_of(spec: Dict) -> Dict[str, int]:
+def layer_widths_of(spec: Dict, family: str = "channels") -> Dict[str, int]:
     with torch.device("meta"):
-        return widths(models.build(spec))
+        return widths(models.build(spec), family)
 
 
 def plan(cfg: DictConfig) -> List[Dict]:

@@ -220,3 +220,21 @@ def test_a_stage_key_changes_exactly_with_what_the_stage_reads(tmp_path, method,
         assert moved == readers(path, before, method, base), (path, value, new)
         checked += 1
     assert checked > 30
+
+
+def test_densenet_filter_view_keys_its_stages_and_leaves_slimming_as_it_was(tmp_path):
+    """Filter criteria on DenseNet score every convolution through the concatenations (the
+    model's ``filter_groups``) where they saw DenseNet-BC's bottlenecks alone before: their sparse
+    and pruned stages (and what follows) carry ``groups: filters``. Network slimming's stages on
+    DenseNet keep their keys (pinned: computed before the filter view existed)."""
+    slimming = keys(compose_config("experiment=rethinking/slimming_densenet40_cifar10_40", f"cache_dir={tmp_path}"),
+                    tmp_path)
+    assert slimming == {"unpruned": "e8ac11942f", "sparse": "8ea4282e1b", "pruned": "7226e1335b",
+                        "finetune": "5be4e5773d", "scratch_e": "fdba70e417", "scratch_b": "7afde45ff2",
+                        "uniform": "ff64cba8cd", "lottery": "51613c4885"}
+    for method in ("l1_norm", "sss"):
+        values = protocol.Run(compose_config(f"method={method}", "model=densenet_bc100",
+                                             f"cache_dir={tmp_path}")).stage_values()
+        assert all(values[row][1].get("groups") == "filters" for row in ("pruned", "sparse") if row in values)
+    values = protocol.Run(compose_config("method=l1_norm", "model=resnet56", f"cache_dir={tmp_path}")).stage_values()
+    assert "groups" not in values["pruned"][1]  # other models: as before
