@@ -17,7 +17,8 @@ Reconstruction (``reconstruct: true``) goes group by group in forward order on
 the PRUNED model: the consumer's inputs come from the pruned model (already
 refitted upstream, so earlier errors are compensated), its targets from the
 original model on the same images and positions; ``fit`` adjusts the consumer.
-A consumer that is also a group's producing convolution (VGG) is fitted on the
+A consumer that is also a group's producing convolution (VGG), or another of its
+outputs (a branch of a residual sum in a torchvision model), is fitted on the
 output channels that group keeps; BatchNorm after it stays valid because the
 refit reproduces its pre-BN output. A consumer of several groups is fitted once,
 where it first appears.
@@ -74,7 +75,7 @@ class RegressionMethod(Method):
         if not self.cfg.reconstruct:
             return
         groups = conv_groups(original)
-        produced_by = {g.conv: g.name for g in groups}
+        produced_by = {m: g.name for g in groups for m in (g.conv, *g.outputs)}  # whose outputs each group cuts
         fitted = set()
         for g in groups:  # forward order
             if g.name in keep and keep[g.name].numel() == 0:

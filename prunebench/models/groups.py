@@ -67,6 +67,7 @@ class ChannelGroup:
     select: Optional[str] = None  # module path of the ChannelSelection after ``bn`` (selection groups)
     norms: Tuple[str, ...] = ()  # concatenations: the BatchNorm in front of each consumer, reading these channels
     offsets: Tuple[int, ...] = ()  # concatenations: where these channels start in each consumer's input and norm
+    outputs: Tuple[str, ...] = ()  # other modules whose outputs are these channels (the branches of a residual sum)
 
     def __post_init__(self):
         if (self.conv is None) == (self.select is None):
@@ -99,6 +100,7 @@ def members(g: ChannelGroup) -> List[Member]:
     if g.kind == "conv":
         out.append(Member(g.conv, 0, 0))
         out += [Member(bn, 0, offset) for bn, offset in g.normalized()]
+        out += [Member(m, 0, 0) for m in g.outputs]
     out += [Member(c, 1, g.offset(k)) for k, c in enumerate(g.consumers)]
     return out
 
