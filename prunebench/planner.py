@@ -3,7 +3,8 @@ its epochs, whether it is cached and, for methods whose configuration fixes the 
 architecture (per-layer ratios), the pruned widths and Scratch-B's epochs. Nothing is
 trained and no data are loaded. The strategies say what they would train through the
 :class:`Planner`, a :class:`prunebench.strategies.base.RunView` of what is known before."""
-from typing import Dict, List, Optional
+import json
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from omegaconf import DictConfig
@@ -23,6 +24,8 @@ class Planner:
         self.cfg, self.kind, self.family, self.base_spec, self.input_shape, self.recipe = (
             run.cfg, b.kind, b.family, b.base_spec, b.input_shape, b.recipe)
         self.results: Dict[str, Dict] = {}
+        self._pruned: Optional[Tuple[Optional[Dict]]] = None
+        self._counts: Dict[Tuple[str, str], int] = {}  # (spec as JSON, params | flops) -> count
         self.values = run.stage_values()
         for row, (kind, vals) in self.values.items():
             stage = Stage(run.cache, kind, vals)
@@ -33,6 +36,11 @@ class Planner:
     def pruned_spec(self) -> Optional[Dict]:
         """The pruned architecture: the cached one when the stage has run, else the one the
         method's configuration predetermines (per-layer ratios), else None."""
+        if self._pruned is None:  # worked out once: every strategy asks
+            self._pruned = (self._pruned_spec(),)
+        return self._pruned[0]
+
+    def _pruned_spec(self) -> Optional[Dict]:
         if "pruned" in self.results:
             return models.load_spec(self.results["pruned"]["stage"])
         if self.kind == "weight":
@@ -54,9 +62,15 @@ class Planner:
             return None  # non-zero counts follow from the scores
         else:
             spec = self.pruned_spec()
-        if spec is None:
-            return None
-        return measure.spec_flops(spec, self.input_shape) if what == "flops" else measure.spec_params(spec)
+        return None if spec is None else self.count(spec, what)
+
+    def count(self, spec: Dict, what: str) -> int:
+        """Params or FLOPs of ``spec`` (each counted once: a count builds the model)."""
+        key = (json.dumps(spec, sort_keys=True), what)
+        if key not in self._counts:
+            self._counts[key] = (measure.spec_flops(spec, self.input_shape) if what == "flops"
+                                 else measure.spec_params(spec))
+        return self._counts[key]
 
     def rows(self) -> List[Dict]:
         run = self.run
@@ -80,9 +94,8 @@ class Planner:
             known = spec is not None and not (self.kind == "weight" and row not in ("unpruned", "sparse"))
             rows.append({
                 "row": row, "stage": str(stage.dir), "cached": stage.result() is not None,
-                "params": self.results.get(row, {}).get("params") or (measure.spec_params(spec) if known else None),
-                "flops": self.results.get(row, {}).get("flops") or
-                (measure.spec_flops(spec, self.input_shape) if known else None),
+                "params": self.results.get(row, {}).get("params") or (self.count(spec, "params") if known else None),
+                "flops": self.results.get(row, {}).get("flops") or (self.count(spec, "flops") if known else None),
                 "epochs": p["epochs"],
                 "widths": layer_widths_of(spec, self.family) if row == "pruned" and known else None,
                 "note": p["note"]})

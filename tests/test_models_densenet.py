@@ -88,7 +88,8 @@ def silenced(model, name, removed):
 @pytest.mark.parametrize("spec,name,j", [(BASIC, "conv1", 0), (BASIC, "layer1_conv1", 2), (BASIC, "layer2_conv1", 5),
                                          (BASIC, "trans1_conv1", 7), (BASIC, "layer6_conv1", 3),
                                          (BC, "layer2_conv2", 1), (BC, "trans2_conv1", 4), (BC, "layer3_conv1", 0)],
-                         ids=["stem", "layer1", "layer2", "trans1", "layer6", "bc_layer2", "bc_trans2", "bc_bottleneck"])
+                         ids=["stem", "layer1", "layer2", "trans1", "layer6", "bc_layer2", "bc_trans2",
+                              "bc_bottleneck"])
 def test_removing_filter_j_removes_that_input_channel_of_every_consumer(spec, name, j):
     model = randomized(spec).double()
     g = next(g for g in models.conv_groups(model) if g.name == name)
