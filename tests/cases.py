@@ -97,4 +97,6 @@ REFUSED = {
     **{("dcp", m): "dcp needs a model ending in a linear classifier"  # the auxiliary classifiers copy its classes
        for m in ("vgg11_bn", "vgg16_bn", "vgg16_imagenet")},  # ImageNet VGG's head: convolutions
     ("slimming", "vgg16_imagenet"): "have no BatchNorm",
+    **{(m, "vgg16_imagenet"): "reads each channel after its BatchNorm"  # torchvision's VGG-16 without BN
+       for m in ("apoz", "autopruner", "sss", "sss_sensitivity", "sss_sigmoid", "taylor")},
 }

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from prunebench.errors import PrunebenchError
-from prunebench.methods.base import Method
+from prunebench.methods.base import Method, require_batchnorm
 from prunebench.models import conv_groups
 from prunebench.pruning.selection import check_layer_names, keep_count
 
@@ -37,6 +37,9 @@ class APoZ(Method):
         super().__init__(cfg, seed)
         if cfg.criterion not in CRITERIA:
             raise PrunebenchError(f"method.criterion must be one of {', '.join(CRITERIA)}, got {cfg.criterion!r}")
+
+    def check_model(self, model: nn.Module) -> None:
+        require_batchnorm(conv_groups(model), "apoz")
 
     def apoz(self, model: nn.Module, data) -> Dict[str, torch.Tensor]:
         """APoZ of every channel of every group: the fraction of its BN outputs that are <= 0

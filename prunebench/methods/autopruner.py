@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prunebench.errors import PrunebenchError
-from prunebench.methods.base import Method
+from prunebench.methods.base import Method, require_batchnorm
 from prunebench.models import conv_groups
 from prunebench.models.groups import scale_channels
 from prunebench.pruning.selection import check_layer_names, check_ratio
@@ -95,6 +95,9 @@ class AutoPruner(Method):
         if cfg.fc_init_scale <= 0 or cfg.alpha_start <= 0 or cfg.alpha_stop < cfg.alpha_start:
             raise PrunebenchError(f"autopruner needs fc_init_scale > 0 and 0 < alpha_start <= alpha_stop, got "
                                   f"{cfg.fc_init_scale}, {cfg.alpha_start}, {cfg.alpha_stop}")
+
+    def check_model(self, model: nn.Module) -> None:
+        require_batchnorm(conv_groups(model), "autopruner")
 
     def epochs(self) -> int:
         if not self.cfg.sparse_epochs:

@@ -17,10 +17,21 @@ import torch
 from torch import nn
 
 from prunebench.data import ImageData
+from prunebench.errors import PrunebenchError
 from prunebench.models import conv_groups, group_width
 from prunebench.models.groups import ChannelGroup
 from prunebench.pruning.selection import iteration_config, keep_count, select
 from prunebench.train.hooks import TrainHooks
+
+
+def require_batchnorm(groups: List[ChannelGroup], method: str) -> None:
+    """An error naming the groups whose channels never come out of a BatchNorm, for methods that
+    read or scale channels there."""
+    missing = [g.name for g in groups if not g.normalized()]
+    if missing:
+        raise PrunebenchError(f"{method} reads each channel after its BatchNorm, and groups {missing[:5]} have none; "
+                              f"use a model with BatchNorm (e.g. vgg16_bn) or a method that reads the filters "
+                              f"(l1_norm, fpgm, thinet)")
 
 
 class Method(TrainHooks, ABC):

@@ -59,6 +59,7 @@ from torch import nn
 
 from prunebench.errors import PrunebenchError
 from prunebench.methods.activations import evaluating
+from prunebench.methods.base import require_batchnorm
 from prunebench.methods.channel_pruning import ChannelPruning
 from prunebench.models import conv_groups
 from prunebench.models.groups import Residual, scale_channels
@@ -143,6 +144,7 @@ class DCP(ChannelPruning):
 
     def check_model(self, model: nn.Module) -> None:
         self.num_classes(model)
+        require_batchnorm(conv_groups(model), "dcp")  # the chosen channels are masked there
         for g in conv_groups(model):
             output_point(model, g)
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from prunebench.errors import PrunebenchError
-from prunebench.methods.base import Method
+from prunebench.methods.base import Method, require_batchnorm
 from prunebench.models import conv_groups
 from prunebench.models.groups import scale_channels
 from prunebench.pruning.selection import check_layer_names, select
@@ -87,6 +87,8 @@ class SSS(Method):
 
     def check_model(self, model: nn.Module) -> None:
         self.structures(model)
+        if self.cfg.level == "channel":  # the factors scale, and fold into, the BatchNorms
+            require_batchnorm(conv_groups(model), self.cfg.name)
 
     def attach(self, model: nn.Module, input_shape=None) -> None:
         sizes, targets = self.structures(model)

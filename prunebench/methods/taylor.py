@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prunebench.errors import PrunebenchError
-from prunebench.methods.base import Method
+from prunebench.methods.base import Method, require_batchnorm
 from prunebench.models import conv_groups
 
 TARGETS = ("bn", "weight")
@@ -43,6 +43,11 @@ class Taylor(Method):
         super().__init__(cfg, seed)
         if cfg.target not in TARGETS:
             raise PrunebenchError(f"method.target must be one of {', '.join(TARGETS)}, got {cfg.target!r}")
+
+    def check_model(self, model: nn.Module) -> None:
+        if self.cfg.target == "bn":
+            require_batchnorm(conv_groups(model), "taylor with method.target=bn")
+        super().check_model(model)
 
     def parameters_of(self, model: nn.Module, group) -> List[Tuple[torch.Tensor, int]]:
         """(parameter, offset) pairs whose gradient x value, summed per output channel from the
