@@ -27,10 +27,9 @@ on them (zero elsewhere), the loss is
 
 (the segment's auxiliary classifier; the final classifier for the last segment),
 over ``num_images`` training images with BatchNorm on its running statistics. The
-channel c not in A with the largest Frobenius norm of dL/dW[:, c] (summed over the
-consumers) joins A; this
-repeats until A holds the layer's count (``pruning_ratio`` / ``layer_ratios`` per
-layer, at least ``min_channels``). The chosen channels of earlier groups are
+channel c not in A with the largest Frobenius norm of dL/dW[:, c] (over all the
+consumers) joins A; this repeats until A holds the layer's count (``pruning_ratio``
+/ ``layer_ratios`` per layer, at least ``min_channels``). The chosen channels of earlier groups are
 applied (the others zeroed) while later groups are chosen, so every choice is
 made on the network pruned so far. Scores: the chosen channels in the order
 chosen, above every other, so the shared ``layer`` selection keeps exactly A.
@@ -49,6 +48,10 @@ weights are refitted once, after surgery, by least squares on the reconstruction
 term alone. The paper fine-tunes after each stage's selection; the protocol's
 ``finetune`` row fine-tunes once at the end. The auxiliary fine-tuning sums the
 losses with equal weight (the authors' code weighs each segment's gradient).
+prunebench's PreResNet-56 is network slimming's: the first block of a stage takes
+its projection shortcut from the block's input, where the authors' DCP model
+(``dcp/models/preresnet.py`` lines 143-147, ``half_preact``) takes it after bn1 and
+ReLU.
 """
 import math
 from typing import Dict, List, Optional, Tuple

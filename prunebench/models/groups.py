@@ -28,15 +28,17 @@ are the shape of torch-pruning's ``index_mapping`` (Torch-Pruning
 the group's width. Removing a channel slices the producing convolution's axis 0,
 every norm's axis 0 and every consumer's axis 1 at that offset.
 
-A model may describe its widths in two ways (``FAMILIES``): ``channels``, every
-group of ``channel_groups()`` (what network slimming prunes: BatchNorm channels,
-selections included), and ``filters``, the output channels of its convolutions
-(what filter criteria prune: :func:`conv_groups`). They are the same groups except
-where a model lists ``filter_groups()`` of its own (DenseNet: a selection and the
-filters it reads are the same channels of a concatenation, so the two
-descriptions cannot be mixed); :func:`family_groups` gives the groups of one.
-Methods that score convolution filters use :func:`conv_groups`; network slimming
-scores every group through its BatchNorm (:func:`bn_channels`).
+Most models describe their widths one way, ``channel_groups()``; a model may also
+list ``filter_groups()``, its convolutions' outputs, where the two views cannot be
+mixed (DenseNet: a selection and the filters it reads are the same channels of a
+concatenation). :func:`family_groups` gives the groups of one family
+(``FAMILIES``): ``channels``, every group of ``channel_groups()`` (what network
+slimming prunes: BatchNorm channels, selections included), or ``filters``, the
+``filter_groups()`` where a model lists them and every group otherwise: the widths
+of a run of a filter criterion (``widths.json``, the uniform and guided
+baselines). Methods that score convolution filters use :func:`conv_groups` (the
+``filter_groups()``, else the ``conv`` groups); network slimming scores every
+group through its BatchNorm (:func:`bn_channels`).
 """
 from dataclasses import dataclass
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
