@@ -48,10 +48,10 @@ weights are refitted once, after surgery, by least squares on the reconstruction
 term alone. The paper fine-tunes after each stage's selection; the protocol's
 ``finetune`` row fine-tunes once at the end. The auxiliary fine-tuning sums the
 losses with equal weight (the authors' code weighs each segment's gradient).
-prunebench's PreResNet-56 is network slimming's: the first block of a stage takes
-its projection shortcut from the block's input, where the authors' DCP model
-(``dcp/models/preresnet.py`` lines 143-147, ``half_preact``) takes it after bn1 and
-ReLU.
+prunebench's PreResNet-56 is network slimming's: the first block of each stage
+takes its shortcut from the block's input, where the authors' DCP model takes it
+after bn1 and ReLU (``dcp/models/preresnet.py`` lines 66-71 and 146-147,
+``half_preact``).
 """
 import math
 from typing import Dict, List, Optional, Tuple
