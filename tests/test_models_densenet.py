@@ -185,3 +185,18 @@ def test_smoke_runs_every_row(smoke_cfg, method):
     rows = pipeline.run(smoke_cfg(f"method={method}", "model=densenet40", "model.width=0.25",
                                   "strategy.scratch_b.max_factor=1"))  # one epoch a stage
     assert rows and all(r["status"] == "ok" for r in rows), rows
+
+
+def test_a_layer_read_with_others_regresses_its_own_contribution():
+    """Channel pruning's and ThiNet's statistics of a group whose consumers read other groups too:
+    G is the group's block of the consumers' Gram matrices and g the regression of the group's
+    own part of their outputs, so keeping every channel (beta = 1) reproduces it: g = G 1."""
+    model = randomized(BASIC)
+    cfg = compose_config("method=channel_pruning", "method.num_images=64", "method.batch_size=32",
+                         "method.positions_per_image=4").method
+    stats = create(cfg).contribution_stats(model, DATA)
+    widths_ = widths(model, "filters")
+    assert set(stats) == set(widths_)
+    for name, (gram, cross) in stats.items():
+        assert gram.shape == (widths_[name],) * 2
+        assert torch.allclose(cross, gram.sum(1), rtol=1e-4, atol=1e-6 * float(gram.abs().max())), name

@@ -29,6 +29,7 @@ from typing import Dict, Iterable, Tuple
 import torch
 from torch import nn
 
+from prunebench.errors import PrunebenchError
 from prunebench.methods.activations import Samples, sample
 from prunebench.methods.base import Method
 from prunebench.models import conv_groups
@@ -60,6 +61,10 @@ class RegressionMethod(Method):
                 if full_gram.shape[0] == width:  # the consumer reads this group alone
                     gram, cross = gram + full_gram, cross + full_cross
                     continue
+                if not g.offsets:
+                    raise PrunebenchError(f"{g.name}: its consumer {c} reads {full_gram.shape[0]} channels, the group "
+                                          f"{width}, and the model does not say where the group's lie; use a method "
+                                          f"that reads the filters (l1_norm, fpgm)")
                 sl = slice(g.offset(k), g.offset(k) + width)
                 shared = full_gram[sl].sum(1) - full_gram[sl, sl].sum(1)  # with the consumer's other inputs
                 gram, cross = gram + full_gram[sl, sl], cross + full_cross[sl] - shared
