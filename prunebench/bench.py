@@ -65,6 +65,7 @@ class Bench:
         self.device = resolve_device(cfg.device)
         self.method = methods.create(cfg.method, cfg.seed)
         self.kind = self.method.kind
+        self.family = self.method.family  # the groups that describe the run's widths
         self.input_shape, self.num_classes = datasets.shape(cfg.dataset)
         self.base_spec = models.spec_from_config(cfg.model, self.input_shape[0], self.num_classes)
         self.recipe = recipe_of(cfg.schedule)
@@ -135,7 +136,7 @@ class Bench:
         """Save the model and measure it: accuracy, params, FLOPs, latency, widths.
         With weight-level ``masks``, params and FLOPs are non-zero counts. On CUDA the device
         is drained first, so that no other training's kernels share the timed forwards."""
-        w = widths(model)
+        w = widths(model, self.family)
         extra = {"density": density(masks), "note": "params and FLOPs: non-zero weights only"} if masks else {}
         if distributed.is_main():  # every rank holds the same model; rank 0 writes it
             models.save(model, stage.dir)

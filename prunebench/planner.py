@@ -2,9 +2,10 @@
 its epochs, whether it is cached and, for methods whose configuration fixes the pruned
 architecture (per-layer ratios), the pruned widths and Scratch-B's epochs. Nothing is
 trained or downloaded; the data set is read for its fingerprint (part of every stage's key)
-when it is there, and when it is not, no stage can be found cached. The strategies say what they would train through the
-:class:`Planner`, a :class:`prunebench.strategies.base.RunView` of what is known before."""
-from typing import Dict, List, Optional
+when it is there, and when it is not, no stage can be found cached. The strategies say what
+they would train through the :class:`Planner`, a :class:`prunebench.strategies.base.RunView` of what is known before."""
+import json
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from omegaconf import DictConfig
@@ -23,9 +24,11 @@ class Planner:
 
     def __init__(self, run: Run):
         self.run, b = run, run.bench
-        self.cfg, self.kind, self.base_spec, self.input_shape, self.recipe = (
-            run.cfg, b.kind, b.base_spec, b.input_shape, b.recipe)
+        self.cfg, self.kind, self.family, self.base_spec, self.input_shape, self.recipe = (
+            run.cfg, b.kind, b.family, b.base_spec, b.input_shape, b.recipe)
         self.results: Dict[str, Dict] = {}
+        self._pruned: Optional[Tuple[Optional[Dict]]] = None
+        self._counts: Dict[Tuple[str, str], int] = {}  # (spec as JSON, params | flops) -> count
         self.values = run.stage_values()
         self.known = run.fingerprint != NO_DATA
         for row, (kind, vals) in self.values.items() if self.known else ():
@@ -37,6 +40,11 @@ class Planner:
     def pruned_spec(self) -> Optional[Dict]:
         """The pruned architecture: the cached one when the stage has run, else the one the
         method's configuration predetermines (per-layer ratios), else None."""
+        if self._pruned is None:  # worked out once: every strategy asks
+            self._pruned = (self._pruned_spec(),)
+        return self._pruned[0]
+
+    def _pruned_spec(self) -> Optional[Dict]:
         if "pruned" in self.results:
             return models.load_spec(self.results["pruned"]["stage"])
         if self.kind == "weight":
@@ -58,9 +66,15 @@ class Planner:
             return self.masked_figure(what)  # non-zero counts, where the configuration fixes them
         else:
             spec = self.pruned_spec()
-        if spec is None:
-            return None
-        return measure.spec_flops(spec, self.input_shape) if what == "flops" else measure.spec_params(spec)
+        return None if spec is None else self.count(spec, what)
+
+    def count(self, spec: Dict, what: str) -> int:
+        """Params or FLOPs of ``spec`` (each counted once: a count builds the model)."""
+        key = (json.dumps(spec, sort_keys=True), what)
+        if key not in self._counts:
+            self._counts[key] = (measure.spec_flops(spec, self.input_shape) if what == "flops"
+                                 else measure.spec_params(spec))
+        return self._counts[key]
 
     def masked_figure(self, what: str) -> Optional[int]:
         """Non-zero params or FLOPs of a weight-level pruned model whose counts the method's
@@ -102,20 +116,21 @@ class Planner:
                 if self.results.get(row, {}).get(what):
                     return self.results[row][what]
                 if known:
-                    return measure.spec_flops(spec, self.input_shape) if what == "flops" else measure.spec_params(spec)
+                    return self.count(spec, what)
                 return self.figure("pruned", what) if masked and row in same else None
             rows.append({
                 "row": row, "stage": str(stage.dir) if self.known else NO_DATA,
                 "cached": self.known and stage.result() is not None,
                 "params": figure("params"), "flops": figure("flops"),
-                "epochs": p["epochs"], "widths": layer_widths_of(spec) if row == "pruned" and known else None,
+                "epochs": p["epochs"],
+                "widths": layer_widths_of(spec, self.family) if row == "pruned" and known else None,
                 "note": "; ".join(n for n in (p["note"], self.cfg.notes.get(row)) if n)})
         return rows
 
 
-def layer_widths_of(spec: Dict) -> Dict[str, int]:
+def layer_widths_of(spec: Dict, family: str = "channels") -> Dict[str, int]:
     with torch.device("meta"):
-        return widths(models.build(spec))
+        return widths(models.build(spec), family)
 
 
 NO_DATA = "(not known: the data set is not there, and its fingerprint keys every stage)"

@@ -105,12 +105,16 @@ class Run:
         """Each stage's row -> (kind, cache values): one description of what every stage reads."""
         cfg, method = self.cfg, self.method
         out = {"unpruned": ("unpruned", {**self.common})}
+        # a model whose filters are groups of their own (DenseNet's concatenations): filter criteria score and
+        # prune all of them, where they saw DenseNet-BC's bottlenecks alone before
+        view = {"groups": "filters"} if method.family == "filters" and hasattr(
+            models.ARCHS[self.bench.base_spec["arch"]].cls, "filter_groups") else {}
         source = "unpruned"
         if method.sparse:
             source = "sparse"
             out["sparse"] = ("sparse", {**self.common, "method": cfg.method.name,
-                                        "sparse": {**method.sparse_settings(), **self.sparse_options()}})
-        pruned = {"source": Stage(self.cache, *out[source]).key, "method": settings(cfg.method)}
+                                        "sparse": {**method.sparse_settings(), **self.sparse_options()}, **view})
+        pruned = {"source": Stage(self.cache, *out[source]).key, "method": settings(cfg.method), **view}
         if method.prune_at_init:  # the init depends on the model and seed, the scoring batch on the data
             pruned["source"] = {"init": {k: v for k, v in self.common.items() if k != "schedule"}}
         if cfg.method.iterations > 1 and cfg.method.iteration_epochs > 0:  # fine-tuned between iterations

@@ -5,9 +5,10 @@ with ``+``); the run's own settings (``seeds``, ``strategies``, ``cache_dir``); 
 methods, strategies, models and data sets; positive sizes, epochs, steps and learning rates;
 a decay factor, momentum and weight decay that SGD can use; ratios in [0, 1);
 what the strategies read (Scratch-B's cap, the guided source folder); the latency measure
-and the torchrun backend;
-layer names of ``method.layer_ratios`` / ``method.skip`` against the model's own
-(built on the meta device: no weights allocated); a cache folder that can be
+and the torchrun backend; the method against the model (``Method.check_model``: a pair that
+cannot run, e.g. block-level SSS on a model without residual blocks, is refused here) and the
+layer names of ``method.layer_ratios`` / ``method.skip`` against the groups the method prunes
+(the model built on the meta device: no weights allocated); a cache folder that can be
 written. Data files are checked where they are read (``prunebench.data``), an
 empty data set is refused by the training loop, and :func:`warn_if_unpruned`
 says so when a pruning removed nothing."""
@@ -126,24 +127,29 @@ def check_data(cfg: DictConfig) -> None:
         at_least("dataset.num_classes", d.num_classes, 1 if d.name == "synthetic" else 0)
 
 
-def layer_names(spec, kind: str) -> List[str]:
-    """The names ``method.layer_ratios`` and ``method.skip`` may use: channel groups (structured
-    methods) or modules with a pruned weight (weight-level), of the model built on the meta device."""
-    with torch.device("meta"):
-        model = models.build(spec)
-    if kind == "weight":
+def layer_names(model, method) -> List[str]:
+    """The names ``method.layer_ratios`` and ``method.skip`` may use: the channel groups the
+    method prunes (structured) or modules with a pruned weight (weight-level)."""
+    if method.kind == "weight":
         return [name.rsplit(".", 1)[0] for name in prunable_weights(model)]
-    return [g.name for g in model.channel_groups()]
+    return [g.name for g in method.groups(model)]
 
 
-def check_model(cfg: DictConfig, kind: str) -> None:
+def check_model(cfg: DictConfig) -> None:
     positive("model.width", cfg.model.width)
     shape, classes = datasets.shape(cfg.dataset)
     try:
         spec = models.spec_from_config(cfg.model, shape[0], classes)
     except (ValueError, KeyError) as e:
         raise PrunebenchError(f"model {cfg.model.name!r}: {e}") from e
-    known = layer_names(spec, kind)
+    method = methods.create(cfg.method, cfg.seed)
+    with torch.device("meta"):
+        model = models.build(spec)
+    try:
+        method.check_model(model)
+    except PrunebenchError as e:
+        raise PrunebenchError(f"method={cfg.method.name} cannot prune model={cfg.model.name}: {e}") from e
+    known = layer_names(model, method)
     check_layer_names(cfg.method.skip, known, "method.skip")
     check_layer_names(cfg.method.layer_ratios, known, "method.layer_ratios")
 
@@ -273,7 +279,7 @@ def check(cfg: DictConfig) -> None:
     check_train(cfg)
     check_method(cfg)
     check_data(cfg)
-    check_model(cfg, methods.METHODS[cfg.method.name].kind_of(cfg.method))
+    check_model(cfg)
     if not cfg.get("prune_only"):
         for name in cfg.strategies:
             strategies.create(name).check(cfg)

@@ -1,4 +1,6 @@
 """Made-up models and data shared by several test files."""
+from pathlib import Path
+
 import torch
 from omegaconf import OmegaConf
 
@@ -80,3 +82,21 @@ def check_planted_channels_beat_random_ones(cfg):
         method.reconstruct(model, other, {**keep, "conv1": choice}, DATA)
         random_errors.append(consumer_error(model, other, "features.4"))
     assert error < 0.1 and error < min(random_errors) / 4, (error, random_errors)
+
+
+# Every method x model pair of the registries (conf/method, conf/model), as the dry-run and validation
+# tests run them: synthetic 32x32 images, narrow models (the torchvision entry needs a model's name).
+MODEL_NAMES = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "conf" / "model").glob("*.yaml"))
+MODEL_OPTIONS = {name: ["model.width=0.25"] for name in MODEL_NAMES} | {"torchvision": ["model.name=resnet18",
+                                                                                     "model.width=1.0"]}
+PAIR_OPTIONS = ["dataset=synthetic", "dataset.image_size=32"]
+# the pairs that cannot run as configured, refused before anything trains, with what the refusal says
+REFUSED = {
+    **{("magnitude", m): r"method.skip names unknown layers \['classifier'\]"  # its default skip: CIFAR's classifier
+       for m in ("resnet34", "resnet50", "torchvision", "vgg11_bn", "vgg16_bn", "vgg16_imagenet")},
+    **{("dcp", m): "dcp needs a model ending in a linear classifier"  # the auxiliary classifiers copy its classes
+       for m in ("vgg11_bn", "vgg16_bn", "vgg16_imagenet")},  # ImageNet VGG's head: convolutions
+    ("slimming", "vgg16_imagenet"): "have no BatchNorm",
+    **{(m, "vgg16_imagenet"): "reads each channel after its BatchNorm"  # torchvision's VGG-16 without BN
+       for m in ("apoz", "autopruner", "sss", "sss_sensitivity", "sss_sigmoid", "taylor")},
+}

@@ -279,3 +279,24 @@ def test_rewinding_iterations_key_the_pruned_stage_by_the_snapshot_and_the_recip
     assert {r for r in base if base[r] != lr[r]} == {"finetune"}  # the fine-tuning lr plays no part in rewinding
     plain = keys(compose_config(*args[:2], f"cache_dir={tmp_path}", "schedule.epochs=2"), tmp_path)
     assert plain["pruned"] != base["pruned"] and plain["unpruned"] == base["unpruned"]
+
+
+def test_densenet_filter_view_keys_its_stages_and_leaves_slimming_as_it_was(tmp_path):
+    """Filter criteria on DenseNet score every convolution through the concatenations (the
+    model's ``filter_groups``) where they saw DenseNet-BC's bottlenecks alone before: their sparse
+    and pruned stages (and what follows) carry ``groups: filters``. Network slimming's stages on
+    DenseNet keep their keys (pinned: computed before the filter view existed, with a fixed data
+    fingerprint)."""
+    cfg = compose_config("experiment=rethinking/slimming_densenet40_cifar10_40", f"cache_dir={tmp_path}")
+    slimming = {row: Stage(tmp_path, kind, vals).key
+                for row, (kind, vals) in protocol.Run(cfg, fingerprint="pinned").stage_values().items()}
+    assert slimming == {"unpruned": "ffa7ff8ac1", "sparse": "e8a5e8528a", "pruned": "c20de0ad0d",
+                        "finetune": "ff7e10d87d", "scratch_e": "2f69131cce", "scratch_b": "01b340c1de",
+                        "uniform": "343744da21", "lottery": "d0241a2225"}
+    for method in ("l1_norm", "sss"):
+        values = protocol.Run(compose_config(f"method={method}", "model=densenet_bc100",
+                                             f"cache_dir={tmp_path}"), fingerprint="none").stage_values()
+        assert all(values[row][1].get("groups") == "filters" for row in ("pruned", "sparse") if row in values)
+    values = protocol.Run(compose_config("method=l1_norm", "model=resnet56", f"cache_dir={tmp_path}"),
+                          fingerprint="none").stage_values()
+    assert "groups" not in values["pruned"][1]  # other models: as before

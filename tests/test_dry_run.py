@@ -5,9 +5,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
-from prunebench import pipeline
+from prunebench import methods, models, pipeline
 from prunebench.cli import CONF_DIR
+from tests.cases import MODEL_NAMES, MODEL_OPTIONS, PAIR_OPTIONS, REFUSED
 from tests.conftest import compose_config, run_cli
 
 PRESETS = sorted(str(p.relative_to(CONF_DIR / "experiment").with_suffix(""))
@@ -217,3 +219,25 @@ def test_imagenet_weight_level_presets_prune_convolutions_only_and_plan_the_auth
             n.startswith("classifier.") and isinstance(m, torch.nn.Conv2d)}
     assert set(cfg.method.skip) == head and cfg.method.global_threshold == "inclusive"
     assert set(cfg.paper) == {"finetune", "scratch_e", "scratch_b"}
+
+
+@pytest.mark.parametrize("method,model", [(m, n) for m in sorted(methods.METHODS) for n in MODEL_NAMES
+                                          if (m, n) not in REFUSED])
+def test_every_method_and_model_that_validation_accepts_plans(tmp_path, method, model):
+    """Every pair of the registries but the refused ones (tests/cases.py REFUSED, checked in
+    test_validate.py) plans its stages; where the configuration fixes the pruned widths, they
+    are the widths of the groups the method prunes (uniform's search is left out: it is slow on
+    the deep models and planned by the presets' test)."""
+    rows = plan(f"method={method}", f"model={model}", *MODEL_OPTIONS[model], *PAIR_OPTIONS, f"cache_dir={tmp_path}",
+                "strategies=[finetune,scratch_e,scratch_b]")
+    assert rows["unpruned"]["params"] > 0 and rows["unpruned"]["flops"] > 0
+    assert {"pruned", "finetune", "scratch_e", "scratch_b"} <= set(rows)
+    assert not any(tmp_path.iterdir()), "a dry run wrote to the cache"
+    pruned = rows["pruned"]
+    if pruned["widths"] is not None:
+        assert pruned["params"] < rows["unpruned"]["params"] and rows["scratch_b"]["epochs"] >= 1
+        method_obj = methods.create(compose_config(f"method={method}").method)
+        with torch.device("meta"):
+            model_obj = models.build(models.spec_from_config(
+                compose_config(f"model={model}", *MODEL_OPTIONS[model]).model, 3, 10))
+        assert set(pruned["widths"]) == {g.name for g in models.family_groups(model_obj, method_obj.family)}

@@ -47,7 +47,7 @@ def test_resnet50_groups_prune_and_rebuild_from_the_spec():
     from omegaconf import OmegaConf
     from prunebench.config import SSSConfig
     sizes, targets = SSS(OmegaConf.structured(SSSConfig(name="sss", level="block"))).structures(model)
-    assert sizes["layer4_2"] == 1 and targets["layer4_2"] == "layer4.2.bn3"
+    assert sizes["layer4_2"] == 1 and targets["layer4_2"] == [("layer4.2.bn3", None)]  # the whole BN, one factor
 
 
 def test_image_tree_through_every_row_with_resnet50(smoke_cfg, tmp_path):

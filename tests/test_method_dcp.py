@@ -12,7 +12,8 @@ from prunebench.config import DCPConfig
 from prunebench.data import ImageData
 from prunebench.methods import create
 from prunebench.methods.dcp import ATTR, segment_ends
-from prunebench.models import build, resnet, vgg
+from prunebench.pruning import prune
+from prunebench.models import build, preresnet, resnet, vgg
 from prunebench.models.groups import ChannelGroup
 from tests.cases import DATA
 
@@ -92,14 +93,16 @@ def test_greedy_order_is_the_score_order_and_layer_selection_keeps_exactly_the_c
     assert getattr(model, ATTR).features == {}
 
 
-def test_auxiliary_classifiers_sit_at_even_segment_ends_and_train_with_the_labels():
-    assert segment_ends(8, 3) == [1, 3, 5] and segment_ends(9, 3) == [1, 4, 6] and segment_ends(1, 3) == []
+def test_auxiliary_classifiers_sit_at_the_authors_pivots_and_train_with_the_labels():
+    # the authors' cal_pivot (dcp/utils/others.py:16-28): PreResNet-56's 27 blocks, 3 losses -> after blocks 7, 14, 21
+    assert segment_ends(27, 3) == [6, 13, 20]
+    assert segment_ends(8, 3) == [2, 5, 6] and segment_ends(9, 3) == [2, 5, 7] and segment_ends(1, 3) == []
     torch.manual_seed(0)
     model = build(resnet.spec_for(20, 0.5, 3, 10))
     m = method(num_stages=3)
     m.attach(model, SHAPE)
     heads = getattr(model, ATTR)
-    assert heads.points == {"block2": "blocks.1", "block5": "blocks.4", "block7": "blocks.6"}
+    assert heads.points == {"block3": "blocks.2", "block6": "blocks.5", "block8": "blocks.7"}
     assert [heads.heads[n].fc.in_features for n in heads.points] == [8, 16, 32]  # each block's output width
     other = build(resnet.spec_for(20, 0.5, 3, 10))
     m.attach(other, SHAPE)
@@ -112,19 +115,41 @@ def test_auxiliary_classifiers_sit_at_even_segment_ends_and_train_with_the_label
     feats = dict(heads.features)
     p = m.penalty(model)
     assert p.item() == pytest.approx(sum(F.cross_entropy(heads.heads[n](f), y).item() for n, f in feats.items()))
-    w0 = heads.heads["block2"].fc.weight.detach().clone()
+    w0 = heads.heads["block3"].fc.weight.detach().clone()
     p.backward()
     torch.optim.SGD(heads.parameters(), lr=0.1).step()
-    assert not torch.equal(heads.heads["block2"].fc.weight.detach(), w0)
+    assert not torch.equal(heads.heads["block3"].fc.weight.detach(), w0)
     assert m.penalty(model) is None  # used once
     m.detach(model)
     assert not hasattr(model, ATTR) and set(model.state_dict()) == set(other.state_dict()) - {
         k for k in other.state_dict() if k.startswith(ATTR)}
 
 
+def test_on_preresnet56_the_classifiers_follow_blocks_7_14_21_and_conv2_inputs_are_chosen():
+    """The authors' CIFAR model (SCUT-AILab/DCP dcp/models/preresnet.py): auxiliary classifiers after
+    blocks 7, 14 and 21 of 27 on each block's output (its residual width), and the channels chosen
+    are each block's conv2 input channels, between conv1 and conv2; the residual width stays."""
+    torch.manual_seed(0)
+    model = build(preresnet.spec_for(56, 0.25, 3, 10)).eval()  # stages 4/8/16
+    m = method(num_stages=3, pruning_ratio=0.5, min_channels=1, num_images=32, batch_size=32)
+    m.attach(model, SHAPE)
+    heads = getattr(model, ATTR)
+    assert heads.points == {"block7_conv1": "blocks.6", "block14_conv1": "blocks.13", "block21_conv1": "blocks.20"}
+    assert [heads.heads[n].fc.in_features for n in heads.points] == [4, 8, 16]
+    scores = m.scores(model, DATA)
+    assert set(scores) == {f"block{k}_conv1" for k in range(1, 28)}
+    keep = m.select(model, scores, m.cfg)
+    m.detach(model)
+    pruned = prune(model, keep)
+    for k, (old, new) in enumerate(zip(model.blocks, pruned.blocks)):
+        assert new.conv2.in_channels == new.bn2.num_features == new.conv1.out_channels == old.conv2.in_channels // 2
+        assert new.conv2.out_channels == old.conv2.out_channels and new.bn1.num_features == old.bn1.num_features
+
+
 @pytest.mark.parametrize("model,extra", [
     ("vgg11", []),
     ("resnet20", ["model.width=0.5"]),
+    ("preresnet56", ["model.width=0.25"]),  # the authors' own CIFAR model
 ])
 def test_smoke_runs_every_row(smoke_cfg, model, extra):
     rows = {r["row"]: r for r in pipeline.run(smoke_cfg("method=dcp", f"model={model}", *extra))}

@@ -2,8 +2,10 @@
 zero filter leaves the network's function as it was, exactly where the docstring says."""
 import torch
 
-from prunebench.models import resnet, vgg
+from prunebench import models
+from prunebench.models import densenet, resnet, vgg
 from prunebench.pruning import prune, widths
+from prunebench.pruning import surgery
 from prunebench.pruning.constants import carried
 from tests.cases import randomized
 
@@ -101,3 +103,26 @@ def test_model_left_in_its_training_mode():
     plant_zero_filters(model, group.name, [0])
     prune(model, keep_all_but(model, group.name, [0]))
     assert model.training
+
+
+def test_densenet_concatenated_zero_filters_carry_into_each_consumer_through_its_own_norm(monkeypatch):
+    """Inside a concatenation a zero filter reaches each later layer through that layer's own
+    BatchNorm, a different constant for each. DenseNet-BC's growth channels are read by 1x1
+    convolutions (a bottleneck, whose bn2 reads its output; a transition, whose output goes into
+    the next block's concatenation: the norms of its own group) and the classifier: exact."""
+    model = randomized(densenet.spec_for(16, 0.5, 3, 10, block="bottleneck", compression=0.5)).double()
+    planted = {"conv1": [0, 5], "layer1_conv2": [2], "layer3_conv2": [0, 4], "trans1_conv1": [1], "layer6_conv2": [3]}
+    groups = {g.name: g for g in models.conv_groups(model)}
+    with torch.no_grad():
+        for name, channels in planted.items():
+            model.get_submodule(groups[name].conv).weight[channels] = 0
+    keep = {g: torch.arange(w) for g, w in widths(model, "filters").items()}
+    for name, channels in planted.items():
+        keep[name] = torch.tensor([i for i in range(len(keep[name])) if i not in channels])
+    delta = carried(model, keep)
+    assert "trans1.conv1.weight" not in delta and "dense2.0.bn1.running_mean" in delta  # through trans1's group
+    x = X.double()
+    with torch.no_grad():
+        assert (prune(model, keep).eval().double()(x) - model(x)).abs().max() < 1e-6  # float32 weights
+        monkeypatch.setattr(surgery, "carried", lambda model, keep: {})
+        assert (prune(model, keep).eval().double()(x) - model(x)).abs().max() > 1e-2  # what was carried mattered

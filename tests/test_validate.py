@@ -7,6 +7,7 @@ import pytest
 from prunebench import pipeline
 from prunebench.train import job
 from prunebench.errors import PrunebenchError
+from tests.cases import MODEL_OPTIONS, PAIR_OPTIONS, REFUSED
 from tests.conftest import compose_config, run_cli
 from tests.test_data import dataset_cfg, write_fake_cifar10
 
@@ -40,6 +41,30 @@ def no_training(monkeypatch):
 def test_bad_input_is_one_line_before_training(smoke_cfg, no_training, override, message):
     with pytest.raises(PrunebenchError, match=message) as e:
         pipeline.run(smoke_cfg("method=l1_norm", override))
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("method,model", sorted(REFUSED))
+def test_a_method_and_model_that_cannot_run_are_refused_in_one_line_before_training(smoke_cfg, no_training, method,
+                                                                                    model):
+    with pytest.raises(PrunebenchError, match=REFUSED[(method, model)]) as e:
+        pipeline.run(smoke_cfg(f"method={method}", f"model={model}", *MODEL_OPTIONS[model], *PAIR_OPTIONS))
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["method=sss", "method.level=block", "model=vgg11"], "method=sss cannot prune model=vgg11: .*residual blocks"),
+    (["method=sss_sigmoid", "method.level=block", "model=preresnet56"], "PreResNet has none"),
+    (["method=dcp", "method.selection=global"], "use method.selection=layer"),
+    (["method=l1_norm", "model=preresnet56", "method.skip=[block1_bn1]"],  # a selection: slimming's, not a filter
+     r"method.skip names unknown layers \['block1_bn1'\]"),
+    (["method=l1_norm", "model=densenet40", "method.layer_ratios={layer3_bn1:0.5}"],
+     r"this model's prunable layers: conv1, layer1_conv1"),
+])
+def test_a_method_that_cannot_prune_a_model_as_set_is_refused_before_training(smoke_cfg, no_training, overrides,
+                                                                              message):
+    with pytest.raises(PrunebenchError, match=message) as e:
+        pipeline.run(smoke_cfg(*overrides))
     assert "\n" not in str(e.value)
 
 

@@ -13,8 +13,9 @@ Departures from the paper: APoZ is measured on (un-augmented) training images,
 not on the validation set, so that the test set stays unseen before evaluation;
 every prunable layer is trimmed at once (``skip`` leaves layers whole) rather than
 the paper's hand-picked layers with the highest mean APoZ (e.g. VGG-16's CONV5 and
-FC layers); and on ResNets only the first convolution of a block is a prunable
-group, its APoZ taken after the block's inner ReLU.
+FC layers); on ResNets only the first convolution of a block is a prunable
+group, its APoZ taken after the block's inner ReLU; on DenseNet a layer's channel
+is counted after every BatchNorm (and ReLU) of the later layers that read it.
 """
 from typing import Dict
 
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 
 from prunebench.errors import PrunebenchError
-from prunebench.methods.base import Method
+from prunebench.methods.base import Method, require_batchnorm
 from prunebench.models import conv_groups
 from prunebench.pruning.selection import check_layer_names, keep_count
 
@@ -37,25 +38,32 @@ class APoZ(Method):
         if cfg.criterion not in CRITERIA:
             raise PrunebenchError(f"method.criterion must be one of {', '.join(CRITERIA)}, got {cfg.criterion!r}")
 
+    def check_model(self, model: nn.Module) -> None:
+        require_batchnorm(conv_groups(model), "apoz")
+
     def apoz(self, model: nn.Module, data) -> Dict[str, torch.Tensor]:
         """APoZ of every channel of every group: the fraction of its BN outputs that are <= 0
-        (zero after the ReLU that follows), over ``num_images`` training images and all positions."""
+        (zero after the ReLU that follows), over ``num_images`` training images and all positions;
+        inside a concatenation, over its outputs at every BatchNorm that reads it."""
         groups = conv_groups(model)
         zeros: Dict[str, torch.Tensor] = {}
         positions = {g.name: 0 for g in groups}
 
-        def counter(name):
+        def counter(name, offset, width):
             def hook(module, inputs, output):
-                z = (output <= 0).sum(dim=(0, 2, 3))  # per channel, over batch and positions
+                out = output[:, offset:offset + width]
+                z = (out <= 0).sum(dim=(0, 2, 3))  # per channel, over batch and positions
                 zeros[name] = zeros[name] + z if name in zeros else z
-                positions[name] += output.numel() // output.shape[1]
+                positions[name] += out.numel() // out.shape[1]
             return hook
 
         modes = {m: m.training for m in model.modules()}
         handles = []
         try:
             for g in groups:
-                handles.append(model.get_submodule(g.bn).register_forward_hook(counter(g.name)))
+                width = model.get_submodule(g.conv).out_channels
+                for path, offset in g.normalized():
+                    handles.append(model.get_submodule(path).register_forward_hook(counter(g.name, offset, width)))
             model.eval()
             gen = torch.Generator(device=data.device).manual_seed(self.seed)
             with torch.no_grad():

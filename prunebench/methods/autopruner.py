@@ -23,17 +23,20 @@ average of the training codes, decay ``CODE_MOMENTUM``) instead of a code from t
 evaluated batch, so evaluation is per image and the code is what is scored and
 folded, much as the authors' code validates with its 20-iteration binary index.
 On a ResNet the gates sit on the first convolution of each block, the only
-channels the models let prunebench remove."""
+channels the models let prunebench remove. Inside a concatenation (DenseNet) a
+layer's channels come out of the BatchNorm of every later layer that reads them:
+the code, computed from the first of them, multiplies and is folded into each."""
 import math
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from prunebench.errors import PrunebenchError
-from prunebench.methods.base import Method
+from prunebench.methods.base import Method, require_batchnorm
 from prunebench.models import conv_groups
+from prunebench.models.groups import scale_channels
 from prunebench.pruning.selection import check_layer_names, check_ratio
 
 ATTR = "autopruner_gates"  # the submodule attach() adds to the model
@@ -69,11 +72,12 @@ class Gate(nn.Module):
 
 
 class Gates(nn.Module):
-    def __init__(self, gates: Dict[str, Gate], bns: Dict[str, str], alpha: float):
+    def __init__(self, gates: Dict[str, Gate], bns: Dict[str, List[Tuple[str, int]]], alpha: float):
         super().__init__()
         self.gates = nn.ModuleDict(gates)
         self.register_buffer("alpha", torch.tensor(float(alpha)))
-        self.bns = dict(bns)  # group name -> path of the BatchNorm the gate follows
+        # group name -> (path, first channel) of each BatchNorm the gate follows; the code comes from the first
+        self.bns = {n: list(b) for n, b in bns.items()}
         self.handles: List = []
         self.codes: Dict[str, torch.Tensor] = {}  # the codes of the last training forward, for the penalty
 
@@ -91,6 +95,9 @@ class AutoPruner(Method):
         if cfg.fc_init_scale <= 0 or cfg.alpha_start <= 0 or cfg.alpha_stop < cfg.alpha_start:
             raise PrunebenchError(f"autopruner needs fc_init_scale > 0 and 0 < alpha_start <= alpha_stop, got "
                                   f"{cfg.fc_init_scale}, {cfg.alpha_start}, {cfg.alpha_stop}")
+
+    def check_model(self, model: nn.Module) -> None:
+        require_batchnorm(conv_groups(model), "autopruner")
 
     def epochs(self) -> int:
         if not self.cfg.sparse_epochs:
@@ -124,8 +131,8 @@ class AutoPruner(Method):
         device = next(model.parameters()).device
         for g in groups:
             def record(module, inputs, output, name=g.name):
-                shapes[name] = tuple(output.shape[1:])
-            handles.append(model.get_submodule(g.bn).register_forward_hook(record))
+                shapes[name] = tuple(output.shape[2:])
+            handles.append(model.get_submodule(g.normalized()[0][0]).register_forward_hook(record))
         was_training = model.training
         try:
             model.eval()
@@ -138,23 +145,27 @@ class AutoPruner(Method):
         gen = torch.Generator().manual_seed(self.seed)
         gates = {}
         for g in groups:
-            ch, h, w = shapes[g.name]
+            ch = model.get_submodule(g.conv).out_channels
+            h, w = shapes[g.name]
             in_features = ch * pool(torch.zeros(1, 1, h, w)).numel()
             gates[g.name] = Gate(ch, in_features, c.fc_init_scale, gen)
-        container = Gates(gates, {g.name: g.bn for g in groups}, c.alpha_start).to(device)
+        container = Gates(gates, {g.name: g.normalized() for g in groups}, c.alpha_start).to(device)
         model.add_module(ATTR, container)
-        for name, path in container.bns.items():
-            def gate_output(module, inputs, output, name=name):
-                gate = container.gates[name]
-                if module.training:
-                    v = gate.code(output, container.alpha)
-                    container.codes[name] = v
-                    with torch.no_grad():
-                        gate.running_code.lerp_(v.detach(), CODE_MOMENTUM)
-                else:
-                    v = gate.running_code
-                return output * v.view(1, -1, 1, 1)  # v > 0: the same as gating after the ReLU
-            container.handles.append(model.get_submodule(path).register_forward_hook(gate_output))
+        for name, places in container.bns.items():
+            for k, (path, offset) in enumerate(places):
+                def gate_output(module, inputs, output, name=name, offset=offset, first=k == 0):
+                    gate = container.gates[name]
+                    if not module.training:
+                        v = gate.running_code
+                    elif first:  # the code of the batch, from the channels' first BatchNorm output
+                        v = gate.code(output[:, offset:offset + gate.running_code.numel()], container.alpha)
+                        container.codes[name] = v
+                        with torch.no_grad():
+                            gate.running_code.lerp_(v.detach(), CODE_MOMENTUM)
+                    else:  # the same code wherever else the channels come out of a BatchNorm
+                        v = container.codes[name]
+                    return scale_channels(output, offset, v)  # v > 0: the same as gating after the ReLU
+                container.handles.append(model.get_submodule(path).register_forward_hook(gate_output))
 
     @staticmethod
     def gates(model: nn.Module) -> Gates:
@@ -168,10 +179,12 @@ class AutoPruner(Method):
         container = self.gates(model)
         for h in container.handles:
             h.remove()
-        for name, path in container.bns.items():
-            bn, code = model.get_submodule(path), container.gates[name].running_code
-            bn.weight.mul_(code)
-            bn.bias.mul_(code)
+        for name, places in container.bns.items():
+            code = container.gates[name].running_code
+            for path, offset in places:
+                bn = model.get_submodule(path)
+                bn.weight[offset:offset + code.numel()] *= code
+                bn.bias[offset:offset + code.numel()] *= code
         delattr(model, ATTR)
 
     # -- training ----------------------------------------------------------

@@ -11,15 +11,28 @@
 """
 from abc import ABC, abstractmethod
 import math
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from prunebench.data import ImageData
+from prunebench.errors import PrunebenchError
+from prunebench.models import conv_groups, group_width
+from prunebench.models.groups import ChannelGroup
 from prunebench.pruning.masks import select_weights
 from prunebench.pruning.selection import iteration_config, keep_count, select
 from prunebench.train.hooks import TrainHooks
+
+
+def require_batchnorm(groups: List[ChannelGroup], method: str) -> None:
+    """An error naming the groups whose channels never come out of a BatchNorm, for methods that
+    read or scale channels there."""
+    missing = [g.name for g in groups if not g.normalized()]
+    if missing:
+        raise PrunebenchError(f"{method} reads each channel after its BatchNorm, and groups {missing[:5]} have none; "
+                              f"use a model with BatchNorm (e.g. vgg16_bn) or a method that reads the filters "
+                              f"(l1_norm, fpgm, thinet)")
 
 
 class Method(TrainHooks, ABC):
@@ -28,6 +41,7 @@ class Method(TrainHooks, ABC):
     kind: str = "structured"  # structured: channels removed | weight: weights masked, architecture kept
     sparse: bool = False  # trains its own (sparse) stage before pruning
     prune_at_init: bool = False  # scores the freshly initialised model, not the trained one (SNIP)
+    prunes: str = "filters"  # structured: which groups it scores (models.FAMILIES): filters | channels (every group)
     paper: str = ""
 
     def __init__(self, cfg, seed: int = 0):
@@ -39,6 +53,22 @@ class Method(TrainHooks, ABC):
     def kind_of(cls, cfg) -> str:
         """The method's kind under ``cfg`` (structured | weight); most methods have one."""
         return cls.kind
+
+    @property
+    def family(self) -> str:
+        """The family of groups that describes the run's widths (``widths.json``, the uniform and
+        guided baselines): the one it prunes; weight-level methods: every group the model lists."""
+        return self.prunes if self.kind == "structured" else "channels"
+
+    def groups(self, model: nn.Module) -> List[ChannelGroup]:
+        """The groups it scores: the convolutions' filters (:func:`conv_groups`), or every group."""
+        return conv_groups(model) if self.prunes == "filters" else model.channel_groups()
+
+    def check_model(self, model: nn.Module) -> None:
+        """Raise :class:`PrunebenchError` (one line, what to do) when the method cannot prune
+        ``model`` (built on the meta device): called before anything trains."""
+        if self.kind == "structured":
+            self.groups(model)
 
     def sparse_settings(self) -> Dict:
         """The method settings that change the sparse stage (part of its cache key)."""
@@ -89,8 +119,8 @@ class Method(TrainHooks, ABC):
             return None
         step = iteration_config(cfg)
         out = {}
-        for g in model.channel_groups():
-            n = model.get_submodule(g.conv).out_channels
+        for g in self.groups(model):
+            n = group_width(model, g)
             if g.name in cfg.skip:
                 out[g.name] = n
                 continue

@@ -4,27 +4,32 @@ Zhu, "Discrimination-aware Channel Pruning for Deep Neural Networks", NeurIPS
 power, measured by auxiliary classifiers inside the network, as well as for what
 it contributes to reconstructing the next layer's output.
 
-Auxiliary losses (the sparse stage, from the trained model): the prunable groups
-are split, in forward order, into ``num_stages`` + 1 nearly equal segments; after
-the last group of each of the first ``num_stages`` segments (its BatchNorm on VGG,
-its residual block's output on ResNets) sits an auxiliary classifier: BatchNorm,
-ReLU, global average pooling, a fully connected layer (the authors'
-``dcp/aux_classifier.py``). The model is fine-tuned with the loss
-L_f + sum_p CE(aux_p), L_f the final cross-entropy.
+Auxiliary losses (the sparse stage, from the trained model): the places the
+prunable groups end (a residual block's output on ResNets and PreResNets, each
+group's BatchNorm on VGG, the first BatchNorm that reads a DenseNet layer's
+channels), n in forward order, are split as the authors' ``cal_pivot`` does
+(``dcp/utils/others.py`` lines 16-28): segments of n // (``num_stages`` + 1) + 1,
+the last pivot before the last place, so PreResNet-56's 27 blocks get classifiers
+after blocks 7, 14 and 21 (``dcp/aux_trainer.py`` lines 91-168). Each auxiliary
+classifier is BatchNorm, ReLU, global average pooling and a fully connected layer
+(the authors' ``dcp/aux_classifier.py``) on its place's output. The model is
+fine-tuned with the loss L_f + sum_p CE(aux_p), L_f the final cross-entropy.
 
-Channel selection, group by group in forward order: for the consumer W of a group
-(the layer reading its channels: the next convolution or the classifier on VGG,
-a block's conv2 on ResNets), with A the channels chosen so far and W_A the
-consumer's trained weights on them (zero elsewhere), the loss is
+Channel selection, group by group in forward order: for the consumers W of a group
+(the layers reading its channels: the next convolution or the classifier on VGG,
+a block's conv2 on ResNets and PreResNet-56, whose conv2 input channels are what
+the authors select; every later layer of the block on DenseNet, as a slice of its
+input), with A the channels chosen so far and W_A the consumers' trained weights
+on them (zero elsewhere), the loss is
 
     L(W_A) = reconstruction_weight * MSE(consumer output, the original model's)
              + discrimination_weight * CE(the classifier of the consumer's segment)
 
 (the segment's auxiliary classifier; the final classifier for the last segment),
 over ``num_images`` training images with BatchNorm on its running statistics. The
-channel c not in A with the largest Frobenius norm of dL/dW[:, c] joins A; this
-repeats until A holds the layer's count (``pruning_ratio`` / ``layer_ratios`` per
-layer, at least ``min_channels``). The chosen channels of earlier groups are
+channel c not in A with the largest Frobenius norm of dL/dW[:, c] (over all the
+consumers) joins A; this repeats until A holds the layer's count (``pruning_ratio``
+/ ``layer_ratios`` per layer, at least ``min_channels``). The chosen channels of earlier groups are
 applied (the others zeroed) while later groups are chosen, so every choice is
 made on the network pruned so far. Scores: the chosen channels in the order
 chosen, above every other, so the shared ``layer`` selection keeps exactly A.
@@ -32,8 +37,9 @@ After surgery the consumers' kept weights are refitted by least squares on the
 original model's outputs (channel pruning's reconstruction, ``reconstruct``).
 
 Defaults from the paper and the authors' CIFAR configs (``dcp/channel_selection/
-cifar10_resnet.hocon``): 3 additional losses, both loss weights 1.0, 50% of the
-channels; the auxiliary fine-tuning there is 100 epochs at lr 0.1.
+cifar10_resnet.hocon``, which builds PreResNet-56): 3 additional losses, both loss
+weights 1.0, 50% of the channels; the auxiliary fine-tuning there is 100 epochs at
+lr 0.1.
 
 Departures: the paper solves the sub-problem (SGD on W_A for the combined loss)
 after every added channel, the authors' code for one epoch each; here W_A stays at
@@ -42,6 +48,10 @@ weights are refitted once, after surgery, by least squares on the reconstruction
 term alone. The paper fine-tunes after each stage's selection; the protocol's
 ``finetune`` row fine-tunes once at the end. The auxiliary fine-tuning sums the
 losses with equal weight (the authors' code weighs each segment's gradient).
+prunebench's PreResNet-56 is network slimming's: the first block of each stage
+takes its shortcut from the block's input, where the authors' DCP model takes it
+after bn1 and ReLU (``dcp/models/preresnet.py`` lines 66-71 and 146-147,
+``half_preact``).
 """
 import math
 from typing import Dict, List, Optional, Tuple
@@ -52,7 +62,10 @@ from torch import nn
 
 from prunebench.errors import PrunebenchError
 from prunebench.methods.activations import evaluating
+from prunebench.methods.base import require_batchnorm
 from prunebench.methods.channel_pruning import ChannelPruning
+from prunebench.models import conv_groups
+from prunebench.models.groups import Residual, scale_channels
 from prunebench.pruning.selection import check_layer_names, keep_count
 
 ATTR = "dcp_heads"  # the submodule attach() adds to the model
@@ -86,17 +99,32 @@ class Heads(nn.Module):
 
 
 def segment_ends(n: int, stages: int) -> List[int]:
-    """Indices of the groups that end the first ``stages`` of ``stages`` + 1 nearly equal
-    segments of ``n`` groups (fewer when there are not enough groups)."""
-    return sorted({min(n - 1, max(0, math.floor(p * n / (stages + 1) + 0.5) - 1)) for p in range(1, stages + 1)}
-                  - {n - 1})
+    """0-based indices of the places (of ``n``) after which the first ``stages`` of ``stages`` + 1
+    segments end, as the authors' ``cal_pivot``: the pivots min(k (i + 1), n - 1), i < ``stages``,
+    k = n // (``stages`` + 1) + 1, counted from 1 (fewer when there are not enough places)."""
+    k = n // (stages + 1) + 1
+    return sorted({min(k * (i + 1), n - 1) - 1 for i in range(stages)} - {-1})
+
+
+def residual_of(model: nn.Module, group) -> Optional[Residual]:
+    """The residual block (``model.residuals()``) whose branch holds ``group``'s convolution."""
+    for r in getattr(model, "residuals", lambda: [])():
+        if group.conv.startswith(r.block + "."):
+            return r
+    return None
 
 
 def output_point(model: nn.Module, group) -> str:
-    """The module whose output ends ``group``'s place in the network: a ResNet block, else the group's BN."""
-    if getattr(model, "spec", {}).get("arch") == "resnet":
-        return group.conv.rsplit(".", 1)[0]
-    return group.bn
+    """The module whose output ends ``group``'s place in the network: its residual block (ResNet,
+    PreResNet), else its BatchNorm (inside a concatenation: the first that reads it)."""
+    r = residual_of(model, group)
+    if r is not None:
+        return r.block
+    places = group.normalized()
+    if not places:
+        raise PrunebenchError(f"dcp places its auxiliary classifiers after a BatchNorm or a residual block; "
+                              f"the group {group.name} has neither")
+    return places[0][0]
 
 
 class DCP(ChannelPruning):
@@ -114,14 +142,26 @@ class DCP(ChannelPruning):
                                   f"got {cfg.selection!r}")
 
     def sparse_settings(self) -> Dict:
-        return {"num_stages": self.cfg.num_stages}
+        # "segments": the authors' pivots (segment_ends), which replaced an even split of the groups
+        return {"num_stages": self.cfg.num_stages, "segments": "cal_pivot"}
+
+    def check_model(self, model: nn.Module) -> None:
+        self.num_classes(model)
+        require_batchnorm(conv_groups(model), "dcp")  # the chosen channels are masked there
+        for g in conv_groups(model):
+            output_point(model, g)
 
     # -- the auxiliary classifiers ------------------------------------------
 
     def attach(self, model: nn.Module, input_shape=None) -> None:
-        groups = model.channel_groups()
-        ends = segment_ends(len(groups), self.cfg.num_stages)
-        points = {groups[i].name: output_point(model, groups[i]) for i in ends}
+        places: List[Tuple[str, str]] = []  # (output point, the name of the last group ending there)
+        for g in conv_groups(model):
+            point = output_point(model, g)
+            if places and places[-1][0] == point:  # a block holding several groups ends once
+                places[-1] = (point, g.name)
+            else:
+                places.append((point, g.name))
+        points = {places[i][1]: places[i][0] for i in segment_ends(len(places), self.cfg.num_stages)}
         classes = self.num_classes(model)
         gen_state = torch.random.get_rng_state()
         torch.manual_seed(self.seed)  # attach is deterministic: the same heads for a resumed stage
@@ -148,8 +188,8 @@ class DCP(ChannelPruning):
         module = model.get_submodule(path)
         if isinstance(module, nn.BatchNorm2d):
             return module.num_features
-        bns = [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
-        return bns[-1].num_features  # a residual block: its last BN's width is its output's
+        block = next(r for r in model.residuals() if r.block == path)
+        return model.get_submodule(block.conv).out_channels  # a residual block: its branch's output width
 
     @staticmethod
     def heads(model: nn.Module) -> Heads:
@@ -181,7 +221,7 @@ class DCP(ChannelPruning):
     def counts(self, model: nn.Module) -> Dict[str, int]:
         """Channels each group keeps (skipped groups: all)."""
         c = self.cfg
-        groups = model.channel_groups()
+        groups = conv_groups(model)
         names = [g.name for g in groups]
         check_layer_names(c.skip, names, "method.skip")
         check_layer_names(c.layer_ratios, names, "method.layer_ratios")
@@ -206,7 +246,7 @@ class DCP(ChannelPruning):
 
     def scores(self, model, data) -> Dict[str, torch.Tensor]:
         container = self.heads(model)
-        groups = model.channel_groups()
+        groups = conv_groups(model)
         counts = self.counts(model)
         device = next(model.parameters()).device
         gen = torch.Generator(device=data.device).manual_seed(self.seed)
@@ -215,13 +255,15 @@ class DCP(ChannelPruning):
             raise PrunebenchError("dcp saw no images: method.num_images must be >= 1 and the training set non-empty")
         masks: Dict[str, torch.Tensor] = {}  # group -> 0/1 per channel, for the groups chosen so far
 
-        def apply_mask(name):
+        def apply_mask(name, offset):
             def hook(module, inputs, output):
                 m = masks.get(name)
-                return None if m is None else output * m.view(1, -1, 1, 1)
+                return None if m is None else scale_channels(output, offset, m)
             return hook
 
-        handles = [model.get_submodule(g.bn).register_forward_hook(apply_mask(g.name)) for g in groups]
+        # the masks come first, so that an auxiliary classifier reading the same BatchNorm sees them
+        handles = [model.get_submodule(path).register_forward_hook(apply_mask(g.name, offset), prepend=True)
+                   for g in groups for path, offset in g.normalized()]
         out = {}
         try:
             with evaluating(model):
@@ -230,7 +272,7 @@ class DCP(ChannelPruning):
                     if counts[g.name] >= width:
                         out[g.name] = torch.ones(width)
                         continue
-                    out[g.name] = self.greedy(model, container, g, counts[g.name], batches, masks)
+                    out[g.name] = self.greedy(model, container, g, width, counts[g.name], batches, masks)
                     chosen = torch.zeros(width, device=device)
                     chosen[out[g.name].topk(counts[g.name]).indices.to(device)] = 1.0
                     masks[g.name] = chosen
@@ -240,10 +282,11 @@ class DCP(ChannelPruning):
             container.features = {}
         return out
 
-    def greedy(self, model, container: Heads, group, count: int, batches, masks) -> torch.Tensor:
-        """Choose ``count`` of ``group``'s channels by the gradient norm of the combined loss;
-        return scores that rank them first, in the order chosen."""
+    def greedy(self, model, container: Heads, group, width: int, count: int, batches, masks) -> torch.Tensor:
+        """Choose ``count`` of ``group``'s ``width`` channels by the gradient norm of the combined
+        loss; return scores that rank them first, in the order chosen."""
         consumers = group.consumers
+        sl = {c: slice(group.offset(k), group.offset(k) + width) for k, c in enumerate(consumers)}
         point = self.loss_point(model, consumers)
         weights = {c: model.get_submodule(c).weight.detach() for c in consumers}
         # the original model's consumer outputs: no masks, trained weights
@@ -253,14 +296,17 @@ class DCP(ChannelPruning):
             for x, _ in batches:
                 targets.append(self.forward_with(model, container, consumers, None, x, {})[0])
         masks.update(saved)
-        width = next(iter(weights.values())).shape[1]
         chosen = torch.zeros(width, dtype=torch.bool, device=next(iter(weights.values())).device)
         order: List[int] = []
         norms = torch.zeros(width)
         rw, dw = self.cfg.reconstruction_weight, self.cfg.discrimination_weight
         for _ in range(count):
             keep = chosen.to(next(iter(weights.values())).dtype)
-            w_eff = {c: (w * keep.view(1, -1, *[1] * (w.dim() - 2))).requires_grad_() for c, w in weights.items()}
+            w_eff = {}
+            for c, w in weights.items():  # the consumer's inputs outside the group as they are
+                inputs = torch.ones(w.shape[1], dtype=w.dtype, device=w.device)
+                inputs[sl[c]] = keep
+                w_eff[c] = (w * inputs.view(1, -1, *[1] * (w.dim() - 2))).requires_grad_()
             grads = {c: torch.zeros_like(w) for c, w in weights.items()}
             for (x, y), target in zip(batches, targets):
                 with torch.enable_grad():
@@ -269,7 +315,7 @@ class DCP(ChannelPruning):
                     loss = loss + rw * sum(F.mse_loss(outputs[c], target[c]) for c in consumers)
                     for c, gr in zip(consumers, torch.autograd.grad(loss, [w_eff[c] for c in consumers])):
                         grads[c] += gr
-            sq = sum(gr.transpose(0, 1).reshape(width, -1).square().sum(1) for gr in grads.values())
+            sq = sum(gr[:, sl[c]].transpose(0, 1).reshape(width, -1).square().sum(1) for c, gr in grads.items())
             norms = sq.sqrt().cpu()
             pick = int(torch.where(chosen.cpu(), torch.full_like(norms, -1.0), norms).argmax())
             chosen[pick] = True

@@ -7,15 +7,21 @@ consumer at ``positions_per_image`` random output positions per image
 (:mod:`prunebench.methods.activations`), gives each group the Gram matrix G and
 cross terms g of its channels' contributions to the consumer's output, over
 every output channel (:class:`ContributionGram`). A group with several consumers
-sums them.
+sums them. A consumer that reads several groups (DenseNet: a layer reads every
+earlier layer of its block) gives each group its slice of G, and as g the
+regression of that group's own contributions: g less what the group's channels
+share with the other groups' (sum over c' outside the group of G[c, c']), so
+that keeping every channel of the group reproduces its part of the output.
 
 Reconstruction (``reconstruct: true``) goes group by group in forward order on
 the PRUNED model: the consumer's inputs come from the pruned model (already
 refitted upstream, so earlier errors are compensated), its targets from the
 original model on the same images and positions; ``fit`` adjusts the consumer.
-A consumer that is also a group's producing convolution (VGG) is fitted on the
+A consumer that is also a group's producing convolution (VGG), or another of its
+outputs (a branch of a residual sum in a torchvision model), is fitted on the
 output channels that group keeps; BatchNorm after it stays valid because the
-refit reproduces its pre-BN output.
+refit reproduces its pre-BN output. A consumer of several groups is fitted once,
+where it first appears.
 """
 from abc import abstractmethod
 from typing import Dict, Iterable, Tuple
@@ -23,6 +29,7 @@ from typing import Dict, Iterable, Tuple
 import torch
 from torch import nn
 
+from prunebench.errors import PrunebenchError
 from prunebench.methods.activations import Samples, sample
 from prunebench.methods.base import Method
 from prunebench.models import conv_groups
@@ -47,8 +54,20 @@ class RegressionMethod(Method):
                 stats[c].add(s.x, s.y)
         out = {}
         for g in groups:
-            gram = sum(stats[c].gram for c in g.consumers)
-            cross = sum(stats[c].cross for c in g.consumers)
+            width = model.get_submodule(g.conv).out_channels
+            gram = cross = 0
+            for k, c in enumerate(g.consumers):
+                full_gram, full_cross = stats[c].gram, stats[c].cross
+                if full_gram.shape[0] == width:  # the consumer reads this group alone
+                    gram, cross = gram + full_gram, cross + full_cross
+                    continue
+                if not g.offsets:
+                    raise PrunebenchError(f"{g.name}: its consumer {c} reads {full_gram.shape[0]} channels, the group "
+                                          f"{width}, and the model does not say where the group's lie; use a method "
+                                          f"that reads the filters (l1_norm, fpgm)")
+                sl = slice(g.offset(k), g.offset(k) + width)
+                shared = full_gram[sl].sum(1) - full_gram[sl, sl].sum(1)  # with the consumer's other inputs
+                gram, cross = gram + full_gram[sl, sl], cross + full_cross[sl] - shared
             out[g.name] = (gram.cpu(), cross.cpu())
         return out
 
@@ -61,11 +80,15 @@ class RegressionMethod(Method):
         if not self.cfg.reconstruct:
             return
         groups = conv_groups(original)
-        produced_by = {g.conv: g.name for g in groups}
+        produced_by = {m: g.name for g in groups for m in (g.conv, *g.outputs)}  # whose outputs each group cuts
+        fitted = set()
         for g in groups:  # forward order
             if g.name in keep and keep[g.name].numel() == 0:
                 continue  # the group went, and its consumers with it (a whole ResNet block)
             for consumer in g.consumers:
+                if consumer in fitted:
+                    continue
+                fitted.add(consumer)
                 out = keep.get(produced_by.get(consumer))
                 batches = sample(data, [consumer], pruned, original, residual=self.residual_target,
                                  **self.sampling())

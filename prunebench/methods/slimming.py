@@ -30,7 +30,11 @@ def batch_norms(model: nn.Module):
 
 class Slimming(Method):
     sparse = True
+    prunes = "channels"  # every group: BatchNorm channels, selections included
     paper = "Liu et al., ICCV 2017"
+
+    def check_model(self, model: nn.Module) -> None:
+        batch_norms(model)
 
     def sparse_settings(self) -> Dict:
         return {"sparsity": self.cfg.sparsity}

@@ -23,8 +23,9 @@ import torch
 from torch import nn
 
 from prunebench.errors import PrunebenchError
-from prunebench.methods.base import Method
+from prunebench.methods.base import Method, require_batchnorm
 from prunebench.models import conv_groups
+from prunebench.models.groups import scale_channels
 from prunebench.pruning.selection import check_layer_names, select
 
 ATTR = "sss_factors"  # the submodule attach() adds to the model
@@ -39,13 +40,15 @@ class Factors(nn.Module):
     """The scaling factors of one model, by group name, with the APG velocity of each
     (a buffer: a resumed sparse stage goes on with the same momentum)."""
 
-    def __init__(self, sizes: Dict[str, int], targets: Dict[str, str]):
+    def __init__(self, sizes: Dict[str, int], targets: Dict[str, List[Tuple[str, int]]]):
         super().__init__()
         self.factors = nn.ParameterDict({n: nn.Parameter(torch.ones(c)) for n, c in sizes.items()})
         self.velocity = nn.Module()
         for n, c in sizes.items():
             self.velocity.register_buffer(n, torch.zeros(c))
-        self.targets = dict(targets)  # group name -> path of the BatchNorm whose output the factor scales
+        # group name -> (path, offset) of each BatchNorm whose output channels from the offset the factor scales
+        # (offset None: all of them, by one factor: a block's)
+        self.targets = {n: list(t) for n, t in targets.items()}
         self.handles: List = []
         self.grads: Dict[str, torch.Tensor] = {}
 
@@ -67,27 +70,37 @@ class SSS(Method):
 
     # -- the factors -------------------------------------------------------
 
-    def structures(self, model: nn.Module) -> Tuple[Dict[str, int], Dict[str, str]]:
-        """Factor sizes and the BatchNorm each factor scales, by group name."""
+    def structures(self, model: nn.Module) -> Tuple[Dict[str, int], Dict[str, List[Tuple[str, int]]]]:
+        """Factor sizes and the BatchNorms (path, first channel) each factor scales, by group name:
+        a channel's factor scales it wherever it comes out of a BatchNorm (every later layer's,
+        inside a concatenation)."""
         if self.cfg.level == "channel":
             groups = conv_groups(model)
-            return ({g.name: model.get_submodule(g.bn).num_features for g in groups}, {g.name: g.bn for g in groups})
+            return ({g.name: model.get_submodule(g.conv).out_channels for g in groups},
+                    {g.name: g.normalized() for g in groups})
         if not hasattr(model, "residual_blocks"):
             raise PrunebenchError(f"method.level=block needs a ResNet or another model listing residual blocks that can be removed whole "
                                   f"(a factor per block); "
                                   f"{type(model).__name__} has none: use method.level=channel")
         blocks = model.residual_blocks()  # the factor scales the BatchNorm that ends each residual branch
-        return {b.name: 1 for b in blocks}, {b.name: b.bn for b in blocks}
+        return {b.name: 1 for b in blocks}, {b.name: [(b.bn, None)] for b in blocks}
+
+    def check_model(self, model: nn.Module) -> None:
+        self.structures(model)
+        if self.cfg.level == "channel":  # the factors scale, and fold into, the BatchNorms
+            require_batchnorm(conv_groups(model), self.cfg.name)
 
     def attach(self, model: nn.Module, input_shape=None) -> None:
         sizes, targets = self.structures(model)
         factors = Factors(sizes, targets)
         device = next(model.parameters()).device
         model.add_module(ATTR, factors.to(device))
-        for name, path in targets.items():
-            def scale(module, inputs, output, name=name):
-                return output * self.multiplier(factors, name).view(1, -1, 1, 1)
-            factors.handles.append(model.get_submodule(path).register_forward_hook(scale))
+        for name, places in targets.items():
+            for path, offset in places:
+                def scale(module, inputs, output, name=name, offset=offset):
+                    m = self.multiplier(factors, name)
+                    return output * m.view(1, -1, 1, 1) if offset is None else scale_channels(output, offset, m)
+                factors.handles.append(model.get_submodule(path).register_forward_hook(scale))
 
     def multiplier(self, f: Factors, name: str) -> torch.Tensor:
         """What structure ``name``'s output is multiplied by: here its factor itself."""
@@ -105,11 +118,13 @@ class SSS(Method):
         f = self.factors(model)
         for h in f.handles:
             h.remove()
-        for name, path in f.targets.items():
-            bn = model.get_submodule(path)
+        for name, places in f.targets.items():
             lam = self.multiplier(f, name).detach()
-            bn.weight.mul_(lam)  # lam * (gamma * xhat + beta) = (lam * gamma) * xhat + lam * beta
-            bn.bias.mul_(lam)
+            for path, offset in places:
+                bn = model.get_submodule(path)
+                sl = slice(None) if offset is None else slice(offset, offset + lam.numel())
+                bn.weight[sl] *= lam  # lam * (gamma * xhat + beta) = (lam * gamma) * xhat + lam * beta
+                bn.bias[sl] *= lam
         delattr(model, ATTR)
 
     # -- the accelerated proximal gradient ----------------------------------
@@ -162,7 +177,7 @@ class SSS(Method):
 
     @staticmethod
     def width(model, group: str) -> int:
-        return next(model.get_submodule(g.conv).out_channels for g in model.channel_groups() if g.name == group)
+        return next(model.get_submodule(g.conv).out_channels for g in conv_groups(model) if g.name == group)
 
     def select(self, model, scores, cfg) -> Dict[str, torch.Tensor]:
         if self.cfg.level == "channel":

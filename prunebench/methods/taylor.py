@@ -9,7 +9,9 @@ BatchNorm scale and shift, so the score is (g_gamma * gamma + g_beta * beta)^2.
 This equals the paper's gate formulation: a gate z = 1 multiplying the BN output
 y = gamma * x_hat + beta has dL/dz = sum over positions of dL/dy * y
 = g_gamma * gamma + g_beta * beta. ``target: weight``: the parameters are the
-filter's convolution weights, (sum of g_w * w)^2.
+filter's convolution weights, (sum of g_w * w)^2. Inside a concatenation (DenseNet)
+a channel passes through the BatchNorm of every later layer that reads it: the gate
+multiplies all of them, and its dL/dz sums their g_gamma * gamma + g_beta * beta.
 
 Departures from the paper: the paper accumulates the importance during fine-tuning
 (with momentum) and removes a few channels every few dozen mini-batches; here the
@@ -21,14 +23,14 @@ the loss barely depends on a filter's scale, so sum(g_w * w) would all but vanis
 for the ``weight`` target. Gradients come from ``torch.autograd.grad``: no ``.grad`` is
 written and the model is left as it was.
 """
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from prunebench.errors import PrunebenchError
-from prunebench.methods.base import Method
+from prunebench.methods.base import Method, require_batchnorm
 from prunebench.models import conv_groups
 
 TARGETS = ("bn", "weight")
@@ -42,19 +44,29 @@ class Taylor(Method):
         if cfg.target not in TARGETS:
             raise PrunebenchError(f"method.target must be one of {', '.join(TARGETS)}, got {cfg.target!r}")
 
-    def parameters_of(self, model: nn.Module, group) -> List[torch.Tensor]:
-        """The parameters whose gradient x value, summed per output channel, gives the group's importance."""
+    def check_model(self, model: nn.Module) -> None:
         if self.cfg.target == "bn":
-            bn = model.get_submodule(group.bn)
-            return [bn.weight, bn.bias]
-        return [model.get_submodule(group.conv).weight]
+            require_batchnorm(conv_groups(model), "taylor with method.target=bn")
+        super().check_model(model)
+
+    def parameters_of(self, model: nn.Module, group) -> List[Tuple[torch.Tensor, int]]:
+        """(parameter, offset) pairs whose gradient x value, summed per output channel from the
+        offset on, gives the group's importance: its BatchNorm's scale and shift (inside a
+        concatenation, those of every BatchNorm that reads it), or its filters."""
+        if self.cfg.target == "bn":
+            out = []
+            for path, offset in group.normalized():
+                bn = model.get_submodule(path)
+                out += [(bn.weight, offset), (bn.bias, offset)]
+            return out
+        return [(model.get_submodule(group.conv).weight, 0)]
 
     def scores(self, model, data) -> Dict[str, torch.Tensor]:
         groups = conv_groups(model)
         params = {g.name: self.parameters_of(model, g) for g in groups}
-        flat = [p for g in groups for p in params[g.name]]
-        totals = {g.name: torch.zeros(params[g.name][0].shape[0], dtype=torch.float64, device=flat[0].device)
-                  for g in groups}
+        flat = list({id(p): p for g in groups for p, _ in params[g.name]}.values())  # each tensor once
+        width = {g.name: model.get_submodule(g.conv).out_channels for g in groups}
+        totals = {g.name: torch.zeros(width[g.name], dtype=torch.float64, device=flat[0].device) for g in groups}
         modes = {m: m.training for m in model.modules()}
         batches = 0
         try:
@@ -63,12 +75,14 @@ class Taylor(Method):
             with torch.enable_grad():
                 for x, y in data.sample_batches(self.cfg.num_images, self.cfg.batch_size, gen):
                     loss = F.cross_entropy(model(x), y)
-                    grads = iter(torch.autograd.grad(loss, flat, allow_unused=True))
+                    grads = dict(zip((id(p) for p in flat), torch.autograd.grad(loss, flat, allow_unused=True)))
                     for g in groups:
                         first_order = torch.zeros_like(totals[g.name])
-                        for p, grad in zip(params[g.name], grads):
+                        for p, offset in params[g.name]:
+                            grad = grads[id(p)]
                             if grad is not None:  # None: the loss does not depend on p
-                                first_order += (grad * p.detach()).reshape(p.shape[0], -1).sum(1).double()
+                                part = (grad * p.detach())[offset:offset + width[g.name]]
+                                first_order += part.reshape(part.shape[0], -1).sum(1).double()
                         totals[g.name] += first_order ** 2
                     batches += 1
         finally:

@@ -11,8 +11,9 @@ from torch import nn
 from prunebench import atomic
 from prunebench.errors import PrunebenchError
 from prunebench.models import densenet, imagenet_resnet, imagenet_vgg, preresnet, resnet, torchvision_models, vgg
-from prunebench.models.groups import (ChannelGroup, ChannelSelection, Residual, ResidualBlock, bn_channels, bn_weight,
-                                      conv_groups, group_width, parameter_axes)
+from prunebench.models.groups import (FAMILIES, ChannelGroup, ChannelSelection, Member, Residual, ResidualBlock,
+                                      bn_channels, bn_weight, conv_groups, family_groups, group_width, groups_named,
+                                      members, parameter_axes)
 from prunebench.models.pretrained import load_pretrained
 
 
@@ -38,9 +39,10 @@ FROM_CONFIG: Dict[str, Callable] = {
     "torchvision": torchvision_models.spec_from_config,
 }
 
-__all__ = ["ARCHS", "ChannelGroup", "ChannelSelection", "Residual", "ResidualBlock", "bn_channels", "bn_weight",
-           "conv_groups", "group_width", "load_pretrained", "parameter_axes", "spec_from_config", "build", "save",
-           "load", "load_spec", "load_state", "pruned_form"]
+__all__ = ["ARCHS", "FAMILIES", "ChannelGroup", "ChannelSelection", "Member", "Residual", "ResidualBlock",
+           "bn_channels", "bn_weight", "conv_groups", "family_groups", "group_width", "groups_named", "members",
+           "load_pretrained", "parameter_axes", "spec_from_config", "build", "save", "load", "load_spec", "load_state",
+           "pruned_form"]
 
 
 def spec_from_config(model_cfg, in_channels: int, num_classes: int) -> Dict[str, Any]:

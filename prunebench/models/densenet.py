@@ -18,8 +18,18 @@ after it picks the channels the next convolution reads (``select`` groups, as th
 authors' denseprune.py: lines 154-170 set the selection, lines 178-191 slice the
 next convolution's input; no convolution loses an output channel there). The
 bottleneck's 1x1 convolution is an ordinary ``conv`` group (its output, bn2 and
-the 3x3 convolution's input), so filter criteria can prune DenseNet-BC but find
-nothing to prune on DenseNet-40. Initialisation: convolutions Kaiming normal
+the 3x3 convolution's input).
+
+Filter criteria see the network as its convolutions' outputs (``filter_groups``):
+the stem, each layer's 3x3 convolution (``growth`` channels, pruned ones list
+theirs in ``layer_widths``), each bottleneck and each transition
+(``transition_widths``). A layer's new channels are a slice of every later
+layer's input in its block, of the transition's and, in the last block, of the
+final BatchNorm's and the classifier's: the group lists each of those consumers
+with the BatchNorm in front of it and the slice's offset, so removing a filter
+removes that input channel everywhere. The two views are the same channels and
+are not mixed: a model pruned one way has whole selections or default widths in
+the other. Initialisation: convolutions Kaiming normal
 (fan-out), BatchNorm scale ``bn_init`` (the authors' slimming model: 0.5, line
 106) and zero shift, the linear layer at PyTorch's default."""
 import math
@@ -99,16 +109,25 @@ class Transition(nn.Module):
 class DenseNet(nn.Module):
     def __init__(self, depth: int, block: str, growth: int, compression: float, stem: int,
                  bottleneck_widths: List[int], selections: Dict[str, Optional[List[int]]], in_channels: int,
-                 num_classes: int, bn_init: float = 1.0):
+                 num_classes: int, bn_init: float = 1.0, layer_widths: Optional[List[int]] = None,
+                 transition_widths: Optional[List[int]] = None):
         super().__init__()
         n = (depth - 4) // PER_LAYER[block]
         if block == "bottleneck" and len(bottleneck_widths) != 3 * n:
             raise ValueError(f"DenseNet-BC-{depth} has {3 * n} bottlenecks, got {len(bottleneck_widths)} widths")
+        if layer_widths is not None and len(layer_widths) != 3 * n:
+            raise ValueError(f"DenseNet-{depth} has {3 * n} layers, got {len(layer_widths)} layer widths")
+        if transition_widths is not None and len(transition_widths) != 2:
+            raise ValueError(f"DenseNet has 2 transitions, got {len(transition_widths)} transition widths")
         self.spec = {"arch": "densenet", "depth": depth, "block": block, "growth": growth, "compression": compression,
                      "stem": stem, "bottleneck_widths": list(bottleneck_widths), "selections": dict(selections),
                      "in_channels": in_channels, "num_classes": num_classes}
         if bn_init != 1.0:
             self.spec["bn_init"] = bn_init
+        if layer_widths is not None:  # filter-pruned: each layer's new channels, each transition's output
+            self.spec["layer_widths"] = [int(w) for w in layer_widths]
+        if transition_widths is not None:
+            self.spec["transition_widths"] = [int(w) for w in transition_widths]
         self.layers_per_block = n
         self.conv1 = nn.Conv2d(in_channels, stem, 3, 1, 1, bias=False)
         c = stem
@@ -117,11 +136,12 @@ class DenseNet(nn.Module):
             for i in range(n):
                 k = b * n + i
                 width = bottleneck_widths[k] if block == "bottleneck" else None
-                layers.append(DenseLayer(c, growth, width, selections.get(f"layer{k + 1}_bn1")))
-                c += growth
+                new = growth if layer_widths is None else layer_widths[k]
+                layers.append(DenseLayer(c, new, width, selections.get(f"layer{k + 1}_bn1")))
+                c += new
             self.add_module(f"dense{b + 1}", nn.Sequential(*layers))
             if b < 2:
-                out = int(math.floor(c * compression))
+                out = int(math.floor(c * compression)) if transition_widths is None else transition_widths[b]
                 self.add_module(f"trans{b + 1}", Transition(c, out, selections.get(f"trans{b + 1}_bn1")))
                 c = out
         self.bn = nn.BatchNorm2d(c)
@@ -150,8 +170,69 @@ class DenseNet(nn.Module):
         groups.append(ChannelGroup("bn", None, "bn", ("classifier",), select="select"))
         return groups
 
+    def readers(self, b: int, start: int) -> List[str]:
+        """The layers that read the channels of block ``b`` (0-based) from its layer ``start`` on,
+        through the BatchNorm in front of each: those layers, then the transition after the block
+        (the final BatchNorm and the classifier after the last)."""
+        layers = [f"dense{b + 1}.{i}" for i in range(start, self.layers_per_block)]
+        return layers + ([f"trans{b + 1}"] if b < 2 else [""])
+
+    def filter_groups(self) -> List[ChannelGroup]:
+        """The convolutions' outputs, in forward order: the stem (``conv1``), each layer's
+        bottleneck (``layer{k}_conv1``) and new channels (``layer{k}_conv1``, on DenseNet-BC
+        ``layer{k}_conv2``), each transition (``trans{b}_conv1``). Their consumers read them
+        through the concatenations at the offsets listed (every selection whole)."""
+        partial = [name for name, index in self.spec["selections"].items() if index is not None]
+        if partial:
+            raise ValueError(f"the selections {partial} pass on part of their BatchNorm's channels (a model pruned "
+                             f"by network slimming): its filters cannot be pruned as well")
+        n = self.layers_per_block
+
+        def group(name: str, conv: str, b: int, start: int, offset: int) -> ChannelGroup:
+            readers = self.readers(b, start)
+            norms = tuple(f"{r}.bn1" if r else "bn" for r in readers)
+            consumers = tuple(f"{r}.conv1" if r else "classifier" for r in readers)
+            return ChannelGroup(name, conv, None, consumers, norms=norms, offsets=(offset,) * len(readers))
+
+        groups = [group("conv1", "conv1", 0, 0, 0)]
+        for b in range(3):
+            offset = getattr(self, f"dense{b + 1}")[0].bn1.num_features  # the block's input channels
+            for i, layer in enumerate(getattr(self, f"dense{b + 1}")):
+                p, k = f"dense{b + 1}.{i}", b * n + i + 1
+                if layer.bottleneck:
+                    groups.append(ChannelGroup(f"layer{k}_conv1", f"{p}.conv1", f"{p}.bn2", (f"{p}.conv2",)))
+                conv = f"{p}.conv2" if layer.bottleneck else f"{p}.conv1"
+                groups.append(group(f"layer{k}_{conv.rsplit('.', 1)[1]}", conv, b, i + 1, offset))
+                offset += self.get_submodule(conv).out_channels
+            if b < 2:
+                groups.append(group(f"trans{b + 1}_conv1", f"trans{b + 1}.conv1", b + 1, 0, 0))
+        return groups
+
     def spec_with_widths(self, widths: Dict[str, int], selections: Optional[Dict[str, List[int]]] = None
                          ) -> Dict[str, Any]:
-        bottlenecks = [int(widths.get(f"layer{k + 1}_conv1", w)) for k, w in enumerate(self.spec["bottleneck_widths"])]
+        """The spec with new widths of either view's groups (selections: their first channels, or
+        ``selections``' indices). Layer and transition widths enter the spec where they are not
+        the defaults (``growth``; the compressed input)."""
+        spec = self.spec
+        n = self.layers_per_block
+        bottlenecks = [int(widths.get(f"layer{k + 1}_conv1", w)) for k, w in enumerate(spec["bottleneck_widths"])]
         chosen = selections_with_widths(self, widths, selections)
-        return {**self.spec, "bottleneck_widths": bottlenecks, "selections": chosen}
+        conv = "conv2" if spec["block"] == "bottleneck" else "conv1"
+        layers = [int(widths.get(f"layer{k + 1}_{conv}", w)) for k, w in
+                  enumerate(spec.get("layer_widths", [spec["growth"]] * 3 * n))]
+        stem = int(widths.get("conv1", spec["stem"]))
+        current = [self.get_submodule(f"trans{b + 1}.conv1").out_channels for b in range(2)]
+        transitions = [int(widths.get(f"trans{b + 1}_conv1", w)) for b, w in enumerate(current)]
+        out = {k: v for k, v in spec.items() if k not in ("layer_widths", "transition_widths")}
+        out.update(stem=stem, bottleneck_widths=bottlenecks, selections=chosen)
+        if layers != [spec["growth"]] * 3 * n:
+            out["layer_widths"] = layers
+        c, default = stem, []
+        for b in range(3):
+            c += sum(layers[b * n:(b + 1) * n])
+            if b < 2:
+                default.append(int(math.floor(c * spec["compression"])))
+                c = transitions[b]
+        if transitions != default:
+            out["transition_widths"] = transitions
+        return out

@@ -18,11 +18,30 @@ so pruning needs no model-specific code. Two kinds:
   part of the architecture (the model's spec), so scratch training of a pruned
   model reads the same channels, as the authors' main_E.py copies ``indexes``.
 
-Methods that score convolution filters use :func:`conv_groups`; network slimming
-scores every group through its BatchNorm (:func:`bn_channels`).
+Channels inside a concatenation (DenseNet's dense layers, Huang et al. CVPR
+2017) are a ``conv`` group without a BatchNorm of their own: every later layer
+reads them, each through its own BatchNorm, as a slice of its input. Such a group
+lists, aligned with its consumers, the BatchNorm in front of each (``norms``) and
+where the channels start in its input (``offsets``); its members (:func:`members`)
+are the shape of torch-pruning's ``index_mapping`` (Torch-Pruning
+``dependency/index_mapping.py``): (module path, axis, offset), the length being
+the group's width. Removing a channel slices the producing convolution's axis 0,
+every norm's axis 0 and every consumer's axis 1 at that offset.
+
+Most models describe their widths one way, ``channel_groups()``; a model may also
+list ``filter_groups()``, its convolutions' outputs, where the two views cannot be
+mixed (DenseNet: a selection and the filters it reads are the same channels of a
+concatenation). :func:`family_groups` gives the groups of one family
+(``FAMILIES``): ``channels``, every group of ``channel_groups()`` (what network
+slimming prunes: BatchNorm channels, selections included), or ``filters``, the
+``filter_groups()`` where a model lists them and every group otherwise: the widths
+of a run of a filter criterion (``widths.json``, the uniform and guided
+baselines). Methods that score convolution filters use :func:`conv_groups` (the
+``filter_groups()``, else the ``conv`` groups); network slimming scores every
+group through its BatchNorm (:func:`bn_channels`).
 """
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -30,21 +49,73 @@ from torch import nn
 from prunebench.errors import PrunebenchError
 
 
+FAMILIES = ("channels", "filters")
+
+
+class Member(NamedTuple):
+    """One tensor axis a group slices: channels ``offset`` .. ``offset + width`` of ``module``'s
+    outputs (axis 0: a convolution, a BatchNorm) or inputs (axis 1: a consumer)."""
+    module: str
+    axis: int
+    offset: int
+
+
 @dataclass(frozen=True)
 class ChannelGroup:
     name: str  # the key in widths and keep-index maps: conv3, block7, layer5_bn1
     conv: Optional[str]  # module path of the producing convolution; None for a selection group
-    bn: str  # module path of the BatchNorm whose output channels these are
+    bn: Optional[str]  # module path of the BatchNorm whose output channels these are; None inside a concatenation
     consumers: Tuple[str, ...]  # module paths whose input channels are these channels
     select: Optional[str] = None  # module path of the ChannelSelection after ``bn`` (selection groups)
+    norms: Tuple[str, ...] = ()  # concatenations: the BatchNorm in front of each consumer, reading these channels
+    offsets: Tuple[int, ...] = ()  # concatenations: where these channels start in each consumer's input and norm
+    outputs: Tuple[str, ...] = ()  # other modules whose outputs are these channels (the branches of a residual sum)
 
     def __post_init__(self):
         if (self.conv is None) == (self.select is None):
             raise ValueError(f"group {self.name}: give exactly one of a producing conv and a selection layer")
+        if (self.norms or self.offsets) and (self.conv is None or self.bn is not None or
+                                             not len(self.norms) == len(self.offsets) == len(self.consumers)):
+            raise ValueError(f"group {self.name}: channels inside a concatenation come from a convolution, have no "
+                             f"BatchNorm of their own, and give a norm and an offset for each consumer")
 
     @property
     def kind(self) -> str:
         return "conv" if self.conv is not None else "select"
+
+    def offset(self, k: int) -> int:
+        """Where the channels start in consumer ``k``'s input (and its norm's channels)."""
+        return self.offsets[k] if self.offsets else 0
+
+    def normalized(self) -> List[Tuple[str, int]]:
+        """(BatchNorm path, offset) of every place the channels come out of a BatchNorm: the
+        group's own, or each consumer's norm inside a concatenation (the nearest first)."""
+        if self.norms:
+            return list(zip(self.norms, self.offsets))
+        return [(self.bn, 0)] if self.bn else []
+
+
+def members(g: ChannelGroup) -> List[Member]:
+    """The tensor axes removing one of the group's channels slices. A selection group's
+    BatchNorm stays whole: its index lives in the spec."""
+    out = []
+    if g.kind == "conv":
+        out.append(Member(g.conv, 0, 0))
+        out += [Member(bn, 0, offset) for bn, offset in g.normalized()]
+        out += [Member(m, 0, 0) for m in g.outputs]
+    out += [Member(c, 1, g.offset(k)) for k, c in enumerate(g.consumers)]
+    return out
+
+
+def scale_channels(output: torch.Tensor, offset: int, factor: torch.Tensor) -> torch.Tensor:
+    """``output`` (N, C, ...) with channels ``offset`` .. ``offset + len(factor)`` multiplied by
+    ``factor``, the others as they are."""
+    shape = (1, -1) + (1,) * (output.dim() - 2)
+    if offset == 0 and factor.numel() == output.shape[1]:
+        return output * factor.view(shape)
+    ones = torch.ones(output.shape[1], dtype=factor.dtype, device=factor.device)
+    full = torch.cat([ones[:offset], factor, ones[offset + factor.numel():]])
+    return output * full.view(shape)
 
 
 @dataclass(frozen=True)
@@ -107,14 +178,39 @@ def selections_with_widths(model: nn.Module, widths: Dict[str, int],
 
 
 def conv_groups(model: nn.Module) -> List[ChannelGroup]:
-    """The groups a producing convolution's filters stand for: what filter criteria prune."""
-    groups = [g for g in model.channel_groups() if g.kind == "conv"]
+    """The groups a producing convolution's filters stand for: what filter criteria prune (the
+    model's ``filter_groups()`` where it lists them, else the ``conv`` groups of ``channel_groups()``)."""
+    if hasattr(model, "filter_groups"):
+        groups = model.filter_groups()
+    else:
+        groups = [g for g in model.channel_groups() if g.kind == "conv"]
     if not groups:
         raise PrunebenchError(
-            f"{type(model).__name__} has no convolution whose output channels can be removed: its channel groups "
-            f"are BatchNorm channel selections (DenseNet's concatenations), which network slimming prunes; use "
-            f"method=slimming, a weight-level method (magnitude, snip), or a model with such convolutions "
-            f"(DenseNet-BC's bottlenecks, VGG, ResNet, PreResNet)")
+            f"{type(model).__name__} has no convolution whose output channels can be removed; use method=slimming "
+            f"(BatchNorm channels), a weight-level method (magnitude, snip), or a model with such convolutions")
+    return groups
+
+
+def family_groups(model: nn.Module, family: str) -> List[ChannelGroup]:
+    """The groups that describe the widths of ``model`` for a method of ``family`` (``FAMILIES``):
+    the model's own ``filter_groups()`` for ``filters`` where it lists them, else every group."""
+    if family not in FAMILIES:
+        raise ValueError(f"a group family is one of {', '.join(FAMILIES)}, got {family!r}")
+    if family == "filters" and hasattr(model, "filter_groups"):
+        return model.filter_groups()
+    return model.channel_groups()
+
+
+def groups_named(model: nn.Module, names) -> List[ChannelGroup]:
+    """The groups of either family that ``names`` name, in the model's order; unknown names are an error."""
+    wanted = set(names)
+    groups = [g for g in model.channel_groups() if g.name in wanted]
+    missing = wanted - {g.name for g in groups}
+    if missing and hasattr(model, "filter_groups"):
+        groups += [g for g in model.filter_groups() if g.name in missing]
+        missing -= {g.name for g in groups}
+    if missing:
+        raise PrunebenchError(f"{type(model).__name__} has no channel groups {sorted(missing)}")
     return groups
 
 
@@ -136,18 +232,20 @@ def bn_weight(model: nn.Module, g: ChannelGroup) -> torch.Tensor:
     return w if index is None else w.index_select(0, index.to(w.device))
 
 
-def parameter_axes(groups: List[ChannelGroup]) -> Dict[str, Dict[int, str]]:
-    """Map each state-dict entry touched by a group to {axis: group name}. A selection group
-    touches only its consumers: its BatchNorm stays whole, its index lives in the spec."""
-    axes: Dict[str, Dict[int, str]] = {}
+def parameter_axes(groups: List[ChannelGroup]) -> Dict[str, Dict[int, List[Tuple[int, str]]]]:
+    """Map each state-dict entry touched by a group to {axis: [(offset, group name), ...]} (one
+    entry per group whose channels lie on that axis: several inside a concatenation)."""
+    axes: Dict[str, Dict[int, List[Tuple[int, str]]]] = {}
     for g in groups:
-        if g.kind == "conv":
-            for suffix in ("weight", "bias"):
-                axes.setdefault(f"{g.conv}.{suffix}", {})[0] = g.name
-            for suffix in ("weight", "bias", "running_mean", "running_var"):
-                axes.setdefault(f"{g.bn}.{suffix}", {})[0] = g.name
-        for c in g.consumers:
-            axes.setdefault(f"{c}.weight", {})[1] = g.name
+        for m in members(g):
+            if m.axis == 1:
+                suffixes = ("weight",)
+            elif m.module == g.conv:
+                suffixes = ("weight", "bias")
+            else:
+                suffixes = ("weight", "bias", "running_mean", "running_var")
+            for suffix in suffixes:
+                axes.setdefault(f"{m.module}.{suffix}", {}).setdefault(m.axis, []).append((m.offset, g.name))
     return axes
 
 

@@ -10,6 +10,8 @@ from torch import nn
 
 
 def he_init(model: nn.Module, bn_init: float = 1.0, linear_std: Optional[float] = None) -> None:
+    if next(model.parameters()).is_meta:  # shapes only (validation, the dry run): no values to draw
+        return
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -73,7 +73,9 @@ class TorchvisionModel(nn.Module):
 
     def channel_groups(self) -> List[ChannelGroup]:
         return [ChannelGroup(g.name, f"net.{g.root}", f"net.{g.bn}" if g.bn else "",
-                             tuple(f"net.{p}" for p in g.inputs)) for g in self.graph_groups()]
+                             tuple(f"net.{p}" for p in g.inputs),
+                             outputs=tuple(f"net.{p}" for p in g.outputs if p not in (g.root, g.bn)))
+                for g in self.graph_groups()]
 
     def original_indices(self, name: str, channels: int) -> List[int]:
         """The unpruned model's indices of a group's current channels."""

@@ -8,27 +8,38 @@ Then single layers are widened or narrowed by one channel at a time, always the
 change that closes the gap most, until the gap is within the tolerance. A
 layer's FLOPs are proportional to its input and to its output channels, so the
 change one channel of a group makes is read off one count of per-layer FLOPs:
-each nudge costs one count, however many groups the model has."""
+each nudge costs one count, however many groups the model has (a consumer that
+reads several groups, inside a concatenation, shares its FLOPs among all its input
+channels).
+
+The layers scaled are the groups of the run's family (``family``: a DenseNet's
+filters for filter criteria, its BatchNorm selections for network slimming)."""
 
 from typing import Dict, Sequence, Tuple
 
 from torch import nn
 
 from prunebench.measure import spec_layer_flops, spec_layer_params
+from prunebench.models.groups import family_groups
 from prunebench.pruning.surgery import widths as layer_widths
 
 MAX_NUDGES = 20  # one-channel changes at most
 
 
 def uniform_spec(model: nn.Module, target_flops: int, input_shape: Sequence[int], min_channels: int = 1,
-                 tolerance: float = 0.01, steps: int = 40, measure: str = "flops") -> Tuple[Dict, float, int, int]:
+                 tolerance: float = 0.01, steps: int = 40, measure: str = "flops",
+                 family: str = "channels") -> Tuple[Dict, float, int, int]:
     """Return (spec, factor, count, adjusted) for the uniformly narrowed model whose
     FLOPs (``measure="flops"``) or parameters (``"params"``) are nearest ``target_flops``;
     ``adjusted`` counts one-channel nudges."""
-    full = layer_widths(model)
+    full = layer_widths(model, family)
     floor = {g: min(min_channels, c) for g, c in full.items()}
-    groups = model.channel_groups()
+    groups = family_groups(model, family)
     layers = {p for g in groups for p in ((g.conv,) if g.conv else ()) + g.consumers}
+    feeds: Dict[str, list] = {}  # consumer -> the groups it reads
+    for g in groups:
+        for c in g.consumers:
+            feeds.setdefault(c, []).append(g.name)
     counted: Dict[tuple, Tuple[int, Dict[str, int]]] = {}
     # a model that counts its own FLOPs/params from widths (one traced pass: torchvision models)
     counter = model.width_counter(input_shape, measure) if hasattr(model, "width_counter") else None
@@ -51,7 +62,8 @@ def uniform_spec(model: nn.Module, target_flops: int, input_shape: Sequence[int]
             now = counter(w)
             return {g.name: counter({**w, g.name: w[g.name] + 1}) - now for g in groups if w[g.name] > 0}
         per_layer = count(w)[1]
-        return {g.name: sum(per_layer[p] / w[g.name] for p in ((g.conv,) if g.conv else ()) + g.consumers)
+        return {g.name: sum([per_layer[p] / w[g.name] for p in ((g.conv,) if g.conv else ())] +
+                            [per_layer[p] / sum(w[h] for h in feeds[p]) for p in g.consumers])
                 for g in groups if w[g.name] > 0}
 
     def scaled(factor: float) -> Dict[str, int]:

@@ -130,8 +130,9 @@ def conv_path(model, layer: Optional[str]) -> str:
     """The module path of ``layer`` (a channel-group name such as ``conv8``, or a module path); by
     default the producing convolution of the middle channel group."""
     from prunebench.errors import PrunebenchError
+    from prunebench.models import FAMILIES, family_groups
 
-    groups = {g.name: g.conv for g in model.channel_groups()}
+    groups = {g.name: g.conv for f in FAMILIES for g in family_groups(model, f) if g.conv}
     if layer is None:
         names = list(groups)
         return groups[names[len(names) // 2]]
@@ -169,7 +170,7 @@ def weights(line: Line, folder: Path, layer: Optional[str] = None) -> List[Path]
     name = None
     for label, model in loaded:
         path = conv_path(model, layer)
-        name = name or (layer or next(g.name for g in model.channel_groups() if g.conv == path))
+        name = name or layer or next((g.name for g in model.channel_groups() if g.conv == path), path)
         w = dict(model.named_modules())[path].weight.detach().flatten()
         w = w[w != 0].numpy()
         ax.hist(w, bins=80, histtype="step", density=True, linewidth=1.5, label=f"{label} ({w.size} weights)")

@@ -29,6 +29,7 @@ class RunView(Protocol):
     """What a strategy may read of its run."""
     cfg: DictConfig
     kind: str  # the method's: structured (channels removed) | weight (weights masked)
+    family: str  # the groups that describe its widths (prunebench.models.FAMILIES)
     base_spec: Dict  # the unpruned architecture
     input_shape: Tuple[int, int, int]
     recipe: Recipe  # the unpruned model's

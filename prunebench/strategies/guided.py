@@ -29,17 +29,18 @@ from prunebench.strategies.scratch_b import budget, budget_values, check as chec
 log = logging.getLogger(__name__)
 
 
-def group_stages(model, input_shape: Sequence[int]) -> Dict[str, int]:
-    """Stage index (0, 1, ...) of every channel group: groups whose BatchNorm output has the
-    same spatial size share a stage, numbered from the largest size down. Found by one
-    forward pass (on the meta device for a meta model), so it holds for any model that
-    lists its groups."""
+def group_stages(model, input_shape: Sequence[int], family: str = "channels") -> Dict[str, int]:
+    """Stage index (0, 1, ...) of every channel group of ``family``: groups whose BatchNorm
+    output (the first that reads them, inside a concatenation) has the same spatial size share
+    a stage, numbered from the largest size down. Found by one forward pass (on the meta
+    device for a meta model), so it holds for any model that lists its groups."""
     sizes: Dict[str, int] = {}
     handles = []
-    for g in model.channel_groups():
+    for g in models.family_groups(model, family):
         def record(module, inputs, output, name=g.name):
             sizes[name] = output.shape[-1] * output.shape[-2] if output.dim() == 4 else 1
-        handles.append(model.get_submodule(g.bn).register_forward_hook(record))
+        places = g.normalized()
+        handles.append(model.get_submodule(places[0][0] if places else g.bn).register_forward_hook(record))
     device = next(model.parameters()).device  # the meta device costs nothing
     was_training = model.training
     model.eval()
@@ -100,15 +101,17 @@ def pattern_of(folder: Path, input_shape_of=None) -> Dict:
             spec = models.load_spec(unpruned)
             model = _meta(spec)
             shape = (spec.get("in_channels", 3), *input_shape_of(spec)) if input_shape_of else None
-            stages = group_stages(model, shape or (spec.get("in_channels", 3), 32, 32))
             kept = atomic.read_json(pruned / "widths.json")
             if not isinstance(kept, dict) or not all(isinstance(v, int) for v in kept.values()):
                 raise atomic.UnreadableFile(pruned / "widths.json", ValueError("no {layer: width} object"))
+            # the family the pruned row's widths describe: the first whose groups name them all
+            family = next((f for f in models.FAMILIES if set(kept) <= set(widths(model, f))), "channels")
+            stages = group_stages(model, shape or (spec.get("in_channels", 3), 32, 32), family)
         except (FileNotFoundError, atomic.UnreadableFile, KeyError, TypeError, ValueError) as e:
             what = f"{e.filename} is missing" if isinstance(e, FileNotFoundError) else str(e)
             log.warning("guided source: the run of %s skipped (%s)", pruned, what)
             continue
-        ratios.append(stage_ratios(widths(model), kept, stages))
+        ratios.append(stage_ratios(widths(model, family), kept, stages))
     if not ratios:
         raise PrunebenchError(f"strategy.guided.source={folder}: the stage folders of its finished runs are gone or "
                               f"unreadable (see the warnings); give a folder of runs whose cache_dir is still there")
@@ -145,21 +148,22 @@ class Guided(Strategy):
         from prunebench.pruning import widths
 
         base = _meta(run.base_spec)
-        kept = widths(_meta(run.pruned_spec()))
-        stages = group_stages(base, run.input_shape)
-        return {"ratios": stage_ratios(widths(base), kept, stages), "runs": 1, "source": "this run's pruned model"}
+        kept = widths(_meta(run.pruned_spec()), run.family)
+        stages = group_stages(base, run.input_shape, run.family)
+        return {"ratios": stage_ratios(widths(base, run.family), kept, stages), "runs": 1,
+                "source": "this run's pruned model"}
 
     def spec(self, run, ratios: List[float]) -> Dict:
         from prunebench.pruning import widths
 
         base = _meta(run.base_spec)
-        stages = group_stages(base, run.input_shape)
+        stages = group_stages(base, run.input_shape, run.family)
         if max(stages.values()) + 1 != len(ratios):
             raise PrunebenchError(f"the guiding pattern has {len(ratios)} stages, {run.cfg.model.name} has "
                                   f"{max(stages.values()) + 1}: guided pruning transfers between models with the "
                                   f"same number of stages (e.g. VGG-16 -> VGG-19)")
         floor = run.cfg.method.min_channels
-        new = {g: max(min(floor, w), round(ratios[stages[g]] * w)) for g, w in widths(base).items()}
+        new = {g: max(min(floor, w), round(ratios[stages[g]] * w)) for g, w in widths(base, run.family).items()}
         return base.spec_with_widths(new)
 
     def plan(self, run):

@@ -46,7 +46,7 @@ class Uniform(Strategy):
         with torch.device("meta"):  # widths and counts only: no weights allocated
             base = models.build(run.base_spec)
         return uniform_spec(base, target, run.input_shape, run.cfg.method.min_channels, tol,
-                            measure=self.match(run))
+                            measure=self.match(run), family=run.family)
 
     def plan(self, run):
         match = self.match(run)
