@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from prunebench import pipeline
-from prunebench.config import SSSConfig
+from prunebench.methods.sss import SSSConfig
 from prunebench.errors import PrunebenchError
 from prunebench.methods import create
 from prunebench.methods.sss import ATTR, soft_threshold

@@ -2,10 +2,12 @@
 constant, small learning rate (Liu et al. 2019 on CIFAR: 40 epochs at lr 0.001,
 ``strategy.finetune``)."""
 from prunebench.strategies.base import Strategy
+from prunebench.config import FinetuneConfig
 
 
 class Finetune(Strategy):
     name = "finetune"
+    Config = FinetuneConfig
     keyed_by = ("finetune",)
 
     def recipe(self, run):

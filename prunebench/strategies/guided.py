@@ -25,6 +25,7 @@ from prunebench.errors import PrunebenchError
 from prunebench.measure import spec_flops
 from prunebench.strategies.base import Strategy
 from prunebench.strategies.scratch_b import budget, budget_values, check as check_scratch_b
+from prunebench.config import GuidedConfig
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ def pattern_of(folder: Path, input_shape_of=None) -> Dict:
 
 class Guided(Strategy):
     name = "guided"
+    Config = GuidedConfig
     pruned_model = False  # a model of its own
     keyed_by = ("guided",)
 

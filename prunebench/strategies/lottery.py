@@ -17,6 +17,7 @@ from prunebench import atomic
 from prunebench.errors import PrunebenchError
 from prunebench.pruning import prune
 from prunebench.strategies.base import Strategy
+from prunebench.config import LotteryConfig
 
 
 def snapshot_name(k: int) -> str:
@@ -39,6 +40,7 @@ def rewind_state(run) -> Dict[str, torch.Tensor]:
 
 class Lottery(Strategy):
     name = "lottery"
+    Config = LotteryConfig
     needs = ("unpruned", "pruned")  # the unpruned stage's snapshots
     keyed_by = ("lottery",)
 

@@ -6,10 +6,12 @@ kept weights are re-drawn at the density-corrected scale
 (:func:`prunebench.pruning.masks.sparse_init`)."""
 from prunebench.stages import settings
 from prunebench.strategies.base import Strategy, check_own_recipe, from_scratch, own_recipe, own_recipe_note, with_note
+from prunebench.config import ScratchEConfig
 
 
 class ScratchE(Strategy):
     name = "scratch_e"
+    Config = ScratchEConfig
 
     def check(self, cfg):
         check_own_recipe("strategy.scratch_e", cfg.strategy.scratch_e)
