@@ -158,7 +158,8 @@ def unknown_keys(node: DictConfig, prefix: str = "") -> Iterator[tuple]:
         return
     known = [f.name for f in dataclasses.fields(schema)]
     for key in node.keys():
-        if key not in known:
+        own = OmegaConf.get_type(node[key]) if OmegaConf.is_dict(node._get_node(key)) else None
+        if key not in known and not dataclasses.is_dataclass(own):  # a typed node of your own: strategy.<name>
             yield f"{prefix}{key}", known
         elif OmegaConf.is_dict(node._get_node(key)):
             yield from unknown_keys(node[key], f"{prefix}{key}.")

@@ -30,7 +30,8 @@ def _tp():
     try:
         import torch_pruning
     except ImportError as e:  # an optional extra: say how to get it
-        raise PrunebenchError("torchvision models are pruned through torch-pruning: pip install torch-pruning "
+        raise PrunebenchError("torchvision models and models of your own are pruned through torch-pruning: pip install "
+                              "torch-pruning "
                               "(or pip install prunebench[torchvision])") from e
     return torch_pruning
 

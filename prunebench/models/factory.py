@@ -3,7 +3,8 @@
 are the keys of its own schema (the function's ``Config`` attribute, a subclass of
 :class:`prunebench.config.FactoryModelConfig`). Its channel groups come from torch-pruning's
 dependency graph (:mod:`prunebench.models.depgraph`), traced on a ``TRACE_SIZE``-pixel image,
-as for torchvision's models: every method and strategy applies to it.
+as for torchvision's models: every method and strategy applies to it. ``model.width`` scales
+every group of the factory's model (its first ``round(width x channels)`` channels).
 
 A pruned model is its spec, ``{"arch": "factory", "target", "in_channels", "num_classes",
 "options", "keep"}``: building it calls the factory again and replays the pruning."""
@@ -38,8 +39,12 @@ def spec_from_config(cfg, in_channels: int, num_classes: int) -> Dict[str, Any]:
                               "an nn.Module (see docs/extending.md)")
     values = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     options = {k: v for k, v in values.items() if k not in BASE_KEYS}
-    return {"arch": "factory", "target": cfg._target_, "in_channels": in_channels, "num_classes": num_classes,
+    spec = {"arch": "factory", "target": cfg._target_, "in_channels": in_channels, "num_classes": num_classes,
             "options": options, "keep": {}}
+    if cfg.width != 1.0:  # every channel group of the factory's model at that fraction of its channels
+        model = FactoryModel(**{k: v for k, v in spec.items() if k != "arch"})
+        spec = model.spec_with_widths({g.name: max(1, round(g.channels * cfg.width)) for g in model.graph_groups()})
+    return spec
 
 
 class FactoryModel(TorchvisionModel):

@@ -32,12 +32,12 @@ def strategy_class(name: str, cfg=None) -> Type[Strategy]:
 
 
 def create(name: str, cfg=None) -> Strategy:
-    cls = strategy_class(name, cfg)
-    if cls is not STRATEGIES.get(name):  # a class of your own: its row is `name`, its cache key its node
-        path = f"{cls.__module__}.{cls.__qualname__}"
+    base = strategy_class(name, cfg)
+    if base is STRATEGIES.get(name):
+        return base()
+    path = f"{base.__module__}.{base.__qualname__}"  # a class of your own: its row is `name`, its key its node
 
-        def cache_values(self, cfg):
-            own = {name: settings(cfg.strategy[name])} if name in cfg.strategy else {}
-            return {**cls.cache_values(self, cfg), "class": path, **own}
-        cls = type(cls.__name__, (cls,), {"name": name, "cache_values": cache_values})
-    return cls()
+    def cache_values(self, cfg):
+        own = {name: settings(cfg.strategy[name])} if name in cfg.strategy else {}
+        return {**base.cache_values(self, cfg), "class": path, **own}
+    return type(base.__name__, (base,), {"name": name, "cache_values": cache_values})()
