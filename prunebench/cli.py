@@ -229,9 +229,37 @@ def complete_nested_options() -> None:
     CompletionPlugin._query = _query
 
 
+def one_line_composition_errors() -> None:
+    """Make a setting OmegaConf refuses while Hydra composes (a value outside an enumeration, a wrong
+    type) one line on stderr and exit status 2, as every other bad input (Hydra prints several)."""
+    from hydra._internal import utils
+    from hydra.errors import ConfigCompositionException
+
+    report = utils.run_and_report
+    if getattr(report, "one_line", False):
+        return
+
+    def run_and_report(func):
+        try:
+            return func()
+        except ConfigCompositionException as e:
+            if not hasattr(e.__cause__, "full_key") or os.environ.get("HYDRA_FULL_ERROR") == "1":
+                error = e
+
+                def again():  # Hydra's own report of the error
+                    raise error
+                return report(again)
+            say_error(one_line(e))
+            sys.exit(EXIT_BAD_INPUT)
+
+    run_and_report.one_line = True
+    utils.run_and_report = run_and_report
+
+
 def main() -> None:
     register_configs()
     complete_nested_options()
+    one_line_composition_errors()
     logging.raiseExceptions = False  # a log line that cannot be written (a full disk) must not bury the error
     scratch = None
     if int(os.environ.get("RANK", "0")) > 0:  # torchrun's other ranks: rank 0 keeps the run folder and its log

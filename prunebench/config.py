@@ -372,7 +372,7 @@ def one_line(error: Exception, prefix: str = "") -> str:
     if not hasattr(cause, "full_key"):
         return " ".join(str(error).split())
     key = f"{prefix}{cause.full_key}" if cause.full_key else prefix.rstrip(".")
-    msg = str(getattr(cause, "msg", cause)).strip()
+    msg = str(getattr(cause, "msg", cause)).strip().splitlines()[0]
     choices = re.match(r"Invalid value '(.*)', expected one of \[(.*)\]", msg)
     if choices:
         return f"{key} must be one of {choices.group(2)}, got {choices.group(1)!r}"

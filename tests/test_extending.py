@@ -117,3 +117,24 @@ def test_the_strategy_example_is_a_row_of_its_own(work):
                                    "strategy.warm.epochs=2"), fingerprint="f").stage_values()
     assert Stage(work, *values["warm"]).key != Stage(work, *shorter["warm"]).key
     assert Stage(work, *values["finetune"]).key == Stage(work, *shorter["finetune"]).key
+
+
+def test_an_installed_package_names_its_method_by_an_entry_point(work, monkeypatch):
+    """``name: mean_abs`` without ``_target_`` finds the class an installed package registers in the group
+    ``prunebench.methods``; the composed config records its import path, so the cache keys are those of
+    ``_target_`` written out."""
+    from types import SimpleNamespace
+
+    from prunebench import plugins
+    from mypkg.pruning import MeanAbs
+
+    def entry_points(group):
+        return [SimpleNamespace(name="mean_abs", load=lambda: MeanAbs)] if group == "prunebench.methods" else []
+    monkeypatch.setattr(plugins, "entry_points", entry_points)
+    by_name = compose(work, "method=l1_norm", "method.name=mean_abs", "+method.power=2.0", "method.pruning_ratio=0.5")
+    assert by_name.method._target_ == "mypkg.pruning.MeanAbs"
+    by_path = compose(work, "method=mean_abs")
+    assert (protocol.Run(by_name, fingerprint="f").stage_values()["pruned"]
+            == protocol.Run(by_path, fingerprint="f").stage_values()["pruned"])
+    with pytest.raises(PrunebenchError, match="unknown method 'nothing'"):
+        compose(work, "method.name=nothing")

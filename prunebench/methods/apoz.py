@@ -17,8 +17,8 @@ FC layers); on ResNets only the first convolution of a block is a prunable
 group, its APoZ taken after the block's inner ReLU; on DenseNet a layer's channel
 is counted after every BatchNorm (and ReLU) of the later layers that read it.
 """
-from enum import StrEnum
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Dict
 
 import torch

@@ -34,12 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunebench.config import MethodConfig
 from prunebench.errors import PrunebenchError
 from prunebench.methods.base import Method, require_batchnorm
 from prunebench.models import conv_groups
 from prunebench.models.groups import scale_channels
 from prunebench.pruning.selection import check_layer_names, check_ratio
-from prunebench.config import MethodConfig
 
 ATTR = "autopruner_gates"  # the submodule attach() adds to the model
 CODE_MOMENTUM = 0.1  # weight of the newest training code in the running code (about the last 10-20 steps)

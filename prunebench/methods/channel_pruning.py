@@ -43,11 +43,11 @@ import torch
 from torch import nn
 
 from prunebench.methods.activations import Samples
+from prunebench.methods.base import StatisticsConfig
 from prunebench.methods.regression import RegressionMethod
 from prunebench.models import conv_groups
 from prunebench.pruning.reconstruct import NormalEquations, set_layer_weight
 from prunebench.pruning.selection import iteration_config
-from prunebench.methods.base import StatisticsConfig
 
 GRID = 16  # lambdas solved at once
 ROUNDS = 4  # grid refinements around the lambda where the non-zero count reaches the target

@@ -63,12 +63,12 @@ from torch import nn
 
 from prunebench.errors import PrunebenchError
 from prunebench.methods.activations import evaluating
+from prunebench.methods.base import StatisticsConfig
 from prunebench.methods.base import require_batchnorm
 from prunebench.methods.channel_pruning import ChannelPruning
 from prunebench.models import conv_groups
 from prunebench.models.groups import Residual, scale_channels
 from prunebench.pruning.selection import check_layer_names, keep_count
-from prunebench.methods.base import StatisticsConfig
 
 ATTR = "dcp_heads"  # the submodule attach() adds to the model
 

@@ -16,9 +16,9 @@ from typing import Dict
 
 import torch
 
+from prunebench.config import MethodConfig
 from prunebench.methods.base import Method
 from prunebench.pruning.surgery import prunable_weights
-from prunebench.config import MethodConfig
 
 
 @dataclass

@@ -5,9 +5,9 @@ from typing import Dict
 
 import torch
 
+from prunebench.config import MethodConfig
 from prunebench.methods.base import Method
 from prunebench.models import conv_groups
-from prunebench.config import MethodConfig
 
 
 @dataclass

@@ -25,18 +25,18 @@ convolutions:
   removes exactly the filters zeroed last, and surgery carries each zeroed channel's
   BatchNorm shift into the next layer (prunebench/pruning/constants.py), so the pruned model
   computes what the sparse one did (exactly away from the 3x3 convs' borders)."""
-from enum import StrEnum
 from dataclasses import dataclass
+from enum import StrEnum
 import math
 from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
+from prunebench.config import MethodConfig
 from prunebench.errors import PrunebenchError
 from prunebench.methods.base import Method
 from prunebench.models import conv_groups
-from prunebench.config import MethodConfig
 
 
 

@@ -14,10 +14,10 @@ from typing import Dict
 import torch
 from torch import nn
 
+from prunebench.config import MethodConfig
 from prunebench.errors import PrunebenchError
 from prunebench.methods.base import Method
 from prunebench.models import bn_weight
-from prunebench.config import MethodConfig
 
 
 def batch_norms(model: nn.Module):

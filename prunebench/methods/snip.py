@@ -17,10 +17,10 @@ from typing import Dict
 import torch
 import torch.nn.functional as F
 
+from prunebench.config import MethodConfig
 from prunebench.errors import PrunebenchError
 from prunebench.methods.base import Method
 from prunebench.pruning.surgery import prunable_weights
-from prunebench.config import MethodConfig
 
 
 def sensitivities(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> Dict[str, torch.Tensor]:

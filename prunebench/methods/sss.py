@@ -17,19 +17,19 @@ not clipped at zero as the authors' MXNet code does (the paper states no such
 constraint, and a negative factor folds into BatchNorm like a positive one); a
 layer keeps ``min_channels`` channels even if all its factors vanish, as every
 prunebench method does."""
-from enum import StrEnum
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Callable, Dict, List, Tuple
 
 import torch
 from torch import nn
 
+from prunebench.config import MethodConfig
 from prunebench.errors import PrunebenchError
 from prunebench.methods.base import Method, require_batchnorm
 from prunebench.models import conv_groups
 from prunebench.models.groups import scale_channels
 from prunebench.pruning.selection import check_layer_names, select
-from prunebench.config import MethodConfig
 
 ATTR = "sss_factors"  # the submodule attach() adds to the model
 

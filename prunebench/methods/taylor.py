@@ -23,8 +23,8 @@ the loss barely depends on a filter's scale, so sum(g_w * w) would all but vanis
 for the ``weight`` target. Gradients come from ``torch.autograd.grad``: no ``.grad`` is
 written and the model is left as it was.
 """
-from enum import StrEnum
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Dict, List, Tuple
 
 import torch
@@ -33,8 +33,8 @@ from torch import nn
 
 from prunebench.errors import PrunebenchError
 from prunebench.methods.base import Method, require_batchnorm
-from prunebench.models import conv_groups
 from prunebench.methods.base import StatisticsConfig
+from prunebench.models import conv_groups
 
 
 

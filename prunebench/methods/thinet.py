@@ -29,9 +29,9 @@ import torch
 from torch import nn
 
 from prunebench.methods.activations import Samples
+from prunebench.methods.base import StatisticsConfig
 from prunebench.methods.regression import RegressionMethod
 from prunebench.pruning.reconstruct import ContributionGram, channel_scales, layer_weight, rescale_channels
-from prunebench.methods.base import StatisticsConfig
 
 
 def removal_order(gram: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """Fine-tuning: the pruned model keeps its inherited weights and trains on at a
 constant, small learning rate (Liu et al. 2019 on CIFAR: 40 epochs at lr 0.001,
 ``strategy.finetune``)."""
-from prunebench.strategies.base import Strategy
 from prunebench.config import FinetuneConfig
+from prunebench.strategies.base import Strategy
 
 
 class Finetune(Strategy):

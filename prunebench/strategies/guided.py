@@ -21,11 +21,11 @@ from typing import Dict, List, Sequence
 import torch
 
 from prunebench import models
+from prunebench.config import GuidedConfig
 from prunebench.errors import PrunebenchError
 from prunebench.measure import spec_flops
 from prunebench.strategies.base import Strategy
 from prunebench.strategies.scratch_b import budget, budget_values, check as check_scratch_b
-from prunebench.config import GuidedConfig
 
 log = logging.getLogger(__name__)
 

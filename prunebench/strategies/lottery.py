@@ -14,10 +14,10 @@ from typing import Dict
 import torch
 
 from prunebench import atomic
+from prunebench.config import LotteryConfig
 from prunebench.errors import PrunebenchError
 from prunebench.pruning import prune
 from prunebench.strategies.base import Strategy
-from prunebench.config import LotteryConfig
 
 
 def snapshot_name(k: int) -> str:

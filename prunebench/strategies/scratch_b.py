@@ -24,10 +24,10 @@ model's computation budget, E x FLOPs_full / FLOPs_pruned epochs rounded up (or 
 import math
 from typing import Dict, Optional
 
+from prunebench.config import ScratchBConfig
 from prunebench.errors import PrunebenchError
 from prunebench.stages import settings
 from prunebench.strategies.base import Strategy, check_own_recipe, from_scratch, own_recipe, own_recipe_note, with_note
-from prunebench.config import ScratchBConfig
 
 OWN = ("epochs", "milestones")  # strategy.scratch_b settings of the Scratch-B row alone
 

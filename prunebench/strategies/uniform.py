@@ -11,13 +11,13 @@ and it gets the unpruned model's budget for its own FLOPs."""
 import torch
 
 from prunebench import models
+from prunebench.config import UniformConfig
 from prunebench.measure import spec_flops
 from prunebench.pruning import uniform_spec
 from prunebench.pruning.masks import sparse_init, uniform_masks
 from prunebench.pruning.surgery import prunable_weights
 from prunebench.strategies.base import Strategy
 from prunebench.strategies.scratch_b import budget, budget_values, check as check_scratch_b
-from prunebench.config import UniformConfig
 
 
 
