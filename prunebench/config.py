@@ -1,5 +1,12 @@
-"""Configuration schemas: every YAML file in ``conf/`` is checked against these
-dataclasses, so a misspelt key or a wrong type is an error, not a silent default."""
+"""Configuration schemas: every YAML file in ``conf/`` is checked against dataclasses, so a
+misspelt key, a wrong type or a value outside an enumeration is an error, not a silent default;
+the dataclasses are the one source of every default (a YAML file lists only what differs).
+
+Here: the top-level :class:`Config`, the schedule, strategies, logger and run settings, the base
+schemas of the parts a user may bring a class of their own for (:class:`MethodConfig`,
+:class:`ModelConfig` and each model family's, :class:`DatasetConfig`, :class:`OwnStrategyConfig`)
+and the enumerations. Each method declares its own schema beside its class (``Method.Config``);
+:func:`prunebench.parts.typed` types the composed config's parts by them."""
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path

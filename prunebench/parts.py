@@ -35,8 +35,8 @@ def merge_into(schema: type, node: DictConfig, where: str) -> DictConfig:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"did you mean {where}.{close[0]}?" if close else f"{where} holds {', '.join(known)}"
-            raise PrunebenchError(f"{where}.{key} is not a setting of {import_path(schema)} ({hint}); remove it, or "
-                                  f"fix its spelling")
+            raise PrunebenchError(f"{where}.{key} is not a setting prunebench knows ({hint}); remove it, or fix its "
+                                  f"spelling ({where} is typed by {import_path(schema)})")
     try:
         return OmegaConf.merge(OmegaConf.structured(schema), values)
     except Exception as e:  # noqa: BLE001 - OmegaConf's ValidationError, ConfigKeyError, ...

@@ -1,5 +1,7 @@
 """Method registry: ``method=NAME`` -> the class implementing it. The YAML file
-``conf/method/NAME.yaml``, its ``name:`` and the table label are the same word."""
+``conf/method/NAME.yaml``, its ``name:`` and the table label are the same word. Each class
+declares its settings' schema (``Config``) in its own module, so one line here adds a built-in
+method; a method of your own needs none (``_target_``, or an entry point: :mod:`prunebench.plugins`)."""
 from typing import Dict, Type
 
 from prunebench import plugins
