@@ -123,11 +123,12 @@ def app(cfg: DictConfig) -> None:
 
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     errors = stderr_console(main_process())
-    try:
-        parts.typed(cfg)  # each part by its own schema (a class of your own included)
-    except PrunebenchError as e:
-        say_error(str(e), errors)
-        sys.exit(EXIT_BAD_INPUT)
+    if not in_sweep:  # in a sweep the run types it (validate.check): a bad part is that job's failed row
+        try:
+            parts.typed(cfg)  # each part by its own schema (a class of your own included)
+        except PrunebenchError as e:
+            say_error(str(e), errors)
+            sys.exit(EXIT_BAD_INPUT)
     if distributed.launched() and in_sweep:
         say_error("torchrun runs one run over several GPUs; run a sweep (-m) without torchrun (the joblib launcher "
                   "spreads its jobs over the GPUs)", errors)
