@@ -92,6 +92,8 @@ def test_the_model_example_is_pruned_through_its_dependency_graph(work):
     rows = by_row(pipeline.run(cfg))
     assert all(r["status"] == "ok" for r in rows.values()), rows
     assert rows["pruned"]["params"] < rows["unpruned"]["params"]
+    assert protocol.base_settings(cfg, "f")["model"] == {"name": "small_net", "_target_": "mypkg.models.small_net",
+                                                         "channels": 8}
     with pytest.raises(PrunebenchError, match="model.chanels is not a setting"):
         compose(work, "model=small_net", "model.chanels=4")
 
