@@ -52,6 +52,18 @@ class TorchvisionModelConfig(ModelConfig):
 
 
 @dataclass
+class ViTModelConfig(ModelConfig):
+    """A ViT for small images (arch vit, prunebench.models.vit); ``width`` scales ``dim`` and the MLP."""
+    name: str = "vit_cifar"
+    arch: str = "vit"
+    depth: int = 12  # blocks
+    patch: int = 4  # pixels a side of each patch (CIFAR 32x32: 64 patches)
+    dim: int = 192  # embedding width (ViT-Tiny / DeiT-Ti: 192, ViT-Small: 384)
+    heads: int = 3  # attention heads per block (Tiny: 3, Small: 6); head width dim / heads
+    mlp_ratio: float = 4.0  # MLP hidden units per embedding channel
+
+
+@dataclass
 class DatasetConfig:
     name: str = MISSING  # cifar10 | cifar100 | digits | synthetic
     root: str = "data"  # folder holding cifar-10-batches-py / cifar-100-python
@@ -409,6 +421,7 @@ def register_configs() -> None:
     cs.store(group="schema/model", name="model", node=ModelConfig)
     cs.store(group="schema/model", name="imagenet", node=ImageNetModelConfig)
     cs.store(group="schema/model", name="torchvision", node=TorchvisionModelConfig)
+    cs.store(group="schema/model", name="vit", node=ViTModelConfig)
     for name, schema in DATASET_SCHEMAS.items():
         cs.store(group="schema/dataset", name=name, node=schema)
     cs.store(group="schema/schedule", name="schedule", node=ScheduleConfig)

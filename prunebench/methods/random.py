@@ -5,13 +5,14 @@ from typing import Dict
 import torch
 
 from prunebench.methods.base import Method
-from prunebench.models import conv_groups
+from prunebench.models import conv_groups, group_width
 
 
 class RandomPruning(Method):
+    scores_units = True
     paper = "control"
 
     def scores(self, model, data) -> Dict[str, torch.Tensor]:
         gen = torch.Generator().manual_seed(self.seed)
-        return {g.name: torch.rand(model.get_submodule(g.conv).out_channels, generator=gen)
+        return {g.name: torch.rand(group_width(model, g), generator=gen)
                 for g in conv_groups(model)}

@@ -3,14 +3,14 @@ architecture (widths included), so a pruned model needs no code of its own."""
 import json
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Callable, Dict, NamedTuple, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
 
 from prunebench import atomic
 from prunebench.errors import PrunebenchError
-from prunebench.models import densenet, imagenet_resnet, imagenet_vgg, preresnet, resnet, torchvision_models, vgg
+from prunebench.models import densenet, imagenet_resnet, imagenet_vgg, preresnet, resnet, torchvision_models, vgg, vit
 from prunebench.models.groups import (FAMILIES, ChannelGroup, ChannelSelection, Member, Residual, ResidualBlock,
                                       bn_channels, bn_weight, conv_groups, family_groups, group_width, groups_named,
                                       members, parameter_axes)
@@ -31,13 +31,16 @@ ARCHS: Dict[str, Arch] = {
     "imagenet_vgg": Arch(None, imagenet_vgg.ImageNetVGG, ()),
     "imagenet_resnet": Arch(None, imagenet_resnet.ImageNetResNet, ()),
     "torchvision": Arch(None, torchvision_models.TorchvisionModel, ()),
+    "vit": Arch(None, vit.ViT, ()),
 }
 # archs whose spec needs more of the model config than depth, width and the options above
 FROM_CONFIG: Dict[str, Callable] = {
     "imagenet_vgg": imagenet_vgg.spec_from_config,
     "imagenet_resnet": imagenet_resnet.spec_from_config,
     "torchvision": torchvision_models.spec_from_config,
+    "vit": vit.spec_from_config,
 }
+SIZED = ("vit",)  # FROM_CONFIG archs whose spec depends on the image size (a ViT's position embeddings)
 
 __all__ = ["ARCHS", "FAMILIES", "ChannelGroup", "ChannelSelection", "Member", "Residual", "ResidualBlock",
            "bn_channels", "bn_weight", "conv_groups", "family_groups", "group_width", "groups_named", "members",
@@ -45,11 +48,13 @@ __all__ = ["ARCHS", "FAMILIES", "ChannelGroup", "ChannelSelection", "Member", "R
            "pruned_form"]
 
 
-def spec_from_config(model_cfg, in_channels: int, num_classes: int) -> Dict[str, Any]:
+def spec_from_config(model_cfg, in_channels: int, num_classes: int, image_size: Optional[int] = None) -> Dict[str, Any]:
     from prunebench.config import ModelConfig  # the config module imports nothing of ours
 
     if model_cfg.arch not in ARCHS:
         raise PrunebenchError(f"unknown model arch {model_cfg.arch!r}; known: {', '.join(sorted(ARCHS))}")
+    if model_cfg.arch in SIZED:
+        return FROM_CONFIG[model_cfg.arch](model_cfg, in_channels, num_classes, image_size)
     if model_cfg.arch in FROM_CONFIG:
         return FROM_CONFIG[model_cfg.arch](model_cfg, in_channels, num_classes)
     arch = ARCHS[model_cfg.arch]

@@ -216,7 +216,8 @@ def groups_named(model: nn.Module, names) -> List[ChannelGroup]:
 
 def group_width(model: nn.Module, g: ChannelGroup) -> int:
     if g.kind == "conv":
-        return model.get_submodule(g.conv).out_channels
+        producer = model.get_submodule(g.conv)  # a convolution, or a linear layer (a transformer's MLP)
+        return producer.out_features if isinstance(producer, nn.Linear) else producer.out_channels
     return model.get_submodule(g.select).index.numel()
 
 
