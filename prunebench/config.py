@@ -64,6 +64,15 @@ class ViTModelConfig(ModelConfig):
 
 
 @dataclass
+class TimmModelConfig(ModelConfig):
+    """Any timm model (arch timm, prunebench.models.timm_models), random-initialised."""
+    name: str = "timm"  # set to timm's model name (timm.list_models()), also the table label
+    arch: str = "timm"
+    depth: int = 0  # unused: give timm's own settings in options
+    options: Dict[str, Any] = field(default_factory=dict)  # keyword arguments of timm.create_model
+
+
+@dataclass
 class DatasetConfig:
     name: str = MISSING  # cifar10 | cifar100 | digits | synthetic
     root: str = "data"  # folder holding cifar-10-batches-py / cifar-100-python
@@ -422,6 +431,7 @@ def register_configs() -> None:
     cs.store(group="schema/model", name="imagenet", node=ImageNetModelConfig)
     cs.store(group="schema/model", name="torchvision", node=TorchvisionModelConfig)
     cs.store(group="schema/model", name="vit", node=ViTModelConfig)
+    cs.store(group="schema/model", name="timm", node=open_dicts(TimmModelConfig, ("options",)))
     for name, schema in DATASET_SCHEMAS.items():
         cs.store(group="schema/dataset", name=name, node=schema)
     cs.store(group="schema/schedule", name="schedule", node=ScheduleConfig)

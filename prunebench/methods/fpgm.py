@@ -18,7 +18,7 @@ from typing import Dict
 import torch
 
 from prunebench.methods.base import Method
-from prunebench.models import conv_groups
+from prunebench.models import conv_groups, filter_rows
 
 
 def distance_sums(weight: torch.Tensor) -> torch.Tensor:
@@ -32,5 +32,5 @@ class FPGM(Method):
     paper = "He et al., CVPR 2019"
 
     def scores(self, model, data) -> Dict[str, torch.Tensor]:
-        return {g.name: distance_sums(model.get_submodule(g.conv).weight).float().cpu()
+        return {g.name: distance_sums(filter_rows(model, g)).float().cpu()
                 for g in conv_groups(model)}

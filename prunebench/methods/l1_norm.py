@@ -9,7 +9,7 @@ from typing import Dict
 import torch
 
 from prunebench.methods.base import Method
-from prunebench.models import conv_groups
+from prunebench.models import conv_groups, filter_rows
 
 
 class L1Norm(Method):
@@ -17,5 +17,4 @@ class L1Norm(Method):
     paper = "Li et al., ICLR 2017"
 
     def scores(self, model, data) -> Dict[str, torch.Tensor]:
-        return {g.name: model.get_submodule(g.conv).weight.detach().abs().flatten(1).sum(1)
-                for g in conv_groups(model)}
+        return {g.name: filter_rows(model, g).detach().abs().sum(1) for g in conv_groups(model)}

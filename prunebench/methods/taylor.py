@@ -32,7 +32,7 @@ from torch import nn
 
 from prunebench.errors import PrunebenchError
 from prunebench.methods.base import Method, require_batchnorm
-from prunebench.models import conv_groups, group_width
+from prunebench.models import conv_groups, filter_rows, group_width
 
 TARGETS = ("bn", "weight")
 
@@ -85,7 +85,9 @@ class Taylor(Method):
                         first_order = torch.zeros_like(totals[g.name])
                         for p, offset in params[g.name]:
                             grad = grads[id(p)]
-                            if grad is not None:  # None: the loss does not depend on p
+                            if grad is not None and self.cfg.target == "weight":  # one row per channel
+                                first_order += filter_rows(model, g, grad * p.detach()).sum(1).double()
+                            elif grad is not None:  # None: the loss does not depend on p
                                 part = (grad * p.detach())[offset:offset + width[g.name]]
                                 first_order += part.reshape(part.shape[0], -1).sum(1).double()
                         totals[g.name] += first_order ** 2

@@ -11,9 +11,10 @@ from torch import nn
 from prunebench import atomic
 from prunebench.errors import PrunebenchError
 from prunebench.models import densenet, imagenet_resnet, imagenet_vgg, preresnet, resnet, torchvision_models, vgg, vit
+from prunebench.models import timm_models
 from prunebench.models.groups import (FAMILIES, ChannelGroup, ChannelSelection, Member, Residual, ResidualBlock,
-                                      bn_channels, bn_weight, conv_groups, family_groups, group_width, groups_named,
-                                      members, parameter_axes)
+                                      bn_channels, bn_weight, conv_groups, family_groups, filter_rows, group_width,
+                                      groups_named, members, parameter_axes)
 from prunebench.models.pretrained import load_pretrained
 
 
@@ -32,6 +33,7 @@ ARCHS: Dict[str, Arch] = {
     "imagenet_resnet": Arch(None, imagenet_resnet.ImageNetResNet, ()),
     "torchvision": Arch(None, torchvision_models.TorchvisionModel, ()),
     "vit": Arch(None, vit.ViT, ()),
+    "timm": Arch(None, timm_models.TimmModel, ()),
 }
 # archs whose spec needs more of the model config than depth, width and the options above
 FROM_CONFIG: Dict[str, Callable] = {
@@ -39,11 +41,12 @@ FROM_CONFIG: Dict[str, Callable] = {
     "imagenet_resnet": imagenet_resnet.spec_from_config,
     "torchvision": torchvision_models.spec_from_config,
     "vit": vit.spec_from_config,
+    "timm": timm_models.spec_from_config,
 }
-SIZED = ("vit",)  # FROM_CONFIG archs whose spec depends on the image size (a ViT's position embeddings)
+SIZED = ("vit", "timm")  # FROM_CONFIG archs whose spec depends on the image size (a ViT's position embeddings)
 
 __all__ = ["ARCHS", "FAMILIES", "ChannelGroup", "ChannelSelection", "Member", "Residual", "ResidualBlock",
-           "bn_channels", "bn_weight", "conv_groups", "family_groups", "group_width", "groups_named", "members",
+           "bn_channels", "bn_weight", "conv_groups", "family_groups", "filter_rows", "group_width", "groups_named", "members",
            "load_pretrained", "parameter_axes", "spec_from_config", "build", "save", "load", "load_spec", "load_state",
            "pruned_form"]
 
