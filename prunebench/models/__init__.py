@@ -11,7 +11,7 @@ from torch import nn
 from prunebench import atomic
 from prunebench.errors import PrunebenchError
 from prunebench.models import densenet, imagenet_resnet, imagenet_vgg, preresnet, resnet, torchvision_models, vgg, vit
-from prunebench.models import timm_models
+from prunebench.models import timm_models, torchvision_transformers
 from prunebench.models.groups import (FAMILIES, ChannelGroup, ChannelSelection, Member, Residual, ResidualBlock,
                                       bn_channels, bn_weight, conv_groups, family_groups, filter_rows, group_width,
                                       groups_named, members, parameter_axes)
@@ -34,16 +34,17 @@ ARCHS: Dict[str, Arch] = {
     "torchvision": Arch(None, torchvision_models.TorchvisionModel, ()),
     "vit": Arch(None, vit.ViT, ()),
     "timm": Arch(None, timm_models.TimmModel, ()),
+    "torchvision_transformer": Arch(None, torchvision_transformers.TorchvisionTransformer, ()),
 }
 # archs whose spec needs more of the model config than depth, width and the options above
 FROM_CONFIG: Dict[str, Callable] = {
     "imagenet_vgg": imagenet_vgg.spec_from_config,
     "imagenet_resnet": imagenet_resnet.spec_from_config,
-    "torchvision": torchvision_models.spec_from_config,
+    "torchvision": torchvision_transformers.spec_from_config,  # a transformer's MLP units, else the graph
     "vit": vit.spec_from_config,
     "timm": timm_models.spec_from_config,
 }
-SIZED = ("vit", "timm")  # FROM_CONFIG archs whose spec depends on the image size (a ViT's position embeddings)
+SIZED = ("vit", "timm", "torchvision")  # FROM_CONFIG archs whose spec depends on the image size (a ViT's position embeddings)
 
 __all__ = ["ARCHS", "FAMILIES", "ChannelGroup", "ChannelSelection", "Member", "Residual", "ResidualBlock",
            "bn_channels", "bn_weight", "conv_groups", "family_groups", "filter_rows", "group_width", "groups_named", "members",
