@@ -139,3 +139,74 @@ def test_smoke_comparison_runs_every_row(smoke_cfg, method):
             assert torch.equal(reloaded(x), again(x))
     else:  # weight-level: the architecture is kept, attention weights are masked too
         assert rows["pruned"]["params"] < full["params"]
+
+
+TIMM = ("model=timm", "model.name=vit_tiny_patch16_224", "model.width=1.0",
+        "model.options={depth:2,embed_dim:32,num_heads:4,patch_size:4}")
+
+
+def tiny_timm(seed: int = 0):
+    pytest.importorskip("timm")
+    spec = models.spec_from_config(compose_config(*TIMM).model, 3, 10, 16)
+    torch.manual_seed(seed)
+    return models.build(spec).eval()
+
+
+def test_timm_vit_heads_mlp_and_embedding_are_groups_cut_like_the_masked_model(tmp_path):
+    model = tiny_timm()
+    assert surgery.widths(model) == {"blocks_0_attn_heads": 4, "blocks_0_mlp": 128, "blocks_1_attn_heads": 4,
+                                     "blocks_1_mlp": 128, "patch_embed_proj": 32}
+    pruned = surgery.prune(model, {"blocks_0_attn_heads": torch.tensor([0, 2]), "blocks_1_mlp": torch.arange(0, 128, 2)})
+    qkv = model.net.blocks[0].attn.qkv.weight.view(3, 4, 8, 32)  # (q/k/v, head, head_dim, dim)
+    assert torch.equal(pruned.net.blocks[0].attn.qkv.weight.view(3, 2, 8, 32), qkv[:, [0, 2]])
+    assert pruned.net.blocks[0].attn.num_heads == 2
+    masked = tiny_timm()
+    with torch.no_grad():
+        masked.net.blocks[0].attn.proj.weight[:, 8:16] = 0
+        masked.net.blocks[0].attn.proj.weight[:, 24:32] = 0
+        masked.net.blocks[1].mlp.fc2.weight[:, 1::2] = 0
+    x = torch.randn(2, *SHAPE)
+    with torch.no_grad():
+        assert torch.allclose(pruned(x), masked(x), atol=1e-6)
+    narrow = surgery.prune(pruned, {"patch_embed_proj": torch.arange(0, 32, 2)})  # the embedding width
+    models.save(narrow, tmp_path)
+    again = models.load(tmp_path).eval()
+    assert again.net.pos_embed.shape[-1] == 16 and again.spec["keep"]["blocks_0_attn_heads"] == [0, 2]
+    with torch.no_grad():
+        assert torch.equal(again(x), narrow(x))
+
+
+def test_l1_norm_scores_a_timm_head_by_its_qkv_rows():
+    model = tiny_timm()
+    cfg = compose_config("experiment=smoke", *TIMM, "method=l1_norm")
+    scores = methods.create(cfg.method, 0).scores(model, None)
+    rows = model.net.blocks[1].attn.qkv.weight.detach().view(3, 4, 8, 32).abs().sum(dim=(0, 2, 3))
+    assert torch.allclose(scores["blocks_1_attn_heads"], rows)
+
+
+def test_timm_smoke_comparison_runs_every_row(smoke_cfg):
+    pytest.importorskip("timm")
+    rows = {r["row"]: r for r in pipeline.run(smoke_cfg(*TIMM, "method=l1_norm", "method.min_channels=1"))}
+    assert all(r["status"] == "ok" for r in rows.values()), rows
+    assert {"unpruned", "pruned", "finetune", "scratch_e", "scratch_b", "uniform"} <= set(rows)
+    assert rows["pruned"]["flops"] < rows["unpruned"]["flops"]
+    assert abs(rows["uniform"]["flops"] - rows["pruned"]["flops"]) <= 0.01 * rows["pruned"]["flops"]
+
+
+def test_a_method_not_defined_on_timm_transformers_is_refused_by_name():
+    pytest.importorskip("timm")
+    with pytest.raises(PrunebenchError, match="method=apoz cannot prune model=vit_tiny_patch16_224: apoz scores"):
+        validate.check_model(compose_config("experiment=smoke", *TIMM, "method=apoz"))
+
+
+def test_torchvision_swin_prunes_its_mlp_units_and_reloads(tmp_path):
+    spec = models.spec_from_config(compose_config("model=torchvision", "model.name=swin_t").model, 3, 10, 32)
+    assert spec["arch"] == "torchvision_transformer"
+    model = models.build(spec).eval()
+    assert model.transformer and all(g.name.endswith("_mlp") for g in model.channel_groups())
+    pruned = surgery.prune(model, {"features_1_0_mlp": torch.arange(100)})
+    models.save(pruned, tmp_path)
+    again = models.load(tmp_path).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert again.net.features[1][0].mlp[0].out_features == 100 and torch.equal(again(x), pruned(x))
