@@ -139,6 +139,8 @@ def test_smoke_comparison_runs_every_row(smoke_cfg, method):
             assert torch.equal(reloaded(x), again(x))
     else:  # weight-level: the architecture is kept, attention weights are masked too
         assert rows["pruned"]["params"] < full["params"]
+        # the uniform masks leave the pruned model's FLOPs (attention's products are not masked)
+        assert abs(rows["uniform"]["flops"] - rows["pruned"]["flops"]) <= 0.02 * rows["pruned"]["flops"]
 
 
 TIMM = ("model=timm", "model.name=vit_tiny_patch16_224", "model.width=1.0",
