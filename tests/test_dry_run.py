@@ -239,5 +239,5 @@ def test_every_method_and_model_that_validation_accepts_plans(tmp_path, method, 
         method_obj = methods.create(compose_config(f"method={method}").method)
         with torch.device("meta"):
             model_obj = models.build(models.spec_from_config(
-                compose_config(f"model={model}", *MODEL_OPTIONS[model]).model, 3, 10))
+                compose_config(f"model={model}", *MODEL_OPTIONS[model]).model, 3, 10, 32))
         assert set(pruned["widths"]) == {g.name for g in models.family_groups(model_obj, method_obj.family)}
