@@ -121,7 +121,8 @@ def test_taylor_on_batchnorm_is_refused_with_what_to_set():
 
 @pytest.mark.parametrize("method", ["l1_norm", "magnitude"])
 def test_smoke_comparison_runs_every_row(smoke_cfg, method):
-    rows = {r["row"]: r for r in pipeline.run(smoke_cfg(*TINY, f"method={method}", "method.min_channels=1"))}
+    cfg = smoke_cfg(*TINY, f"method={method}", "method.min_channels=1")
+    rows = {r["row"]: r for r in pipeline.run(cfg)}
     assert all(r["status"] == "ok" for r in rows.values()), rows
     assert {"unpruned", "pruned", "finetune", "scratch_e", "scratch_b", "uniform"} <= set(rows)
     full = rows["unpruned"]
@@ -130,13 +131,15 @@ def test_smoke_comparison_runs_every_row(smoke_cfg, method):
             assert rows[name]["flops"] < full["flops"] and rows[name]["params"] < full["params"]
         assert abs(rows["uniform"]["flops"] - rows["pruned"]["flops"]) <= 0.01 * rows["pruned"]["flops"]
         assert rows["scratch_b"]["epochs"] == math.ceil(full["epochs"] * full["flops"] / rows["pruned"]["flops"])
-        # the pruned model reloads from its stage folder (arch.json + weights) with the outputs it had
-        reloaded = models.load(rows["finetune"]["stage"]).eval()
-        assert reloaded.spec["heads"] == [2, 2] and reloaded.spec["mlp"] == [64, 64]
+        # the pruned stage folder (arch.json + weights) reloads as the unpruned stage's model cut by l1_norm
+        unpruned = models.load(rows["unpruned"]["stage"]).eval()
+        m = methods.create(cfg.method, 0)
+        expected = surgery.prune(unpruned, m.select(unpruned, m.scores(unpruned, None), cfg.method)).eval()
+        reloaded = models.load(rows["pruned"]["stage"]).eval()
+        assert reloaded.spec == expected.spec and reloaded.spec["heads"] == [2, 2] and reloaded.spec["mlp"] == [64, 64]
         x = torch.randn(2, *SHAPE)
-        again = models.load(rows["finetune"]["stage"]).eval()
         with torch.no_grad():
-            assert torch.equal(reloaded(x), again(x))
+            assert torch.equal(reloaded(x), expected(x))
     else:  # weight-level: the architecture is kept, attention weights are masked too
         assert rows["pruned"]["params"] < full["params"]
         # the uniform masks leave the pruned model's FLOPs (attention's products are not masked)
