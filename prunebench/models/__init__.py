@@ -44,15 +44,18 @@ FROM_CONFIG: Dict[str, Callable] = {
     "vit": vit.spec_from_config,
     "timm": timm_models.spec_from_config,
 }
-SIZED = ("vit", "timm", "torchvision")  # FROM_CONFIG archs whose spec depends on the image size (a ViT's position embeddings)
+# FROM_CONFIG archs whose spec depends on the image size (a ViT's position embeddings)
+SIZED = ("vit", "timm", "torchvision")
 
 __all__ = ["ARCHS", "FAMILIES", "ChannelGroup", "ChannelSelection", "Member", "Residual", "ResidualBlock",
-           "bn_channels", "bn_weight", "conv_groups", "family_groups", "filter_rows", "group_width", "groups_named", "members",
+           "bn_channels", "bn_weight", "conv_groups", "family_groups", "filter_rows", "group_width", "groups_named",
+           "members",
            "load_pretrained", "parameter_axes", "spec_from_config", "build", "save", "load", "load_spec", "load_state",
            "pruned_form"]
 
 
-def spec_from_config(model_cfg, in_channels: int, num_classes: int, image_size: Optional[int] = None) -> Dict[str, Any]:
+def spec_from_config(model_cfg, in_channels: int, num_classes: int,
+                     image_size: Optional[int] = None) -> Dict[str, Any]:
     from prunebench.config import ModelConfig  # the config module imports nothing of ours
 
     if model_cfg.arch not in ARCHS:

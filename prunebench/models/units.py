@@ -42,7 +42,8 @@ def _mlp_layers(m: nn.Module):
         return "fc1", "fc2"
     if isinstance(m, nn.Sequential) and type(m).__name__ in ("MLP", "MLPBlock"):
         linears = [n for n, c in m.named_children() if isinstance(c, nn.Linear)]
-        if len(linears) == 2 and m.get_submodule(linears[0]).out_features == m.get_submodule(linears[1]).in_features:
+        first, second = (m.get_submodule(n) for n in linears[:2]) if len(linears) == 2 else (None, None)
+        if first is not None and first.out_features == second.in_features:
             return linears[0], linears[1]
     return None
 
@@ -56,7 +57,8 @@ def find_units(net: nn.Module) -> List[Unit]:
             continue
         layers = _mlp_layers(m)
         if layers:
-            out.append(Unit(stem if stem.endswith("mlp") else f"{stem}_mlp", "mlp", path, f"{path}.{layers[0]}", f"{path}.{layers[1]}"))
+            name = stem if stem.endswith("mlp") else f"{stem}_mlp"
+            out.append(Unit(name, "mlp", path, f"{path}.{layers[0]}", f"{path}.{layers[1]}"))
     return out
 
 

@@ -6,8 +6,8 @@ Layout: a patch embedding (a ``patch`` x ``patch`` convolution with stride ``pat
 a class token and learned position embeddings, ``depth`` pre-norm blocks
 ``x + attn(LN(x))``, ``x + mlp(LN(x))`` with GELU, a final LayerNorm and a linear head
 on the class token (``classifier``, the name weight-level methods skip). Initialisation
-as DeiT/timm (Touvron et al., ICML 2021): linear weights, class token and position embeddings truncated N(0, 0.02²), zero biases,
-LayerNorm scale 1.
+as DeiT/timm (Touvron et al., ICML 2021): linear weights, class token and position
+embeddings truncated N(0, 0.02²), zero biases, LayerNorm scale 1.
 
 The attention's weights are held per head, so that a head is one index of an axis:
 ``attn.qkv.weight`` is (heads, 3, head_dim, dim) (q, k and v rows of each head) and
@@ -155,7 +155,7 @@ class ViT(nn.Module):
                  heads: Sequence[int], mlp: Sequence[int]):
         super().__init__()
         if len(heads) != len(mlp) or not heads:
-            raise ValueError(f"a ViT lists one head count and one MLP width per block, got {list(heads)} and {list(mlp)}")
+            raise ValueError(f"a ViT lists one head count and one MLP width per block, got {list(heads)}, {list(mlp)}")
         if min(heads) < 1 or min(mlp) < 1:
             raise ValueError(f"every block keeps one head and one MLP unit at least, got {list(heads)}, {list(mlp)}")
         self.spec = {"arch": "vit", "image_size": image_size, "patch": patch, "in_channels": in_channels,
