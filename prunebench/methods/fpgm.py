@@ -13,10 +13,12 @@ of each block is prunable (the models expose no other group), where the paper al
 zeroes filters of the second. On a ViT a head is the vector of its q, k and v rows
 and an MLP unit its fc1 row; their distances are taken within each block's heads or units.
 """
+from dataclasses import dataclass
 from typing import Dict
 
 import torch
 
+from prunebench.config import MethodConfig
 from prunebench.methods.base import Method
 from prunebench.models import conv_groups, filter_rows
 
@@ -27,7 +29,13 @@ def distance_sums(weight: torch.Tensor) -> torch.Tensor:
     return torch.cdist(w, w, compute_mode="donot_use_mm_for_euclid_dist").sum(dim=1)
 
 
+@dataclass
+class FPGMConfig(MethodConfig):
+    pass
+
+
 class FPGM(Method):
+    Config = FPGMConfig
     scores_units = True
     paper = "He et al., CVPR 2019"
 

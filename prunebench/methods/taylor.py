@@ -24,6 +24,8 @@ for the ``weight`` target. Gradients come from ``torch.autograd.grad``: no ``.gr
 written and the model is left as it was. On a ViT (no BatchNorm: ``target: weight``) a
 head's parameters are its q, k and v rows, an MLP unit's its fc1 row.
 """
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Dict, List, Tuple
 
 import torch
@@ -32,19 +34,23 @@ from torch import nn
 
 from prunebench.errors import PrunebenchError
 from prunebench.methods.base import Method, require_batchnorm
+from prunebench.methods.base import StatisticsConfig
 from prunebench.models import conv_groups, filter_rows, group_width
 
-TARGETS = ("bn", "weight")
+
+
+Target = StrEnum("Target", ["bn", "weight"])
+
+
+@dataclass
+class TaylorConfig(StatisticsConfig):
+    target: Target = Target.bn  # bn: (sum of grad x gamma)^2 per channel | weight: (sum of grad x w)^2 per filter
 
 
 class Taylor(Method):
+    Config = TaylorConfig
     scores_units = True
     paper = "Molchanov et al., CVPR 2019"
-
-    def __init__(self, cfg, seed: int = 0):
-        super().__init__(cfg, seed)
-        if cfg.target not in TARGETS:
-            raise PrunebenchError(f"method.target must be one of {', '.join(TARGETS)}, got {cfg.target!r}")
 
     def check_model(self, model: nn.Module) -> None:
         if self.cfg.target == "bn" and getattr(model, "transformer", False):
