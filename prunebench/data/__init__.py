@@ -30,10 +30,23 @@ SHAPES: Dict[str, Callable] = {
 __all__ = ["Data", "FolderData", "ImageData", "LOADERS", "SHAPES", "fingerprint", "load", "shape"]
 
 
+VAL_SEED = 0  # the held-out images (dataset.val_split) are the same for every seed and row
+
+
 def load(cfg) -> Data:
     if cfg.name not in LOADERS:
         raise PrunebenchError(f"unknown dataset {cfg.name!r}; known: {', '.join(sorted(LOADERS))}")
-    return LOADERS[cfg.name](cfg)
+    data = LOADERS[cfg.name](cfg)
+    k = cfg.get("val_split", 0) or 0
+    if k:
+        if not isinstance(data, ImageData):
+            raise PrunebenchError(f"dataset.val_split={k}: held-out images work on the in-memory data sets (cifar10, "
+                                  f"cifar100, digits, synthetic), not on {cfg.name}; set dataset.val_split=0")
+        if not 0 < k < data.train_size:
+            raise PrunebenchError(f"dataset.val_split={k} must lie in [1, {data.train_size - 1}] (the training "
+                                  f"images of {cfg.name}); 0: no held-out images")
+        data = data.held_out(k, VAL_SEED)
+    return data
 
 
 def fingerprint(cfg) -> str:

@@ -1,12 +1,13 @@
 """Fine-tuning: the pruned model keeps its inherited weights and trains on at a
 constant, small learning rate (Liu et al. 2019 on CIFAR: 40 epochs at lr 0.001,
 ``strategy.finetune``)."""
-from prunebench.strategies.base import Strategy
+from prunebench.strategies.base import INHERITED, Strategy
 
 
 class Finetune(Strategy):
     name = "finetune"
     keyed_by = ("finetune",)
+    pipeline = INHERITED
 
     def recipe(self, run):
         ft = run.cfg.strategy.finetune

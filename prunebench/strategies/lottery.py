@@ -16,7 +16,7 @@ import torch
 from prunebench import atomic
 from prunebench.errors import PrunebenchError
 from prunebench.pruning import prune
-from prunebench.strategies.base import Strategy
+from prunebench.strategies.base import INHERITED, Strategy
 
 
 def snapshot_name(k: int) -> str:
@@ -41,6 +41,7 @@ class Lottery(Strategy):
     name = "lottery"
     needs = ("unpruned", "pruned")  # the unpruned stage's snapshots
     keyed_by = ("lottery",)
+    pipeline = INHERITED  # its mask (or kept channels) and init come from the pruned and unpruned stages
 
     def check(self, cfg):
         k = cfg.strategy.lottery.rewind_epoch
