@@ -120,7 +120,6 @@ def uniform_masks(model: nn.Module, keep_fraction: float, seed: int) -> Dict[str
     return masks
 
 
-@torch.no_grad()
 def shuffled_masks(masks: Dict[str, torch.Tensor], seed: int) -> Dict[str, torch.Tensor]:
     """Each layer's mask with its entries permuted at random (drawn from ``seed``): the same number
     of weights kept in every layer, at other positions (Frankle et al., ICLR 2021's shuffling)."""
@@ -133,6 +132,7 @@ def shuffled_masks(masks: Dict[str, torch.Tensor], seed: int) -> Dict[str, torch
     return out
 
 
+@torch.no_grad()
 def sparse_init(model: nn.Module, masks: Dict[str, torch.Tensor]) -> None:
     """Re-draw the kept weights of every masked convolution at the density-corrected He
     scale, std = sqrt(2 / (density x k^2 x C_out)), i.e. the fan-out of the weights that
