@@ -2,13 +2,14 @@
 the device and a hash of the config, written into every ``results.csv``, ``metrics.json`` and
 report, so that two tables can be told apart without guessing."""
 import functools
+import hashlib
+import json
 import subprocess
 from pathlib import Path
 from typing import Dict, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from prunebench.stages import digest
 
 FIELDS = ("prunebench_version", "prunebench_commit", "torch_version", "cuda_version", "cudnn_version", "device_name",
           "config_hash")
@@ -44,7 +45,8 @@ def config_hash(cfg: DictConfig) -> str:
     """A hash of the resolved config, without what cannot change a result (paths, progress, the seed:
     the seeds of one experiment share it)."""
     tree = OmegaConf.to_container(cfg, resolve=True)
-    return digest({k: v for k, v in tree.items() if k not in CONFIG_IGNORED})
+    text = json.dumps({k: v for k, v in tree.items() if k not in CONFIG_IGNORED}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 def device_name(device) -> str:
