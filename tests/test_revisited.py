@@ -139,6 +139,9 @@ def test_bad_settings_are_one_line_errors(smoke_cfg, override, message):
 
 def test_smoke_comparison_every_new_row_ok_with_its_accounting(smoke_cfg):
     rows = by_row(pipeline.run(smoke_cfg("strategies=[finetune," + ",".join(NEW) + "]")))
+    again = by_row(pipeline.run(smoke_cfg("strategies=[finetune," + ",".join(NEW) + "]")))  # from the cache
+    assert {n: (r["acc1"], r["total_train_flops"]) for n, r in again.items()} == {
+        n: (r["acc1"], r["total_train_flops"]) for n, r in rows.items()}
     assert all(rows[name]["status"] == "ok" for name in ["finetune", *NEW]), {n: rows[n]["note"] for n in rows}
     for name, r in rows.items():
         assert r["train_flops"] is not None and r["total_train_flops"] >= r["train_flops"] >= 0
@@ -260,3 +263,31 @@ def test_small_model_from_a_conf_option_or_the_runs_own_model(smoke_cfg):
     node = small_model.model_config(cfg)
     assert (node.depth, node.shortcut, node.width) == (32, "avgpool_pad", 1.0)  # the line's options carried over
     assert small_model.label(cfg) == "resnet32"
+
+
+REVISITED_PRESETS = ["slimming_vgg19_cifar10", "l1_norm_resnet56b_cifar10", "magnitude_vgg19_cifar10_80"]
+
+
+@pytest.mark.parametrize("preset", REVISITED_PRESETS)
+def test_revisited_preset_is_its_rethinking_preset_plus_the_new_rows(preset):
+    from tests.conftest import compose_config
+
+    new, old = compose_config(f"experiment=revisited/{preset}"), compose_config(f"experiment=rethinking/{preset}")
+    assert {"finetune", "scratch_e", "scratch_b", "uniform"} <= set(new.strategies)
+    assert {"finetune_large", "lr_rewind", "one_cycle", "distill", "small_model"} <= set(new.strategies)
+    assert ("random_arch" in new.strategies) == (new.method.name != "magnitude")
+    assert ("shuffled" in new.strategies) == (new.method.name == "magnitude")
+    for key in ("model", "method", "schedule", "paper"):
+        assert new[key] == old[key], key
+    assert new.dataset.val_split == 5000 and old.dataset.val_split == 0
+
+
+def test_revisited_preset_runs_every_row(smoke_cfg):
+    cfg = smoke_cfg("experiment=revisited/l1_norm_resnet56b_cifar10", "dataset=synthetic", "schedule=smoke",
+                    "device=cpu", "progress=false", "strategy.finetune.epochs=1", "strategy.lr_rewind.epochs=1",
+                    "measure.latency_repeats=2", "model.width=0.25", "method.min_channels=1",
+                    "dataset.val_split=16", "strategy.random_arch.members=2")
+    rows = {r["row"]: r for r in pipeline.run(cfg)}
+    assert set(cfg.strategies) <= set(rows) and all(r["status"] == "ok" for r in rows.values()), rows
+    assert rows["small_model"]["flops"] < rows["unpruned"]["flops"]
+    assert all(rows[r]["acc1_val_selected"] is not None for r in cfg.strategies)

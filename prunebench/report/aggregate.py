@@ -32,11 +32,13 @@ from prunebench.report.runs import Line, collect, group, missing_seeds
 log = logging.getLogger(__name__)
 
 SUMMARY_FIELDS = ["dataset", "model", "method", "pruning_ratio", "line", "row", "runs", "failed", "seeds",
-                  "acc1_mean", "acc1_std", "acc1_best_mean", "acc1_best_std", "params", "flops", "latency_ms"]
+                  "acc1_mean", "acc1_std", "acc1_best_mean", "acc1_best_std", "acc1_val_selected_mean",
+                  "acc1_val_selected_std", "params", "flops", "latency_ms", "total_train_flops"]
 
 
 def summarise(lines: List[Line]) -> List[Dict]:
-    """One record per line and row: top-1 (last and best epoch) over seeds, params, FLOPs, latency."""
+    """One record per line and row: top-1 (last, best and held-out-selected epoch) over seeds, params, FLOPs,
+    latency, pipeline training FLOPs."""
     out = []
     for line in lines:
         for row in line.row_names():
@@ -46,11 +48,11 @@ def summarise(lines: List[Line]) -> List[Dict]:
                    "pruning_ratio": line.ratio, "line": line.name, "row": row, "runs": len(members),
                    "failed": len(members) - len(ok),
                    "seeds": " ".join(str(r.get("seed")) for r in members)}
-            for key in ("acc1", "acc1_best"):
+            for key in ("acc1", "acc1_best", "acc1_val_selected"):
                 s = stats.summary([r.get(key) for r in ok])
                 rec[f"{key}_mean"] = None if s is None else round(s["mean"], 4)
                 rec[f"{key}_std"] = None if s is None or s["std"] is None else round(s["std"], 4)
-            for key in ("params", "flops", "latency_ms"):
+            for key in ("params", "flops", "latency_ms", "total_train_flops"):
                 s = stats.summary([r.get(key) for r in ok])
                 rec[key] = None if s is None else (round(s["mean"], 4) if key == "latency_ms" else s["mean"])
             out.append(rec)

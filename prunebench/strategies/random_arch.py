@@ -129,6 +129,7 @@ class RandomArch(Strategy):
                            epochs_formula=b["formula"])
                 if distributed.is_main():
                     atomic.write_json(saved, rec)
+                    sub.checkpoint.unlink(missing_ok=True)  # the member is done: its result.json says so
                 return member(i + 1, done + [rec])
             return run.trained(sub, run.fresh(m["spec"], reinit=True), b["recipe"]).after(finished)
         return member(0, [])
