@@ -261,8 +261,8 @@ def test_small_model_from_a_conf_option_or_the_runs_own_model(smoke_cfg):
     cfg = smoke_cfg("model=resnet56", "model.shortcut=avgpool_pad", "strategy.small_model.width=null",
                     "strategy.small_model.depth=32")
     node = small_model.model_config(cfg)
-    assert (node.depth, node.shortcut, node.width) == (32, "avgpool_pad", 1.0)  # the line's options carried over
-    assert small_model.label(cfg) == "resnet32"
+    assert (node.depth, node.shortcut, node.width) == (32, "avgpool_pad", 0.125)  # the run's options carried over
+    assert small_model.label(cfg) == "resnet32 width 0.125"
 
 
 REVISITED_PRESETS = ["slimming_vgg19_cifar10", "l1_norm_resnet56b_cifar10", "magnitude_vgg19_cifar10_80"]
