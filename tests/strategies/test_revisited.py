@@ -282,11 +282,12 @@ def test_revisited_preset_is_its_rethinking_preset_plus_the_new_rows(preset):
     assert new.dataset.val_split == 5000 and old.dataset.val_split == 0
 
 
+@pytest.mark.slow
 def test_revisited_preset_runs_every_row(smoke_cfg):
     cfg = smoke_cfg("experiment=revisited/l1_norm_resnet56b_cifar10", "dataset=synthetic", "schedule=smoke",
                     "device=cpu", "progress=false", "strategy.finetune.epochs=1", "strategy.lr_rewind.epochs=1",
-                    "measure.latency_repeats=2", "model.width=0.25", "method.min_channels=1",
-                    "dataset.val_split=16", "strategy.random_arch.members=2")
+                    "measure.latency_repeats=2", "model.width=0.125", "method.min_channels=1",
+                    "dataset.val_split=16", "strategy.random_arch.members=1")
     rows = {r["row"]: r for r in pipeline.run(cfg)}
     assert set(cfg.strategies) <= set(rows) and all(r["status"] == "ok" for r in rows.values()), rows
     assert rows["small_model"]["flops"] < rows["unpruned"]["flops"]
