@@ -68,6 +68,7 @@ class TorchvisionModel(nn.Module):
         keep = {g: [int(i) for i in idx] for g, idx in (keep or {}).items()}
         self.spec = {"arch": "torchvision", "name": name, "num_classes": num_classes, "keep": keep, **widen}
         self._size = trace_size(name)
+        self._channels = 3
         self._groups: Optional[List] = None
         if keep:
             depgraph.prune_groups(self.net, keep, self._size, num_classes)
@@ -77,7 +78,8 @@ class TorchvisionModel(nn.Module):
 
     def graph_groups(self) -> List:
         if self._groups is None:  # traced once per model (its structure never changes in place)
-            self._groups = depgraph.graph_groups(self.net, self._size, self.spec["num_classes"])
+            self._groups = depgraph.graph_groups(self.net, self._size, self.spec["num_classes"],
+                                                 in_channels=self._channels)
         return self._groups
 
     def channel_groups(self) -> List[ChannelGroup]:
@@ -111,7 +113,7 @@ class TorchvisionModel(nn.Module):
                 new_keep[name] = [original[int(i)] for i in idx]
         new = copy.deepcopy(self)
         depgraph.prune_groups(new.net, {g: i for g, i in keep.items() if len(i) != channels[g]}, self._size,
-                           self.spec["num_classes"])
+                              self.spec["num_classes"], self._channels)
         new.spec = {**self.spec, "keep": new_keep}
         new._groups = None
         return new

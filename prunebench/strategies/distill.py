@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from prunebench import accounting
+from prunebench.config import DistillConfig
 from prunebench.errors import PrunebenchError
 from prunebench.strategies.base import INHERITED, Strategy, check_epochs, own_epochs
 from prunebench.train.hooks import TrainHooks
@@ -49,6 +50,7 @@ class DistillHook(TrainHooks):
 
 class Distill(Strategy):
     name = "distill"
+    Config = DistillConfig
     needs = ("unpruned", "pruned")  # the teacher
     keyed_by = ("distill", "finetune")
     pipeline = INHERITED

@@ -5,12 +5,14 @@ epochs unless set. Wang et al. ("Why is the State of Neural Network Pruning so C
 arXiv 2301.05219) show that the fine-tune lr of Liu et al. (0.001) is too small and that a
 larger one reverses the verdict at most ratios; Renda, Frankle & Carbin (ICLR 2020) make the
 same point with learning-rate rewinding (:mod:`.lr_rewind`)."""
+from prunebench.config import FinetuneLargeConfig
 from prunebench.errors import PrunebenchError
 from prunebench.strategies.base import INHERITED, Strategy, check_epochs, own_epochs
 
 
 class FinetuneLarge(Strategy):
     name = "finetune_large"
+    Config = FinetuneLargeConfig
     keyed_by = ("finetune_large", "finetune")  # its epochs default to the fine-tune's
     pipeline = INHERITED
 

@@ -7,6 +7,7 @@ schedule's last 40; with E' = 90, 10 epochs at 0.1, 40 at 0.01 and 40 at 0.001 (
 :func:`rewound_lrs`)."""
 from typing import List
 
+from prunebench.config import LrRewindConfig
 from prunebench.errors import PrunebenchError
 from prunebench.strategies.base import INHERITED, Strategy, check_epochs, own_epochs
 from prunebench.train.loop import Recipe, epoch_lr
@@ -20,6 +21,7 @@ def rewound_lrs(recipe: Recipe, epochs: int) -> List[float]:
 
 class LrRewind(Strategy):
     name = "lr_rewind"
+    Config = LrRewindConfig
     keyed_by = ("lr_rewind", "finetune")  # E' defaults to the fine-tune epochs
     pipeline = INHERITED
 

@@ -6,6 +6,7 @@ over the first ``warmup`` fraction of the epochs, then falls linearly to lr / di
 epoch (:func:`one_cycle_lrs`); lr defaults to the schedule's (the unpruned model's peak)."""
 from typing import List
 
+from prunebench.config import OneCycleConfig
 from prunebench.errors import PrunebenchError
 from prunebench.strategies.base import INHERITED, Strategy, check_epochs, own_epochs
 
@@ -27,6 +28,7 @@ def one_cycle_lrs(epochs: int, lr: float, warmup: float, div_factor: float, fina
 
 class OneCycle(Strategy):
     name = "one_cycle"
+    Config = OneCycleConfig
     keyed_by = ("one_cycle", "finetune")
     pipeline = INHERITED
 

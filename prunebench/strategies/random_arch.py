@@ -20,6 +20,7 @@ from typing import Any, Dict, List
 import torch
 
 from prunebench import atomic, distributed, models
+from prunebench.config import RandomArchConfig
 from prunebench.errors import PrunebenchError
 from prunebench.measure import spec_flops
 from prunebench.pruning import uniform_spec, widths
@@ -57,6 +58,7 @@ def member_seed(seed: int, i: int) -> int:
 
 class RandomArch(Strategy):
     name = "random_arch"
+    Config = RandomArchConfig
     pruned_model = False
     keyed_by = ("random_arch",)
     columns = ("acc1_std", "members_n")

@@ -6,6 +6,7 @@ at the density-corrected scale) and trained with the unpruned model's epochs
 (``strategy.shuffled.budget: scratch_e``) or Scratch-B's budget (``scratch_b``). If it matches
 Scratch-E/B, the method found per-layer densities, not which weights matter. Weight-level
 methods only."""
+from prunebench.config import ShuffledConfig
 from prunebench.errors import PrunebenchError
 from prunebench.pruning.masks import shuffled_masks, sparse_init
 from prunebench.strategies.base import Strategy
@@ -17,6 +18,7 @@ SHUFFLE_SEED_OFFSET = 2_000_003  # the shuffle's generator: seed + this
 
 class Shuffled(Strategy):
     name = "shuffled"
+    Config = ShuffledConfig
     keyed_by = ("shuffled",)
 
     def cache_values(self, cfg):

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from prunebench import data as datasets
 from prunebench import models
+from prunebench.config import SmallModelConfig
 from prunebench.errors import PrunebenchError
 from prunebench.measure import spec_flops
 from prunebench.strategies.base import Strategy
@@ -25,12 +26,13 @@ OVERRIDES = ("name", "width", "depth")
 
 
 def model_config(cfg):
-    """The small model's config node: ``strategy.small_model.model`` (a conf/model option) or the run's, overridden."""
+    """The small model's config node: ``strategy.small_model.model`` (a conf/model option) or the run's, overridden,
+    typed by its arch's schema."""
     from prunebench import config
 
     node = cfg.strategy.small_model
     if node.model is None:
-        base = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True))
+        base = OmegaConf.create(OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True))
     else:
         path = config.CONF_DIR / "model" / f"{node.model}.yaml"
         if not path.exists():
@@ -38,14 +40,12 @@ def model_config(cfg):
             raise PrunebenchError(f"strategy.small_model.model={node.model!r} is no conf/model option; known: "
                                   f"{', '.join(options)}")
         tree = yaml.safe_load(path.read_text()) or {}
-        defaults = " ".join(str(d) for d in tree.pop("defaults", []))
-        schema = (config.TorchvisionModelConfig if "torchvision" in defaults else
-                  config.ImageNetModelConfig if "imagenet" in defaults else config.ModelConfig)
-        base = OmegaConf.merge(OmegaConf.structured(schema), tree)
+        tree.pop("defaults", None)
+        base = OmegaConf.create(tree)
     for key in OVERRIDES:
         if node[key] is not None:
             base[key] = node[key]
-    return base
+    return OmegaConf.merge(OmegaConf.structured(models.schema_of(base)), base)
 
 
 def small_spec(run) -> Dict:
@@ -61,6 +61,7 @@ def label(cfg) -> str:
 
 class SmallModel(Strategy):
     name = "small_model"
+    Config = SmallModelConfig
     pruned_model = False
     keyed_by = ("small_model",)
 

@@ -54,8 +54,8 @@ def test_one_cycle_rises_then_falls_linearly():
 
 
 def test_random_widths_reach_the_target_within_one_channel_step():
-    spec = models.spec_from_config(OmegaConf.create({"name": "vgg11", "arch": "vgg", "depth": 11, "width": 0.25}),
-                                   3, 10)
+    node = OmegaConf.create({"name": "vgg11", "arch": "vgg", "depth": 11, "width": 0.25})
+    spec = models.spec_from_config(OmegaConf.merge(OmegaConf.structured(models.schema_of(node)), node), 3, 10)
     with torch.device("meta"):
         base = models.build(spec)
     full = widths(base, "channels")
