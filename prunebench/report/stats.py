@@ -50,6 +50,22 @@ def verdict(scratch_b: List[float], finetune: List[float], alpha: float = ALPHA)
     return {"verdict": f"no significant difference (p = {p:.2f})", "p": p}
 
 
+def compare(a: List[float], b: List[float], name_a: str, name_b: str, alpha: float = ALPHA) -> Dict:
+    """Row ``name_a`` against row ``name_b`` over seeds, Welch's t-test as :func:`verdict`:
+    ``{"verdict", "p", "diff"}`` (diff: mean a - mean b, None without both)."""
+    a = [float(v) for v in a if v is not None]
+    b = [float(v) for v in b if v is not None]
+    diff = statistics.mean(a) - statistics.mean(b) if a and b else None
+    if not a or not b:
+        return {"verdict": "no test: " + (name_a if not a else name_b) + " missing", "p": None, "diff": diff}
+    if len(a) < 2 or len(b) < 2:
+        return {"verdict": "1 seed, no test", "p": None, "diff": diff}
+    p = welch_p(a, b)
+    if p < alpha:
+        return {"verdict": f"{name_a if diff > 0 else name_b} better (p = {p:.2g})", "p": p, "diff": diff}
+    return {"verdict": f"no significant difference (p = {p:.2f})", "p": p, "diff": diff}
+
+
 def cell(s: Optional[Dict], digits: int = 2) -> str:
     """``93.41 ± 0.12 (n=3)``; one value shows no spread: ``93.41 (n=1)``."""
     if s is None:

@@ -131,7 +131,10 @@ class Step:
         model, hooks, opt = self.model, self.hooks, self.opt
         with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None,
                             cache_enabled=False if self.graphed else None):
-            loss = F.cross_entropy(self.net(x), y)
+            logits = self.net(x)
+            loss = hooks.loss(logits, y)
+            if loss is None:
+                loss = F.cross_entropy(logits, y)
             extra = hooks.penalty(model)
         (loss if extra is None else loss + extra).backward()
         hooks.regularize(model)
