@@ -101,8 +101,10 @@ def test_std_criterion_removes_exactly_the_outliers():
 
 
 def test_unknown_criterion_is_an_error():
-    with pytest.raises(PrunebenchError, match="criterion"):
-        create(method_cfg(criterion="mean"))
+    from tests.conftest import compose_config
+
+    with pytest.raises(PrunebenchError, match="method.criterion must be one of .*got 'mean'"):
+        compose_config("method=apoz", "method.criterion=mean")
 
 
 @pytest.mark.parametrize("model", ["vgg11", "resnet20"])

@@ -183,8 +183,10 @@ def test_all_scope_zeroes_before_the_first_epoch_and_after_every_epoch(tmp_path)
 def test_all_scope_is_per_layer_only():
     with pytest.raises(PrunebenchError, match="selection=layer"):
         create(OmegaConf.structured(SFPConfig(name="sfp", selection="global", scope="all")))
-    with pytest.raises(PrunebenchError, match="scope"):
-        create(OmegaConf.structured(SFPConfig(name="sfp", selection="layer", scope="every")))
+    from tests.conftest import compose_config
+
+    with pytest.raises(PrunebenchError, match="method.scope must be one of .*got 'every'"):
+        compose_config("method=sfp", "method.scope=every")
 
 
 def test_all_scope_smoke_keeps_the_filters_masked_in_every_row(smoke_cfg):
