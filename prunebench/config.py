@@ -16,7 +16,7 @@ CONF_DIR = PACKAGED_CONF if PACKAGED_CONF.is_dir() else Path(__file__).resolve()
 @dataclass
 class ModelConfig:
     name: str = MISSING  # vgg19, resnet56: the registry name, also the table label
-    arch: str = MISSING  # vgg | resnet | preresnet | densenet | imagenet_vgg | imagenet_resnet | torchvision
+    arch: str = MISSING  # vgg | resnet | preresnet | densenet | imagenet_vgg | imagenet_resnet | torchvision | cifar_modern
     depth: int = MISSING
     width: float = 1.0  # multiplier on the paper's channel widths
     # the options below have defaults that keep today's models; each arch takes only some (models.ARCHS)
@@ -49,6 +49,14 @@ class TorchvisionModelConfig(ModelConfig):
     arch: str = "torchvision"
     depth: int = 0  # unused
     pretrained: bool = False  # unpruned model = torchvision's default ImageNet weights
+
+
+@dataclass
+class CifarModernModelConfig(ModelConfig):
+    """ResNet-18/50 and MobileNetV2 for CIFAR-size images (arch cifar_modern), pruned through torch-pruning's graph."""
+    arch: str = "cifar_modern"
+    net: str = MISSING  # resnet18 | resnet50 | mobilenet_v2
+    depth: int = 0  # unused: the net names it
 
 
 @dataclass
@@ -409,6 +417,7 @@ def register_configs() -> None:
     cs.store(group="schema/model", name="model", node=ModelConfig)
     cs.store(group="schema/model", name="imagenet", node=ImageNetModelConfig)
     cs.store(group="schema/model", name="torchvision", node=TorchvisionModelConfig)
+    cs.store(group="schema/model", name="cifar_modern", node=CifarModernModelConfig)
     for name, schema in DATASET_SCHEMAS.items():
         cs.store(group="schema/dataset", name=name, node=schema)
     cs.store(group="schema/schedule", name="schedule", node=ScheduleConfig)

@@ -10,7 +10,7 @@ from torch import nn
 
 from prunebench import atomic
 from prunebench.errors import PrunebenchError
-from prunebench.models import densenet, imagenet_resnet, imagenet_vgg, preresnet, resnet, torchvision_models, vgg
+from prunebench.models import cifar_modern, densenet, imagenet_resnet, imagenet_vgg, preresnet, resnet, torchvision_models, vgg
 from prunebench.models.groups import (FAMILIES, ChannelGroup, ChannelSelection, Member, Residual, ResidualBlock,
                                       bn_channels, bn_weight, conv_groups, family_groups, group_width, groups_named,
                                       members, parameter_axes)
@@ -31,12 +31,14 @@ ARCHS: Dict[str, Arch] = {
     "imagenet_vgg": Arch(None, imagenet_vgg.ImageNetVGG, ()),
     "imagenet_resnet": Arch(None, imagenet_resnet.ImageNetResNet, ()),
     "torchvision": Arch(None, torchvision_models.TorchvisionModel, ()),
+    "cifar_modern": Arch(None, cifar_modern.CifarModernModel, ()),
 }
 # archs whose spec needs more of the model config than depth, width and the options above
 FROM_CONFIG: Dict[str, Callable] = {
     "imagenet_vgg": imagenet_vgg.spec_from_config,
     "imagenet_resnet": imagenet_resnet.spec_from_config,
     "torchvision": torchvision_models.spec_from_config,
+    "cifar_modern": cifar_modern.spec_from_config,
 }
 
 __all__ = ["ARCHS", "FAMILIES", "ChannelGroup", "ChannelSelection", "Member", "Residual", "ResidualBlock",

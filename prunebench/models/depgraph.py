@@ -69,18 +69,19 @@ def _output_layers(net: nn.Module, num_classes: int) -> List[nn.Module]:
     return layers[-1:]
 
 
-def dependency_graph(net: nn.Module, input_size: int, num_classes: int):
+def dependency_graph(net: nn.Module, input_size: int, num_classes: int, in_channels: int = 3):
     tp = _tp()
     device = next(net.parameters()).device
-    x = torch.zeros(1, 3, input_size, input_size, device=device)
+    x = torch.zeros(1, in_channels, input_size, input_size, device=device)
     with _tracing(net):
         return tp.DependencyGraph().build_dependency(net, example_inputs=x, verbose=False)
 
 
-def graph_groups(net: nn.Module, input_size: int, num_classes: int, graph=None) -> List[GraphGroup]:
+def graph_groups(net: nn.Module, input_size: int, num_classes: int, graph=None,
+                 in_channels: int = 3) -> List[GraphGroup]:
     """The prunable groups of ``net``, in module order of their roots."""
     tp = _tp()
-    graph = graph or dependency_graph(net, input_size, num_classes)
+    graph = graph or dependency_graph(net, input_size, num_classes, in_channels)
     names = {m: n for n, m in net.named_modules()}
     pnames = {p: n for n, p in net.named_parameters()}
     order = {n: i for i, n in enumerate(names.values())}
@@ -124,11 +125,12 @@ def graph_groups(net: nn.Module, input_size: int, num_classes: int, graph=None) 
     return sorted(out, key=lambda g: order[g.root])
 
 
-def prune_groups(net: nn.Module, keep: Dict[str, Sequence[int]], input_size: int, num_classes: int) -> None:
+def prune_groups(net: nn.Module, keep: Dict[str, Sequence[int]], input_size: int, num_classes: int,
+                 in_channels: int = 3) -> None:
     """Keep, in each named group of ``net``, the channels ``keep`` lists (indices into its current
     channels); in place, through torch-pruning."""
     tp = _tp()
-    graph = dependency_graph(net, input_size, num_classes)
+    graph = dependency_graph(net, input_size, num_classes, in_channels)
     by_name = {g.name: g for g in graph_groups(net, input_size, num_classes, graph)}
     unknown = sorted(set(keep) - set(by_name))
     if unknown:
