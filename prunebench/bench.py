@@ -40,7 +40,10 @@ def recipe_of(schedule) -> Recipe:
     s = schedule
     return Recipe(epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, momentum=s.momentum, weight_decay=s.weight_decay,
                   milestones=list(s.milestones), gamma=s.gamma, steps_per_epoch=s.steps_per_epoch, nesterov=s.nesterov,
-                  warmup_epochs=s.warmup_epochs, warmup_factor=s.warmup_factor)
+                  warmup_epochs=s.warmup_epochs, warmup_factor=s.warmup_factor, warmup=s.warmup,
+                  lr_schedule=s.lr_schedule, optimizer=s.optimizer, label_smoothing=s.label_smoothing, augment=s.augment,
+                  randaugment_ops=s.randaugment_ops, randaugment_magnitude=s.randaugment_magnitude,
+                  mixup_alpha=s.mixup_alpha, cutmix_alpha=s.cutmix_alpha, ema_decay=s.ema_decay, ema_steps=s.ema_steps)
 
 
 def shared_data(cfg: DictConfig, device: torch.device) -> Callable[[], datasets.Data]:

@@ -137,6 +137,8 @@ ALTERNATIVES = {  # values to change to where "another value" is not obvious
     "strategy.scratch_e.epochs": 3, "strategy.scratch_e.milestones": [0.5], "strategy.scratch_b.epochs": 3,
     "strategy.scratch_b.milestones": [0.5], "strategy.scratch_b.base_epochs": 3,
     "prune_only": None, "distributed.backend": "gloo",
+    "schedule.warmup": "linear", "schedule.lr_schedule": "cosine", "schedule.optimizer": "adamw",
+    "schedule.augment": "trivialaugment",
 }
 SCRATCH_B_ALONE = {"strategy.scratch_b.epochs", "strategy.scratch_b.milestones"}  # the baselines keep the formula
 CHOICES = {"method.global_threshold": ("exact", "inclusive"), "strategy.scratch_b.flops": ("nonzero", "dense"),
