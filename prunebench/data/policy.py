@@ -72,8 +72,9 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
 
 
 def _blend(a: torch.Tensor, b: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """a x factor + b x (1 - factor), clamped to 0..255 (PIL's ImageEnhance)."""
-    return (factor.view(-1, 1, 1, 1) * a + (1 - factor.view(-1, 1, 1, 1)) * b).clamp(0, 255)
+    """a x factor + b x (1 - factor), clamped to 0..255 and truncated to an integer (PIL's ImageEnhance, as
+    torchvision's tensor ops)."""
+    return (factor.view(-1, 1, 1, 1) * a + (1 - factor.view(-1, 1, 1, 1)) * b).clamp(0, 255).floor()
 
 
 def _smooth(x: torch.Tensor) -> torch.Tensor:
@@ -123,8 +124,8 @@ def apply_op(op: str, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     if op == "autocontrast":
         lo = x.amin((2, 3), keepdim=True)
         hi = x.amax((2, 3), keepdim=True)
-        scale = torch.where(hi > lo, 255.0 / (hi - lo).clamp(min=1e-6), torch.ones_like(hi))
-        return torch.where(hi > lo, ((x - lo) * scale).clamp(0, 255), x)
+        inv_scale = torch.where(hi > lo, (hi - lo) * (1.0 / 255.0), torch.ones_like(hi))
+        return torch.where(hi > lo, ((x - lo) / inv_scale).clamp(0, 255).floor(), x)
     if op == "equalize":
         return _equalize(x)
     raise ValueError(op)
