@@ -316,6 +316,8 @@ class LoggerConfig:
 class MeasureConfig:
     latency_batch: int = 1  # images per timed forward
     latency_repeats: int = 20  # timed blocks of ~20 ms each; the median per forward is reported
+    saturating_batch: int = 0  # > 0: latency at this batch too (latency_sat_ms): a batch that fills the device
+    onnx: bool = False  # also the model exported to ONNX, run by ONNX Runtime on the CPU (onnx_ms; pip install onnxruntime)
 
 
 @dataclass

@@ -27,7 +27,8 @@ IGNORED = ("seed", "hydra", "cache_dir", "progress", "device", "retry_failed", "
 SHOWN = ("dataset.name", "model.name", "method.name", "method.pruning_ratio")
 ROW_ORDER = ["unpruned", "sparse", "pruned", "finetune", "scratch_e", "scratch_b", "uniform", "lottery", "guided"]
 NUMERIC = ("acc1", "acc1_best", "acc5", "paper_acc1", "params", "flops", "latency_ms", "epochs", "seconds",
-           "pruning_ratio", "width_factor")
+           "pruning_ratio", "width_factor", "latency_sat_ms", "onnx_ms", "onnx_sat_ms", "flops_speedup", "speedup",
+           "speedup_sat", "onnx_speedup", "onnx_speedup_sat")
 
 
 @dataclass
