@@ -7,6 +7,7 @@ the unpruned model]}``, so ``prunebench.models.load`` restores a pruned model fr
 ``net`` (its parameter names prefixed by ``net.``). Subclasses build the network:
 torchvision's models, the CIFAR ResNets and MobileNetV2 (:mod:`.cifar_modern`)."""
 import copy
+import json
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -14,6 +15,10 @@ from torch import nn
 
 from prunebench.models import depgraph
 from prunebench.models.groups import ChannelGroup
+
+
+_TRACED: Dict[str, List] = {}  # spec (JSON) -> its graph groups: one trace per architecture in a process
+_TRACED_MAX = 64
 
 
 class GraphModel(nn.Module):
@@ -35,8 +40,14 @@ class GraphModel(nn.Module):
         return self.net(x)
 
     def graph_groups(self) -> List:
-        if self._groups is None:  # traced once per model (its structure never changes in place)
-            self._groups = depgraph.graph_groups(self.net, self._size, self.spec["num_classes"], in_channels=self._in)
+        if self._groups is None:  # traced once per architecture (a model's structure never changes in place)
+            key = json.dumps(self.spec, sort_keys=True)
+            if key not in _TRACED:
+                if len(_TRACED) >= _TRACED_MAX:
+                    _TRACED.pop(next(iter(_TRACED)))
+                _TRACED[key] = depgraph.graph_groups(self.net, self._size, self.spec["num_classes"],
+                                                     in_channels=self._in)
+            self._groups = _TRACED[key]
         return self._groups
 
     def channel_groups(self) -> List[ChannelGroup]:
