@@ -23,6 +23,7 @@ from rich.table import Table
 
 from prunebench.errors import PrunebenchError, UnwritableFile, say_error
 from prunebench.report import paper, stats
+from prunebench.report import uniform as uniform_verdict
 from prunebench.report import widths as widths_table
 from prunebench.report.runs import Line, collect, group, missing_seeds
 
@@ -112,6 +113,7 @@ def report(folder: Path, metric: str = None, layer: str = None, plots: bool = Tr
         write_summary(summary, out)
         recs = paper.write(lines, out, metric)
         tables = widths_table.write(lines, out)
+        uniform = uniform_verdict.write(lines, out, recs[0]["metric"] if recs else (metric or "acc1"), plots)
         figures = []
         if plots:
             from prunebench.report import plots as figs
@@ -120,7 +122,7 @@ def report(folder: Path, metric: str = None, layer: str = None, plots: bool = Tr
         raise UnwritableFile(Path(e.filename) if e.filename else out, e,
                              "give prunebench-report --out DIR, a folder it can write") from e
     return {"runs": runs, "lines": lines, "summary": summary, "paper": recs, "widths": tables,
-            "plots": figures, "metric": recs[0]["metric"] if recs else metric, "out": out}
+            "uniform": uniform["records"], "plots": figures + uniform["plots"], "metric": recs[0]["metric"] if recs else metric, "out": out}
 
 
 def main(argv=None) -> None:
@@ -145,6 +147,7 @@ def main(argv=None) -> None:
     show(out["paper"], out["metric"], console)
     made = ["summary.csv", "summary.md", "paper.md", "paper.csv", "paper.tex"]
     made += ["widths.md", "widths.csv"] if out["widths"] else []
+    made += ["uniform.md", "uniform.csv"] if out["uniform"] else []
     console.print(f"{len(out['runs'])} runs, {len(out['lines'])} lines; wrote {', '.join(made)} in {out['out']}"
                   + (f" and {len(out['plots'])} figure files in {out['out'] / 'plots'}" if out["plots"] else ""),
                   soft_wrap=True)

@@ -33,6 +33,24 @@ def welch_p(a: List[float], b: List[float]) -> float:
         return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
+def compare(a: List[float], b: List[float], a_name: str, b_name: str, alpha: float = ALPHA) -> Dict:
+    """Side ``a`` against side ``b`` over seeds (Welch's t-test): ``{"verdict", "p", "better"}``; the
+    verdict reads "<a_name> better (p = 0.01)", "<b_name> better (...)", "no significant difference
+    (p = 0.42)", "1 seed, no test", or says which side is missing; ``better`` is the side found
+    better, or None."""
+    a = [float(v) for v in a if v is not None]
+    b = [float(v) for v in b if v is not None]
+    if not a or not b:
+        return {"verdict": f"no test: {a_name if not a else b_name} missing", "p": None, "better": None}
+    if len(a) < 2 or len(b) < 2:
+        return {"verdict": "1 seed, no test", "p": None, "better": None}
+    p = welch_p(a, b)
+    if p < alpha:
+        better = a_name if statistics.mean(a) > statistics.mean(b) else b_name
+        return {"verdict": f"{better} better (p = {p:.2g})", "p": p, "better": better}
+    return {"verdict": f"no significant difference (p = {p:.2f})", "p": p, "better": None}
+
+
 def verdict(scratch_b: List[float], finetune: List[float], alpha: float = ALPHA) -> Dict:
     """Scratch-B against fine-tuning over seeds: ``{"verdict", "p"}``; the verdict reads
     "scratch-B better", "fine-tuned better", "no significant difference (p = 0.42)",
@@ -41,13 +59,8 @@ def verdict(scratch_b: List[float], finetune: List[float], alpha: float = ALPHA)
     b = [float(v) for v in finetune if v is not None]
     if not a or not b:
         return {"verdict": "no test: " + ("scratch_b" if not a else "finetune") + " missing", "p": None}
-    if len(a) < 2 or len(b) < 2:
-        return {"verdict": "1 seed, no test", "p": None}
-    p = welch_p(a, b)
-    if p < alpha:
-        text = "scratch-B better" if statistics.mean(a) > statistics.mean(b) else "fine-tuned better"
-        return {"verdict": f"{text} (p = {p:.2g})", "p": p}
-    return {"verdict": f"no significant difference (p = {p:.2f})", "p": p}
+    out = compare(a, b, "scratch-B", "fine-tuned", alpha)
+    return {"verdict": out["verdict"], "p": out["p"]}
 
 
 def cell(s: Optional[Dict], digits: int = 2) -> str:
