@@ -119,3 +119,19 @@ def test_smoke_mobilenet_v2_cifar_with_taylor_every_row_ok(smoke_cfg):
     assert all(r["status"] == "ok" for r in rows.values()), rows
     assert rows["pruned"]["flops"] < rows["unpruned"]["flops"]
     assert abs(rows["uniform"]["flops"] - rows["pruned"]["flops"]) <= 0.01 * rows["pruned"]["flops"]
+
+
+def test_round_to_keeps_multiples_of_8_in_every_group_of_mobilenet_v2(smoke_cfg):
+    from prunebench import methods
+    from prunebench.pruning import prune
+    from tests.cases import DATA
+
+    cfg = smoke_cfg("method=l1_norm", "method.pruning_ratio=0.3", "method.round_to=8").method
+    method = methods.create(cfg)
+    model = models.build(spec("mobilenet_v2", width=1.0))
+    keep = method.select(model, method.scores(model, DATA), cfg)
+    full = {g.name: model.get_submodule(g.conv).out_channels for g in model.channel_groups()}
+    assert any(len(k) < full[g] for g, k in keep.items())
+    assert all(len(k) % 8 == 0 or len(k) == full[g] for g, k in keep.items())
+    pruned = prune(model, keep)
+    assert all(m.out_channels % 8 == 0 for m in pruned.modules() if isinstance(m, nn.Conv2d))

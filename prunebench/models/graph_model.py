@@ -8,6 +8,7 @@ the unpruned model]}``, so ``prunebench.models.load`` restores a pruned model fr
 torchvision's models, the CIFAR ResNets and MobileNetV2 (:mod:`.cifar_modern`)."""
 import copy
 import json
+from contextlib import contextmanager
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -15,6 +16,22 @@ from torch import nn
 
 from prunebench.models import depgraph
 from prunebench.models.groups import ChannelGroup
+
+
+@contextmanager
+def materialized(net: nn.Module):
+    """``net`` on the CPU for a traced forward when it lives on the meta device (a shell built for
+    counting: :mod:`prunebench.measure`), back on the meta device after. Its weights have no values
+    either way; tracing needs shapes only, and a CPU forward is many times faster than a meta one."""
+    meta = any(p.is_meta for p in net.parameters()) or any(b.is_meta for b in net.buffers())
+    if not meta:
+        yield
+        return
+    net.to_empty(device="cpu")
+    try:
+        yield
+    finally:
+        net.to("meta")
 
 
 _TRACED: Dict[str, List] = {}  # spec (JSON) -> its graph groups: one trace per architecture in a process
@@ -34,7 +51,8 @@ class GraphModel(nn.Module):
         self._size, self._in = size, in_channels
         self._groups: Optional[List] = None
         if keep:
-            depgraph.prune_groups(self.net, keep, self._size, base["num_classes"], self._in)
+            with materialized(self.net):
+                depgraph.prune_groups(self.net, keep, self._size, base["num_classes"], self._in)
 
     def forward(self, x):
         return self.net(x)
@@ -45,8 +63,9 @@ class GraphModel(nn.Module):
             if key not in _TRACED:
                 if len(_TRACED) >= _TRACED_MAX:
                     _TRACED.pop(next(iter(_TRACED)))
-                _TRACED[key] = depgraph.graph_groups(self.net, self._size, self.spec["num_classes"],
-                                                     in_channels=self._in)
+                with materialized(self.net):
+                    _TRACED[key] = depgraph.graph_groups(self.net, self._size, self.spec["num_classes"],
+                                                         in_channels=self._in)
             self._groups = _TRACED[key]
         return self._groups
 
@@ -86,4 +105,6 @@ class GraphModel(nn.Module):
 
     def width_counter(self, input_shape, measure: str = "flops"):
         """widths -> FLOPs or parameters, without rebuilding the model (the uniform search)."""
-        return depgraph.width_counter(self.net, input_shape, self.graph_groups(), measure)
+        groups = self.graph_groups()
+        with materialized(self.net):
+            return depgraph.width_counter(self.net, input_shape, groups, measure)
