@@ -13,7 +13,7 @@ from torch import nn
 from prunebench import pipeline
 from prunebench.data import policy as policies
 from prunebench.errors import PrunebenchError
-from prunebench.train import Recipe, modern
+from prunebench.train import Recipe, TrainHooks, modern
 from prunebench.train import loop as loop_module
 from prunebench.train.step import EAGER, Step, optimizer
 from tests.cases import DATA
@@ -98,8 +98,7 @@ def test_label_smoothing_on_soft_targets_is_the_hand_computed_loss():
     torch.manual_seed(0)
     model = nn.Linear(4, 3)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    step = Step(model, opt, __import__("prunebench.train.hooks", fromlist=["TrainHooks"]).TrainHooks(), EAGER,
-                torch.device("cpu"), label_smoothing=0.1)
+    step = Step(model, opt, TrainHooks(), EAGER, torch.device("cpu"), label_smoothing=0.1)
     x = torch.randn(2, 4)
     target = torch.tensor([[0.7, 0.3, 0.0], [0.0, 0.0, 1.0]])
     with torch.no_grad():
