@@ -13,6 +13,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, List, Sequence
 
@@ -31,6 +32,7 @@ from prunebench.errors import PrunebenchError, UnwritableFile, main_process, say
 
 log = logging.getLogger("prunebench")
 EXIT_BAD_INPUT, EXIT_FAILED_ROW, EXIT_INTERRUPTED = 2, 1, 130
+RANK_GRACE = 30  # seconds another torchrun rank waits before it exits on bad input (see exit_bad_input)
 _sweep_status = {"code": 0}  # with strict=true: the worst exit status of the jobs of a sweep
 INTERRUPTED = ("interrupted: every training stopped at its last checkpoint; rerun the same command to resume "
                "(finished stages are reused, and locks a stopped job left are taken over)")
@@ -118,8 +120,7 @@ def app(cfg: DictConfig) -> None:
     try:
         distributed.setup(cfg.device, cfg.distributed.backend, cfg.distributed.sync_bn)
     except PrunebenchError as e:
-        say_error(str(e), errors)
-        sys.exit(EXIT_BAD_INPUT)
+        exit_bad_input(str(e), errors)
     main_rank = distributed.is_main()
     console = Console(quiet=not main_rank)  # under torchrun rank 0 prints
     sweep_device(cfg)
@@ -141,8 +142,7 @@ def app(cfg: DictConfig) -> None:
     except Exception as e:  # noqa: BLE001 - in a sweep, one job's error is that job's failed row
         if not in_sweep:
             if isinstance(e, PrunebenchError):
-                say_error(str(e), errors)
-                sys.exit(EXIT_BAD_INPUT)
+                exit_bad_input(str(e), errors)
             raise
         if isinstance(e, PrunebenchError):
             log.error("this sweep job failed (the sweep goes on): %s", e)
@@ -210,6 +210,17 @@ def complete_nested_options() -> None:
 
     _query.nested = True
     CompletionPlugin._query = _query
+
+
+def exit_bad_input(message: str, errors: Console) -> None:
+    """Say a bad input's error (rank 0) and exit with 2. Every torchrun rank reads the same input
+    and fails alike, but torchrun stops every rank once one exits: another rank waits (up to
+    ``RANK_GRACE`` s, until torchrun stops it) so that rank 0's line is the one the user reads,
+    not an interruption."""
+    say_error(message, errors)
+    if int(os.environ.get("RANK", "0")) > 0:
+        time.sleep(RANK_GRACE)
+    sys.exit(EXIT_BAD_INPUT)
 
 
 def main() -> None:

@@ -1,6 +1,8 @@
 """The command line, as a user runs it."""
 import csv
 
+import pytest
+
 from tests.conftest import run_cli
 
 REQUIRED = {"row", "method", "model", "dataset", "acc1", "params", "flops", "epochs", "status"}
@@ -11,6 +13,7 @@ def read_results(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_smoke_preset_writes_the_result_table(tmp_path):
     p = run_cli("experiment=smoke", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
@@ -25,6 +28,7 @@ def test_smoke_preset_writes_the_result_table(tmp_path):
     assert "scratch_b" in p.stdout  # the summary table
 
 
+@pytest.mark.slow
 def test_unknown_method_lists_the_valid_names(tmp_path):
     p = run_cli("experiment=smoke", "method=magic", cwd=tmp_path)
     assert p.returncode != 0
@@ -32,17 +36,20 @@ def test_unknown_method_lists_the_valid_names(tmp_path):
     assert "l1_norm" in out and "slimming" in out and "random" in out
 
 
+@pytest.mark.slow
 def test_unknown_model_lists_the_valid_names(tmp_path):
     p = run_cli("experiment=smoke", "model=alexnet", cwd=tmp_path)
     assert p.returncode != 0 and "resnet56" in p.stdout + p.stderr
 
 
+@pytest.mark.slow
 def test_ratio_out_of_range_exits_with_a_message(tmp_path):
     p = run_cli("experiment=smoke", "method.pruning_ratio=1.5", cwd=tmp_path)
     assert p.returncode == 2
     assert "pruning_ratio must lie in [0, 1)" in p.stderr  # errors go to stderr
 
 
+@pytest.mark.slow
 def test_missing_data_names_the_path(tmp_path):
     p = run_cli("experiment=smoke", "dataset=cifar10", f"dataset.root={tmp_path}/nodata", "dataset.download=false",
                 cwd=tmp_path)
@@ -51,6 +58,7 @@ def test_missing_data_names_the_path(tmp_path):
     assert f"{tmp_path}/nodata/cifar-10-batches-py" in line
 
 
+@pytest.mark.slow
 def test_multirun_trains_one_unpruned_model_for_every_method(tmp_path):
     p = run_cli("-m", "experiment=smoke", "method=slimming,l1_norm,random", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
@@ -63,6 +71,7 @@ def test_multirun_trains_one_unpruned_model_for_every_method(tmp_path):
     assert len(unpruned) == 1
 
 
+@pytest.mark.slow
 def test_sweep_over_seeds_aggregates_to_mean_and_std(tmp_path):
     from prunebench.report import aggregate
 
@@ -77,6 +86,7 @@ def test_sweep_over_seeds_aggregates_to_mean_and_std(tmp_path):
     assert "±" in (sweep / "summary.md").read_text()
 
 
+@pytest.mark.slow
 def test_one_failed_sweep_job_is_its_row_and_the_sweep_goes_on(tmp_path):
     p = run_cli("-m", "experiment=smoke", "method=l1_norm", "method.pruning_ratio=0.5,1.5", "prune_only=true",
                 cwd=tmp_path)
@@ -90,6 +100,7 @@ def test_one_failed_sweep_job_is_its_row_and_the_sweep_goes_on(tmp_path):
     assert all(r["status"] == "ok" for r in good)
 
 
+@pytest.mark.slow
 def test_joblib_sweep_with_two_workers_trains_the_unpruned_stage_once(tmp_path):
     p = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "experiment=smoke",
                 "method=l1_norm,random", "strategies=[scratch_e]", cwd=tmp_path)
@@ -101,6 +112,7 @@ def test_joblib_sweep_with_two_workers_trains_the_unpruned_stage_once(tmp_path):
     assert len(tables) == 2 and all(r["status"] == "ok" for rows in tables for r in rows)
 
 
+@pytest.mark.slow
 def test_several_seeds_show_a_seed_column_and_write_every_seed(tmp_path):
     p = run_cli("experiment=smoke", "seeds=[0,1]", "strategies=[finetune]", cwd=tmp_path)
     assert p.returncode == 0, p.stderr

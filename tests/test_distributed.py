@@ -1,5 +1,6 @@
 """One run over two processes: ``torchrun --nproc_per_node=2 -m prunebench`` on the CPU
 (gloo backend), interrupted, resumed, and compared with the same run in one process."""
+import pytest
 import csv
 import os
 import socket
@@ -26,6 +27,7 @@ def rows_of(cwd):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_two_processes_resume_and_train_the_single_process_model(tmp_path):
     one, two, again = tmp_path / "one", tmp_path / "two", tmp_path / "again"
     for d in (one, two, again):

@@ -1,5 +1,6 @@
 """A built wheel, installed into a fresh environment, runs a preset from any folder;
 the command line's help, completion and the Python API."""
+import pytest
 import os
 import site
 import subprocess
@@ -26,6 +27,7 @@ def copy_sources(dest):
         tar.extractall(dest, filter="data")
 
 
+@pytest.mark.slow
 def test_a_built_wheel_runs_the_smoke_preset_from_another_folder(tmp_path):
     src, wheels, env_dir, work = (tmp_path / d for d in ("src", "wheels", "venv", "work"))
     copy_sources(src)
@@ -54,6 +56,7 @@ def test_a_built_wheel_runs_the_smoke_preset_from_another_folder(tmp_path):
     assert list((work / "outputs" / "runs").glob("*/results.csv"))
 
 
+@pytest.mark.slow
 def test_help_lists_the_groups_a_user_chooses_and_only_the_data_sets_own_settings(tmp_path):
     p = run_cli("--help", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
@@ -65,6 +68,7 @@ def test_help_lists_the_groups_a_user_chooses_and_only_the_data_sets_own_setting
     assert "train_size" not in p.stdout  # cifar10, the default, has no synthetic-only settings
 
 
+@pytest.mark.slow
 def test_tab_completion_offers_the_nested_presets(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COMP_LINE": "prunebench experiment=rethinking/slimming_vgg19"}
     p = subprocess.run([sys.executable, "-m", "prunebench", "-sc", "query=bash"], cwd=tmp_path, env=env,

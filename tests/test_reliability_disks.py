@@ -58,6 +58,7 @@ def test_a_write_the_disk_refuses_is_one_line_and_a_rerun_loses_nothing(tmp_path
     assert table(pipeline.run(compose_config(*RUN, f"cache_dir={cache}"))) == clean
 
 
+@pytest.mark.slow
 def test_a_file_size_limit_is_one_line_naming_the_file(tmp_path):
     p = subprocess.run([sys.executable, "-m", "prunebench", *RUN, "model.width=0.25", f"cache_dir={tmp_path / 's'}"],
                        cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300,
@@ -71,6 +72,7 @@ def test_a_file_size_limit_is_one_line_naming_the_file(tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_the_cache_stays_safe(tmp_path, monkeypatch):
     with small_disk(tmp_path / "disk", 256) as disk:
         if disk is None:  # no tmpfs here: the same failure at the first stage file, in-process
@@ -86,6 +88,7 @@ def test_a_full_disk_is_one_line_and_the_cache_stays_safe(tmp_path, monkeypatch)
         assert not list((disk / "s").rglob("*.tmp")) and not list((disk / "s").glob("*/metrics.json"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["cache_dir", "hydra.run.dir"])
 def test_a_read_only_folder_is_refused_before_anything_trains(tmp_path, monkeypatch, where):
     folder = tmp_path / "ro"

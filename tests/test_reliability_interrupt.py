@@ -23,7 +23,8 @@ CASES = {
 
 
 def interrupted(args, cwd, when: str):
-    """Run the CLI, send SIGINT once a log line holds ``when`` (and a second later), return (code, out, err)."""
+    """Run the CLI, send SIGINT once a log line holds ``when`` and a retraining has written a checkpoint
+    (the stage cache under ``cwd/stages``), return (code, out, err)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
     p = subprocess.Popen([sys.executable, "-m", "prunebench", *args], cwd=cwd, env=env, text=True,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -33,7 +34,8 @@ def interrupted(args, cwd, when: str):
     for line in p.stdout:
         out.append(line)
         if when in line:
-            time.sleep(1.0)
+            while not list((cwd / "stages").glob("scratch_b-*/checkpoint.pt")) and time.monotonic() < deadline:
+                time.sleep(0.2)
             p.send_signal(signal.SIGINT)
             break
         assert time.monotonic() < deadline, "the trainings never were in flight together"
@@ -48,6 +50,7 @@ def table(cwd):
                 for r in csv.DictReader(f)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_ctrl_c_stops_every_training_and_a_rerun_gives_the_uninterrupted_table(tmp_path, case):
     extra, when = CASES[case]

@@ -95,6 +95,7 @@ def report_cli(*args):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_a_folder_the_report_cannot_write_is_one_line_and_out_writes_elsewhere(tmp_path, monkeypatch):
     folder = tmp_path / "sweep"
     with read_only(folder, fill=sweep) as how:

@@ -93,6 +93,7 @@ def cli(*args, cwd, columns="40"):
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override,message", [
     ("+method.pruning_rato=0.5", "did you mean method.pruning_ratio?"),
     ("strategies=[]", "or set prune_only=true to stop after pruning on purpose"),
@@ -109,6 +110,7 @@ def test_the_cli_prints_one_unwrapped_line_into_a_pipe(tmp_path, override, messa
     assert "Traceback" not in p.stdout + p.stderr and not (tmp_path / "a_long_folder_name_that_would_wrap").exists()
 
 
+@pytest.mark.slow
 def test_a_bad_backend_under_torchrun_is_one_line_from_rank_0(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "60", "OMP_NUM_THREADS": "1"}
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",

@@ -236,6 +236,7 @@ def test_the_report_says_when_each_stage_ran(smoke_cfg, caplog):
     assert "s/epoch" in report
 
 
+@pytest.mark.slow
 def test_runs_killed_at_random_moments_then_rerun_give_the_uninterrupted_table(smoke_cfg, tmp_path):
     """``kill -9`` of a two-seed run, twice, at moments drawn at random (after k stage files
     appeared: checkpoints, finished stages), then a rerun: the table of a run never interrupted."""
@@ -279,6 +280,7 @@ def test_runs_killed_at_random_moments_then_rerun_give_the_uninterrupted_table(s
     assert not list(cache.glob("*/lock"))
 
 
+@pytest.mark.slow
 def test_two_processes_started_at_once_on_one_cache_share_its_stages(tmp_path):
     """Two runs of one command on one cache, started together: every stage is trained by one of
     them and read from the cache by the other (which trains its other stages meanwhile), and

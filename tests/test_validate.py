@@ -131,6 +131,7 @@ def test_a_pruning_that_removes_nothing_warns(smoke_cfg, caplog):
     assert "pruning removed nothing" in caplog.text
 
 
+@pytest.mark.slow
 def test_strict_makes_a_failed_row_a_non_zero_exit(tmp_path):
     args = ("experiment=smoke", "method=l1_norm", "strategies=[finetune]", "strategy.finetune.lr=1e12")
     assert run_cli(*args, cwd=tmp_path).returncode == 0
