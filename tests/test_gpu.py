@@ -10,7 +10,7 @@ from prunebench.config import SlimmingConfig, SSSConfig
 from prunebench.pruning.masks import uniform_masks
 from prunebench.train import HookList, MaskHook, TrainHooks, train
 from prunebench.train.step import Speed, Step, optimizer
-from tests.test_fast_step import RECIPE, RESNET, VGG, assert_same, build, float64, twice  # noqa: F401
+from tests.train.test_step import RECIPE, RESNET, VGG, assert_same, build, float64, twice  # noqa: F401
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 

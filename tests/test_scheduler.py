@@ -23,7 +23,7 @@ from prunebench.train import job as jobs
 from prunebench.train.hooks import TrainHooks
 from prunebench.train.job import TrainJob, train_job
 from prunebench.train.step import Speed
-from tests.test_fast_step import RECIPE, RESNET, VGG, build, synthetic  # noqa: F401
+from tests.train.test_step import RECIPE, RESNET, VGG, build, synthetic  # noqa: F401
 
 
 def slimming():

@@ -9,7 +9,7 @@ from prunebench.train import job
 from prunebench.errors import PrunebenchError
 from tests.cases import MODEL_OPTIONS, PAIR_OPTIONS, REFUSED
 from tests.conftest import compose_config, run_cli
-from tests.test_data import dataset_cfg, write_fake_cifar10
+from tests.data.test_data import dataset_cfg, write_fake_cifar10
 
 
 @pytest.fixture

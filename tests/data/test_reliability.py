@@ -14,7 +14,7 @@ from prunebench.errors import PrunebenchError
 from prunebench.train import job
 from tests.conftest import compose_config
 from tests.imagetree import write_tree
-from tests.test_data import write_fake_cifar10
+from tests.data.test_data import write_fake_cifar10
 
 RUN = ("experiment=smoke", "method=l1_norm", "strategies=[scratch_e]")
 

@@ -10,6 +10,7 @@ import torch
 from prunebench import pipeline
 from prunebench.train import job
 from prunebench.errors import PrunebenchError
+from tests.conftest import ROOT
 
 ROWS = ["unpruned", "pruned", "finetune", "scratch_e", "scratch_b", "uniform", "lottery"]
 
@@ -191,7 +192,7 @@ def test_structured_lottery_cuts_the_unpruned_init_with_the_kept_channels(smoke_
 
 # -- the lottery-ticket comparison presets -----------------------------------------------------------------
 
-LOTTERY_PRESETS = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "conf" / "experiment" /
+LOTTERY_PRESETS = sorted(p.stem for p in (ROOT / "conf" / "experiment" /
                                           "lottery").glob("*.yaml"))
 
 
@@ -207,7 +208,7 @@ def test_lottery_preset_composes_plans_its_rows_and_sweeps_both_learning_rates(t
     from omegaconf import OmegaConf
     from tests.conftest import compose_config
 
-    path = Path(__file__).resolve().parent.parent / "conf" / "experiment" / "lottery" / f"{preset}.yaml"
+    path = ROOT / "conf" / "experiment" / "lottery" / f"{preset}.yaml"
     text = path.read_text()
     assert text.startswith("# @package _global_") and "# paper_source:" in text and "# paper_missing:" in text
     cfg = compose_config(f"experiment=lottery/{preset}", f"cache_dir={tmp_path}")
