@@ -39,6 +39,7 @@ def test_missing_onnx_runtime_is_a_one_line_error(monkeypatch):
         measure.onnx_session(pruned_mobilenet()[1], (3, 16, 16))
 
 
+@pytest.mark.slow  # the quickstart preset's pipeline, twice (a few seconds on a free CPU)
 def test_the_quickstart_table_shows_onnx_latency_and_speed_ups_beside_the_flops_promise(tmp_path):
     cheap = ["experiment=quickstart", f"cache_dir={tmp_path / 'stages'}", "schedule.epochs=1",
              "schedule.steps_per_epoch=2", "strategy.finetune.epochs=1", "measure.latency_repeats=2",

@@ -2,12 +2,13 @@
 (no data, nothing trained), and its models the ones conf/model holds."""
 from pathlib import Path
 
+import pytest
 from omegaconf import OmegaConf
 
 from prunebench import pipeline
 from prunebench.cli import CONF_DIR
 from tests.conftest import compose_config
-from tests.test_report_presets import jobs
+from tests.report.test_presets import jobs
 
 PRESET = Path(CONF_DIR) / "experiment" / "figures" / "modern_uniform.yaml"
 AFTER_MERGE = {"vit_cifar"}  # the CIFAR ViT of issue 19's transformer part, on its own branch until merged
@@ -29,6 +30,7 @@ def test_the_sweep_is_models_x_two_methods_x_two_recipes_x_three_seeds():
     assert len({j["method"] for j in g}) == 2
 
 
+@pytest.mark.slow  # plans two of the preset's jobs, tracing their dependency graphs
 def test_every_present_job_composes_and_a_dry_run_plans_both_recipes(tmp_path):
     present = ",".join(m for m in OmegaConf.load(PRESET).hydra.sweeper.params.model.split(",")
                        if (Path(CONF_DIR) / "model" / f"{m}.yaml").exists())
