@@ -118,7 +118,7 @@ STRUCTURED, SPARSE, AT_INIT = "l1_norm", "slimming", "snip"
 NOT_KEYED = {  # settings no stage's result depends on
     "dataset.root", "dataset.download", "schedule.name", "schedule.eval_every", "schedule.eval_batch_size",
     "strategy.name", "device", "cache_dir", "retry_failed", "progress", "dry_run", "lock_timeout", "strict",
-    "measure.latency_batch", "measure.latency_repeats", "paper", "notes",
+    "measure.latency_batch", "measure.latency_repeats", "measure.saturating_batch", "measure.onnx", "paper", "notes",
     "prune_only",  # which stages run, not what one computes
     "logger", "distributed",  # what is logged; DDP settings (keyed by bn_shards only under torchrun)
     "train",  # how a step runs (compiled, channels_last, side by side): train.precision is keyed, below
