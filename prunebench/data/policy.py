@@ -9,7 +9,7 @@ solarize, autocontrast, equalize. Geometric operations sample the nearest pixel 
 Every random choice comes from the ``torch.Generator`` handed in, so a seed fixes an epoch."""
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, Tuple
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -170,7 +170,7 @@ class Policy:
         return out.round().clamp(0, 255).to(torch.uint8)
 
 
-def policy_of(recipe) -> "Policy | None":
+def policy_of(recipe) -> Optional[Policy]:
     """The device augmentation of a recipe (None: ``augment: none``)."""
     if recipe.augment == "none":
         return None
@@ -178,6 +178,3 @@ def policy_of(recipe) -> "Policy | None":
     policy.check()
     return policy
 
-
-Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
-__all__: Tuple[str, ...] = ("OPS", "Policy", "apply_op", "magnitudes", "policy_of", "Augment")

@@ -8,11 +8,7 @@ restores a pruned model in one call. The torchvision model is held as ``net`` (i
 parameter names prefixed by ``net.``)."""
 from typing import Any, Dict, List, Optional
 
-import torch
-from torch import nn
-
 from prunebench.errors import PrunebenchError
-from prunebench.models import depgraph
 from prunebench.models.graph_model import GraphModel
 
 

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from prunebench import atomic, distributed
 from prunebench.data import Data
+from prunebench.data.policy import policy_of
 from prunebench.errors import Diverged, PrunebenchError
 from prunebench.train.evaluate import hits
 from prunebench.train.hooks import TrainHooks
@@ -236,8 +237,6 @@ def training(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpo
         raise ValueError(f"eval_every must be >= 0, got {eval_every}")
     if data.train_size == 0:  # not a divergence: there is nothing to learn from
         raise PrunebenchError("the training set is empty; check the data set's settings (dataset.root, sizes)")
-    from prunebench.data.policy import policy_of
-
     policy = policy_of(recipe)
     if policy is not None:
         data = data.with_policy(policy)
