@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, List, Sequence
+from typing import Any, List, Optional, Sequence
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.syntax import Syntax
 
-from prunebench.config import CONF_DIR, register_configs
+from prunebench.config import CONF_DIR, one_line, register_configs
 from prunebench.errors import PrunebenchError, UnwritableFile, main_process, say_error
 
 log = logging.getLogger("prunebench")
@@ -75,13 +75,25 @@ class RunFolderCheck(Callback):
         self._check(config.hydra.sweep)
 
 
-def compose(overrides: Sequence[str] = ()) -> DictConfig:
-    """The config the command line ``prunebench OVERRIDES`` would run (without Hydra's own node)."""
+def compose(overrides: Sequence[str] = (), config_dir: Optional[str] = None) -> DictConfig:
+    """The config the command line ``prunebench OVERRIDES`` would run (without Hydra's own node), its
+    parts typed (:func:`prunebench.parts.typed`); ``config_dir``: a folder of your own YAML files, searched
+    before prunebench's (as ``--config-dir``). A setting OmegaConf refuses is one PrunebenchError line."""
     from hydra import compose as hydra_compose, initialize_config_dir
 
+    from prunebench import parts
+
     register_configs()
+    if config_dir is not None:
+        overrides = [f"hydra.searchpath=[file://{Path(config_dir).resolve()}]", *overrides]
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return hydra_compose("config", overrides=list(overrides))
+        try:
+            cfg = hydra_compose("config", overrides=list(overrides))
+        except Exception as e:  # noqa: BLE001 - Hydra's composition errors wrap OmegaConf's
+            if "full_key" not in str(e) and not hasattr(e.__cause__, "full_key"):
+                raise
+            raise PrunebenchError(one_line(e)) from e
+    return parts.typed(cfg)
 
 
 def title(cfg: DictConfig) -> str:
@@ -109,10 +121,15 @@ def failed_row(cfg: DictConfig, message: str) -> dict:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def app(cfg: DictConfig) -> None:
-    from prunebench import distributed, pipeline, report  # torch is imported here, after Hydra parsed the command line
+    from prunebench import distributed, parts, pipeline, report  # torch is imported here, after Hydra parsed the command line
 
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     errors = stderr_console(main_process())
+    if not in_sweep:  # in a sweep the run types it (validate.check): a bad part is that job's failed row
+        try:
+            parts.typed(cfg)  # each part by its own schema (a class of your own included)
+        except PrunebenchError as e:
+            exit_bad_input(str(e), errors)
     if distributed.launched() and in_sweep:
         say_error("torchrun runs one run over several GPUs; run a sweep (-m) without torchrun (the joblib launcher "
                   "spreads its jobs over the GPUs)", errors)
@@ -223,9 +240,37 @@ def exit_bad_input(message: str, errors: Console) -> None:
     sys.exit(EXIT_BAD_INPUT)
 
 
+def one_line_composition_errors() -> None:
+    """Make a setting OmegaConf refuses while Hydra composes (a value outside an enumeration, a wrong
+    type) one line on stderr and exit status 2, as every other bad input (Hydra prints several)."""
+    from hydra._internal import utils
+    from hydra.errors import ConfigCompositionException
+
+    report = utils.run_and_report
+    if getattr(report, "one_line", False):
+        return
+
+    def run_and_report(func):
+        try:
+            return func()
+        except ConfigCompositionException as e:
+            if not hasattr(e.__cause__, "full_key") or os.environ.get("HYDRA_FULL_ERROR") == "1":
+                error = e
+
+                def again():  # Hydra's own report of the error
+                    raise error
+                return report(again)
+            say_error(one_line(e))
+            sys.exit(EXIT_BAD_INPUT)
+
+    run_and_report.one_line = True
+    utils.run_and_report = run_and_report
+
+
 def main() -> None:
     register_configs()
     complete_nested_options()
+    one_line_composition_errors()
     logging.raiseExceptions = False  # a log line that cannot be written (a full disk) must not bury the error
     scratch = None
     if int(os.environ.get("RANK", "0")) > 0:  # torchrun's other ranks: rank 0 keeps the run folder and its log

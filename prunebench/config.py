@@ -1,6 +1,14 @@
-"""Configuration schemas: every YAML file in ``conf/`` is checked against these
-dataclasses, so a misspelt key or a wrong type is an error, not a silent default."""
+"""Configuration schemas: every YAML file in ``conf/`` is checked against dataclasses, so a
+misspelt key, a wrong type or a value outside an enumeration is an error, not a silent default;
+the dataclasses are the one source of every default (a YAML file lists only what differs).
+
+Here: the top-level :class:`Config`, the schedule, strategies, logger and run settings, the base
+schemas of the parts a user may bring a class of their own for (:class:`MethodConfig`,
+:class:`ModelConfig` and each model family's, :class:`DatasetConfig`, :class:`OwnStrategyConfig`)
+and the enumerations. Each method declares its own schema beside its class (``Method.Config``);
+:func:`prunebench.parts.typed` types the composed config's parts by them."""
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -13,32 +21,80 @@ PACKAGED_CONF = Path(__file__).resolve().parent / "conf"
 CONF_DIR = PACKAGED_CONF if PACKAGED_CONF.is_dir() else Path(__file__).resolve().parent.parent / "conf"
 
 
+# Enumerations: a value outside them is refused by OmegaConf when the config is composed. Each member's
+# name is its value, so the composed config (and every stage key) holds the same plain strings.
+Selection = StrEnum("Selection", ["global", "layer", "threshold"])
+GlobalThreshold = StrEnum("GlobalThreshold", ["exact", "inclusive"])
+SparseInit = StrEnum("SparseInit", ["scratch", "unpruned"])
+IterationTraining = StrEnum("IterationTraining", ["finetune", "rewind"])
+Classifier = StrEnum("Classifier", ["linear", "li"])
+Shortcut = StrEnum("Shortcut", ["subsample_pad", "avgpool_pad", "avgpool_pad_detached"])
+Block = StrEnum("Block", ["basic", "bottleneck"])
+Head = StrEnum("Head", ["fc", "fc_bn", "gap"])
+PrunedHead = StrEnum("PrunedHead", ["gap"])
+ScratchBFlops = StrEnum("ScratchBFlops", ["nonzero", "dense"])
+Rounding = StrEnum("Rounding", ["ceil", "floor"])
+UniformMatch = StrEnum("UniformMatch", ["flops", "params"])
+LoggerName = StrEnum("LoggerName", ["none", "tensorboard", "wandb"])
+WandbMode = StrEnum("WandbMode", ["offline", "online", "disabled"])
+Backend = StrEnum("Backend", ["auto", "nccl", "gloo"])
+Precision = StrEnum("Precision", ["fp32", "bf16"])
+Compile = StrEnum("Compile", ["off", "on", "graph"])
+
+
 @dataclass
 class ModelConfig:
+    """What every model has; each family's schema below adds its own options (``models.ARCHS``)."""
     name: str = MISSING  # vgg19, resnet56: the registry name, also the table label
-    arch: str = MISSING  # vgg | resnet | preresnet | densenet | imagenet_vgg | imagenet_resnet | torchvision | cifar_modern
+    arch: str = MISSING  # vgg | resnet | preresnet | densenet | imagenet_vgg | imagenet_resnet | torchvision | cifar_modern | factory
     depth: int = MISSING
     width: float = 1.0  # multiplier on the paper's channel widths
-    # the options below have defaults that keep today's models; each arch takes only some (models.ARCHS)
-    bn_init: float = 1.0  # initial BatchNorm2d scale (gamma); network slimming's models use 0.5
-    classifier: str = "linear"  # vgg: linear (one layer) | li (Li et al.: Linear 512, BN1d, ReLU, Linear)
-    # resnet: subsample_pad (every other pixel) | avgpool_pad (2x2 average) | avgpool_pad_detached (Li et al.'s code:
-    # 2x2 average, no gradient through it)
-    shortcut: str = "subsample_pad"
-    block: str = "basic"  # preresnet, densenet: basic | bottleneck
-    growth: int = 12  # densenet: channels each layer adds
-    compression: float = 1.0  # densenet: fraction of channels a transition keeps (BC: 0.5)
+    _target_: Optional[str] = None  # your own model: the import path of an nn.Module factory (arch factory)
 
 
 @dataclass
-class ImageNetModelConfig(ModelConfig):
-    """torchvision's VGG and ResNet for ImageNet (arch imagenet_vgg | imagenet_resnet)."""
+class VGGConfig(ModelConfig):
+    bn_init: float = 1.0  # initial BatchNorm2d scale (gamma); network slimming's models use 0.5
+    classifier: Classifier = Classifier.linear  # linear (one layer) | li (Li et al.: Linear 512, BN1d, ReLU, Linear)
+
+
+@dataclass
+class ResNetConfig(ModelConfig):
+    bn_init: float = 1.0
+    # subsample_pad (every other pixel) | avgpool_pad (2x2 average) | avgpool_pad_detached (Li et al.'s code:
+    # 2x2 average, no gradient through it)
+    shortcut: Shortcut = Shortcut.subsample_pad
+
+
+@dataclass
+class PreResNetConfig(ModelConfig):
+    bn_init: float = 1.0
+    block: Block = Block.basic
+
+
+@dataclass
+class DenseNetConfig(ModelConfig):
+    bn_init: float = 1.0
+    block: Block = Block.basic
+    growth: int = 12  # channels each layer adds
+    compression: float = 1.0  # fraction of channels a transition keeps (BC: 0.5)
+
+
+@dataclass
+class ImageNetResNetConfig(ModelConfig):
+    """torchvision's ResNet for ImageNet (arch imagenet_resnet)."""
     pretrained: bool = False  # unpruned model = torchvision's ImageNet weights (the unpruned stage trains 0 epochs)
-    batch_norm: bool = True  # VGG: BatchNorm after each convolution (torchvision's vgg*_bn)
-    # VGG: fc (4096-4096-classes) | fc_bn (the same, BatchNorm1d after each hidden layer, no dropout: network
+
+
+@dataclass
+class ImageNetVGGConfig(ImageNetResNetConfig):
+    """torchvision's VGG for ImageNet (arch imagenet_vgg)."""
+    bn_init: float = 1.0  # initial BatchNorm scale; network slimming's VGG-11: 0.5
+    batch_norm: bool = True  # BatchNorm after each convolution (torchvision's vgg*_bn)
+    # fc (4096-4096-classes) | fc_bn (the same, BatchNorm1d after each hidden layer, no dropout: network
     # slimming's VGG-11, its hidden units prunable) | gap (global average pool + one linear layer)
-    head: str = "fc"
-    pruned_head: Optional[str] = None  # VGG: null (the pruned model keeps the head) | gap (ThiNet's VGG-GAP/Tiny:
+    head: Head = Head.fc
+    pruned_head: Optional[PrunedHead] = None  # null (the pruned model keeps the head) | gap (ThiNet's VGG-GAP/Tiny:
     # the pruned architecture's head is global average pooling + one linear layer, without the last max-pool)
 
 
@@ -60,8 +116,17 @@ class CifarModernModelConfig(ModelConfig):
 
 
 @dataclass
+class FactoryModelConfig(ModelConfig):
+    """Your own model (arch factory): ``_target_`` names a function returning an ``nn.Module``, called with
+    ``in_channels``, ``num_classes`` and the keys its own schema (a subclass of this one) adds."""
+    arch: str = "factory"
+    depth: int = 0  # unused
+
+
+@dataclass
 class DatasetConfig:
-    name: str = MISSING  # cifar10 | cifar100 | digits | synthetic
+    name: str = MISSING  # cifar10 | cifar100 | digits | synthetic | imagenet | imagefolder | a name of your own
+    _target_: Optional[str] = None  # your own data set: the import path of a function cfg -> prunebench.data.Data
     root: str = "data"  # folder holding cifar-10-batches-py / cifar-100-python
     download: bool = True  # try torchvision's download when the files are absent
     pad: int = 4  # random-crop padding, pixels
@@ -122,15 +187,17 @@ class ScheduleConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = MISSING
+    """What every method has; each method declares its own subclass next to its class (``Method.Config``)."""
+    name: str = MISSING  # the method's name, also the table label
+    _target_: Optional[str] = None  # your own method: the import path of its Method subclass
     pruning_ratio: float = 0.5  # fraction of prunable channels (weight-level: weights) removed
     # global: one threshold over all layers | layer: the ratio in every layer
     # threshold: remove what scores <= `threshold` (automatic methods: SSS, AutoPruner)
-    selection: str = "layer"
+    selection: Selection = Selection.layer
     # global selection of N units: exact removes int(N p) (ties: the earlier first) | inclusive takes the score
     # at position int(N p) of the ascending order as the threshold and removes every unit at or below it,
     # int(N p) + 1 without ties (Liu et al.'s slimming and weight-level code; method=slimming and magnitude)
-    global_threshold: str = "exact"
+    global_threshold: GlobalThreshold = GlobalThreshold.exact
     threshold: float = 0.0
     layer_ratios: Dict[str, float] = field(default_factory=dict)  # per-layer ratio overrides (layer selection)
     skip: List[str] = field(default_factory=list)  # layers never pruned
@@ -140,114 +207,11 @@ class MethodConfig:
     iteration_epochs: int = 0  # epochs of fine-tuning (strategy.finetune.lr) between iterations
     # between iterations: finetune (iteration_epochs at strategy.finetune.lr) | rewind (weight-level: the kept
     # weights back to the unpruned model's init, strategy.lottery.rewind_epoch, trained with the schedule)
-    iteration_training: str = "finetune"
+    iteration_training: IterationTraining = IterationTraining.finetune
     # the sparse stage of methods that train before pruning (slimming, sss, autopruner, sfp)
-    sparse_init: str = "scratch"  # scratch: from a fresh init | unpruned: from the trained unpruned model
+    sparse_init: SparseInit = SparseInit.scratch  # scratch: from a fresh init | unpruned: from the trained unpruned model
     sparse_epochs: Optional[int] = None  # None: the schedule's epochs
     sparse_lr: Optional[float] = None  # None: the schedule's lr (and its milestones)
-
-
-@dataclass
-class SlimmingConfig(MethodConfig):
-    sparsity: float = 1e-4  # L1 weight on BN gammas in the sparse stage (paper: 1e-4 VGG, 1e-5 ResNet)
-
-
-@dataclass
-class L1NormConfig(MethodConfig):
-    pass
-
-
-@dataclass
-class RandomConfig(MethodConfig):
-    pass
-
-
-@dataclass
-class SSSConfig(MethodConfig):
-    level: str = "channel"  # channel: a factor per channel | block: a factor per residual block (ResNets)
-    sparsity: float = 1e-4  # L1 weight on the scaling factors, applied by the proximal (soft-threshold) step
-    momentum: float = 0.9  # of the accelerated proximal gradient update of the factors
-
-
-@dataclass
-class SSSSigmoidConfig(SSSConfig):
-    alpha_start: float = 1.0  # gate sigmoid(alpha * s) steepness, raised linearly over the sparse stage
-    alpha_stop: float = 100.0
-
-
-@dataclass
-class SSSSensitivityConfig(SSSConfig):
-    num_images: int = 1000  # training images the sensitivities are averaged over
-    batch_size: int = 250  # images per mini-batch: each batch's |dL/dlambda x lambda| is one sample
-
-
-@dataclass
-class StatisticsConfig(MethodConfig):
-    num_images: int = 1000  # training images the statistics are collected over (fewer if the set is smaller)
-    batch_size: int = 250  # images per forward pass while collecting
-
-
-@dataclass
-class ThiNetConfig(StatisticsConfig):
-    positions_per_image: int = 10  # sampled output positions per image
-    reconstruct: bool = True  # least-squares rescaling of the kept weights of the next layer
-
-
-@dataclass
-class ChannelPruningConfig(StatisticsConfig):
-    num_images: int = 5000  # paper: 5000 images, 10 positions each
-    positions_per_image: int = 10
-    reconstruct: bool = True  # least-squares refit of the next layer on the kept channels
-
-
-@dataclass
-class DCPConfig(StatisticsConfig):
-    num_stages: int = 3  # additional (auxiliary) losses; the authors' CIFAR config: 3
-    discrimination_weight: float = 1.0  # lambda on the auxiliary cross-entropy in channel selection
-    reconstruction_weight: float = 1.0  # weight of the consumer-output MSE in channel selection
-    positions_per_image: int = 10  # sampled output positions per image for the least-squares refit
-    reconstruct: bool = True  # least-squares refit of the next layer on the kept channels
-
-
-@dataclass
-class APoZConfig(StatisticsConfig):
-    criterion: str = "ratio"  # ratio: remove pruning_ratio of each layer | std: remove APoZ > mean + std_k * std
-    std_k: float = 1.0  # paper: 1
-
-
-@dataclass
-class AutoPrunerConfig(MethodConfig):
-    alpha_start: float = 1.0  # sigmoid(alpha * x) steepness, raised linearly over the sparse stage
-    alpha_stop: float = 100.0
-    fc_init_scale: float = 10.0  # gate FC weights start at this multiple of MSRA init
-
-
-@dataclass
-class TaylorConfig(StatisticsConfig):
-    target: str = "bn"  # bn: (sum of grad x gamma)^2 per channel | weight: (sum of grad x w)^2 per filter
-
-
-@dataclass
-class FPGMConfig(MethodConfig):
-    pass
-
-
-@dataclass
-class SFPConfig(MethodConfig):
-    norm: int = 2  # Lp norm of the filters ranked each epoch
-    # groups: the prunable channel groups (ResNet: each block's first conv), removed at the end (the former rule)
-    # all: every convolution, zeroed before the first epoch too, kept as filter masks (method=sfp's YAML)
-    scope: str = "groups"
-
-
-@dataclass
-class MagnitudeConfig(MethodConfig):
-    pass
-
-
-@dataclass
-class SNIPConfig(MethodConfig):
-    batch_size: int = 128  # images in the one batch the sensitivities come from
 
 
 @dataclass
@@ -268,9 +232,9 @@ class ScratchBConfig:
     max_factor: Optional[float] = None  # cap epochs at max_factor x E (paper: 2); None = the formula alone
     # FLOPs of a weight-level pruned model: nonzero (masked weights excluded) | dense (all weights: the unpruned
     # architecture's FLOPs, so E epochs, as the authors' weight-level cifar_B.py:184-186 computes them)
-    flops: str = "nonzero"
+    flops: ScratchBFlops = ScratchBFlops.nonzero
     base_epochs: Optional[int] = None  # E of the formula; None: the schedule's. Set: lr milestones at the schedule's x r
-    rounding: str = "ceil"  # of E x F_full / F_pruned: ceil | floor (int(), as the authors' scripts)
+    rounding: Rounding = Rounding.ceil  # of E x F_full / F_pruned: ceil | floor (int(), as the authors' scripts)
     # Scratch-B's own epochs and milestones where the authors give them (SSS on ImageNet); the uniform and guided
     # baselines keep the formula and the schedule's milestones
     epochs: Optional[int] = None  # None: the formula
@@ -279,7 +243,7 @@ class ScratchBConfig:
 
 @dataclass
 class UniformConfig:
-    match: str = "flops"  # flops | params: what the uniform model matches of the pruned one
+    match: UniformMatch = UniformMatch.flops  # flops | params: what the uniform model matches of the pruned one
     tolerance: float = 0.01  # relative gap allowed between the uniform and the pruned model
 
 
@@ -295,6 +259,12 @@ class GuidedConfig:
 
 
 @dataclass
+class OwnStrategyConfig:
+    """The node ``strategy.<name>`` of a strategy of your own: subclass it with the strategy's settings."""
+    _target_: Optional[str] = None  # the import path of its Strategy subclass
+
+
+@dataclass
 class StrategyConfig:
     name: str = MISSING
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
@@ -307,9 +277,9 @@ class StrategyConfig:
 
 @dataclass
 class LoggerConfig:
-    name: str = "none"  # none | tensorboard | wandb
+    name: LoggerName = LoggerName.none
     project: str = "prunebench"  # W&B project
-    mode: str = "offline"  # W&B mode: offline (no network needed) | online | disabled
+    mode: WandbMode = WandbMode.offline  # W&B mode: offline (no network needed) | online | disabled
 
 
 @dataclass
@@ -324,16 +294,16 @@ class MeasureConfig:
 class DistributedConfig:
     """Only read under ``torchrun --nproc_per_node=N`` (prunebench.distributed)."""
     sync_bn: bool = False  # true: BatchNorm statistics over the global batch (else over each rank's shard)
-    backend: str = "auto"  # auto (nccl on CUDA, gloo on the CPU) | nccl | gloo
+    backend: Backend = Backend.auto  # auto (nccl on CUDA, gloo on the CPU) | nccl | gloo
 
 
 @dataclass
 class TrainConfig:
     """How stages train (prunebench.train.step), not what: only ``precision`` changes results,
     so only a non-default precision enters the cache keys."""
-    precision: str = "fp32"  # fp32 | bf16: autocast of forward and loss
+    precision: Precision = Precision.fp32  # fp32 | bf16: autocast of forward and loss
     channels_last: bool = False  # NHWC memory order for model and inputs
-    compile: str = "off"  # off | on: torch.compile the whole step (+ one CUDA graph on CUDA) | graph: one CUDA graph
+    compile: Compile = Compile.off  # off | on: torch.compile the whole step (+ one CUDA graph on CUDA) | graph: one CUDA graph
     # of the eager step, no compilation (eager off CUDA)
     backend: str = "inductor"  # torch.compile backend (aot_eager: traced, no code generation)
     cuda_graph: bool = True  # with compile=on on CUDA: capture the whole step once, replay it (false: compiled only)
@@ -343,11 +313,11 @@ class TrainConfig:
 
 @dataclass
 class Config:
-    model: ModelConfig = MISSING
-    dataset: DatasetConfig = MISSING
-    method: MethodConfig = MISSING
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
     schedule: ScheduleConfig = MISSING
-    strategy: StrategyConfig = MISSING
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     # lottery runs for weight-level methods (structured ones with strategy.lottery.structured); guided on request
     strategies: List[str] = field(default_factory=lambda: ["finetune", "scratch_e", "scratch_b", "uniform", "lottery"])
@@ -368,26 +338,18 @@ class Config:
     notes: Dict[str, str] = field(default_factory=dict)  # a preset's word on a row, added to the row's note
 
 
-METHOD_SCHEMAS = {
-    "slimming": SlimmingConfig, "l1_norm": L1NormConfig, "random": RandomConfig, "sss": SSSConfig,
-    "thinet": ThiNetConfig, "channel_pruning": ChannelPruningConfig, "apoz": APoZConfig,
-    "autopruner": AutoPrunerConfig, "taylor": TaylorConfig, "fpgm": FPGMConfig, "sfp": SFPConfig,
-    "magnitude": MagnitudeConfig, "snip": SNIPConfig, "sss_sigmoid": SSSSigmoidConfig,
-    "sss_sensitivity": SSSSensitivityConfig, "dcp": DCPConfig,
-}
+OPEN_NODES = ("model", "dataset", "method", "strategy")
 
 
-DATASET_SCHEMAS = {"dataset": DatasetConfig, "synthetic": SyntheticDatasetConfig,
-                   "imagefolder": ImageFolderDatasetConfig}
-
-
-def open_dicts(schema, keys=("layer_ratios",)):
-    """``schema`` as a config node whose free-form dicts accept new keys, so that
-    ``method.layer_ratios={conv1:0.5}`` works on the command line without a ``+``."""
-    node = OmegaConf.structured(schema)
-    for key in keys:
-        if key in node:
-            OmegaConf.set_struct(node[key], False)
+def schema_node():
+    """The top-level schema as a config node. The nodes a user may fill with a class of their own
+    (``model``, ``dataset``, ``method``, ``strategy``) hold their base schema and take any further key
+    while the config is composed; :func:`prunebench.parts.typed` then merges each into its class's own
+    schema, which refuses an unknown key or a wrong type. ``method.layer_ratios`` takes new layer names."""
+    node = OmegaConf.structured(Config)
+    for key in OPEN_NODES:
+        OmegaConf.set_struct(node[key], False)
+    OmegaConf.set_struct(node.method.layer_ratios, False)
     return node
 
 
@@ -425,17 +387,25 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(group="hydra/help", name="prunebench", node={"app_name": "prunebench", "header": "", "footer": "",
                                                           "template": help_template()})
-    cs.store(name="config_schema", node=Config)
-    # kept out of the option groups, so `method=...` lists only real choices;
-    # each YAML option starts with `defaults: [/schema/<group>/<name>@_here_]`
-    cs.store(group="schema/model", name="model", node=ModelConfig)
-    cs.store(group="schema/model", name="imagenet", node=ImageNetModelConfig)
-    cs.store(group="schema/model", name="torchvision", node=TorchvisionModelConfig)
-    cs.store(group="schema/model", name="cifar_modern", node=CifarModernModelConfig)
-    for name, schema in DATASET_SCHEMAS.items():
-        cs.store(group="schema/dataset", name=name, node=schema)
-    cs.store(group="schema/schedule", name="schedule", node=ScheduleConfig)
-    cs.store(group="schema/strategy", name="strategy", node=StrategyConfig)
-    cs.store(group="schema/logger", name="logger", node=LoggerConfig)
-    for name, schema in METHOD_SCHEMAS.items():
-        cs.store(group="schema/method", name=name, node=open_dicts(schema))
+    cs.store(name="config_schema", node=schema_node())
+
+
+def one_line(error: Exception, prefix: str = "") -> str:
+    """OmegaConf's (or Hydra's composition) error about a setting as one line: the setting, and
+    what it takes. ``prefix`` is the dotted path of the node the error's key lies in."""
+    import re
+
+    cause = error
+    while cause.__cause__ is not None and not hasattr(cause, "full_key"):
+        cause = cause.__cause__
+    if not hasattr(cause, "full_key"):
+        return " ".join(str(error).split())
+    key = f"{prefix}{cause.full_key}" if cause.full_key else prefix.rstrip(".")
+    msg = str(getattr(cause, "msg", cause)).strip().splitlines()[0]
+    choices = re.match(r"Invalid value '(.*)', expected one of \[(.*)\]", msg)
+    if choices:
+        return f"{key} must be one of {choices.group(2)}, got {choices.group(1)!r}"
+    unknown = re.match(r"Key '(.*)' not in '(.*)'", msg)
+    if unknown:
+        return f"{key} is not a setting of {unknown.group(2)}; remove it, or fix its spelling"
+    return f"{key}: {' '.join(msg.split())}"

@@ -96,7 +96,7 @@ class Run:
         self.cache = Path(cfg.cache_dir).expanduser().resolve()
         self.bench = Bench(cfg, data)
         self.method = self.bench.method
-        self.strategies = [] if cfg.get("prune_only") else [strategies.create(name) for name in cfg.strategies]
+        self.strategies = [] if cfg.get("prune_only") else [strategies.create(name, cfg) for name in cfg.strategies]
         self.fingerprint = fingerprint if fingerprint is not None else self.bench.data.fingerprint
         self.common = base_settings(cfg, self.fingerprint)
         self.plans: List[StagePlan] = []
@@ -112,7 +112,8 @@ class Run:
         source = "unpruned"
         if method.sparse:
             source = "sparse"
-            out["sparse"] = ("sparse", {**self.common, "method": cfg.method.name,
+            own = {"target": cfg.method._target_} if cfg.method.get("_target_") else {}  # a class of your own
+            out["sparse"] = ("sparse", {**self.common, "method": cfg.method.name, **own,
                                         "sparse": {**method.sparse_settings(), **self.sparse_options()}, **view})
         pruned = {"source": Stage(self.cache, *out[source]).key, "method": settings(cfg.method), **view}
         if method.prune_at_init:  # the init depends on the model and seed, the scoring batch on the data
@@ -188,8 +189,6 @@ class Run:
 
     def sparse(self, stage: Stage) -> Training:
         b, m = self.bench, self.cfg.method
-        if m.sparse_init not in ("scratch", "unpruned"):
-            raise PrunebenchError(f"method.sparse_init must be 'scratch' or 'unpruned', got {m.sparse_init!r}")
         model = b.load("unpruned") if m.sparse_init == "unpruned" else b.fresh(b.base_spec)
         self.method.attach(model, b.input_shape)
         model.to(b.device)

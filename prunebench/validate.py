@@ -23,16 +23,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from prunebench import data as datasets
-from prunebench import methods, models, strategies
+from prunebench import methods, models, parts, strategies
 from prunebench.errors import PrunebenchError
-from prunebench.pruning.selection import GLOBAL_THRESHOLDS, check_layer_names, check_ratio
+from prunebench.pruning.selection import check_layer_names, check_ratio
 from prunebench.pruning.surgery import prunable_weights
 
 log = logging.getLogger(__name__)
 
-SELECTIONS = ("global", "layer", "threshold")
-SPARSE_INITS = ("scratch", "unpruned")
-ITERATION_TRAININGS = ("finetune", "rewind")
 
 
 def positive(name: str, value: Any, optional: bool = False) -> None:
@@ -48,21 +45,13 @@ def at_least(name: str, value: Any, low: int) -> None:
         raise PrunebenchError(f"{name} must be >= {low}, got {value}")
 
 
-def one_of(name: str, value: Any, choices) -> None:
-    if value not in choices:
-        raise PrunebenchError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
-
-
 def check_names(cfg: DictConfig) -> None:
-    unknown = [s for s in cfg.strategies if s not in strategies.STRATEGIES]
-    if unknown:
-        raise PrunebenchError(f"unknown strategies {unknown}; known: {', '.join(strategies.STRATEGIES)}")
-    if cfg.method.name not in methods.METHODS:
-        raise PrunebenchError(f"unknown method {cfg.method.name!r}; known: {', '.join(sorted(methods.METHODS))}")
-    if cfg.dataset.name not in datasets.LOADERS:
-        raise PrunebenchError(f"unknown dataset {cfg.dataset.name!r}; known: {', '.join(sorted(datasets.LOADERS))}")
-    if cfg.model.arch not in models.ARCHS:
-        raise PrunebenchError(f"unknown model.arch {cfg.model.arch!r}; known: {', '.join(sorted(models.ARCHS))}")
+    """Each part names a class: a built-in or one of your own (:mod:`prunebench.plugins`)."""
+    for name in cfg.strategies:
+        strategies.strategy_class(name, cfg)
+    methods.method_class(cfg.method)
+    datasets.loader(cfg.dataset)
+    models.schema_of(cfg.model)
 
 
 def check_schedule(cfg: DictConfig) -> None:
@@ -124,14 +113,10 @@ def check_method(cfg: DictConfig) -> None:
     check_ratio("method.pruning_ratio", m.pruning_ratio)
     for name, r in m.layer_ratios.items():
         check_ratio(f"method.layer_ratios.{name}", r)
-    one_of("method.selection", m.selection, SELECTIONS)
-    one_of("method.global_threshold", m.global_threshold, GLOBAL_THRESHOLDS)
-    one_of("method.sparse_init", m.sparse_init, SPARSE_INITS)
     at_least("method.min_channels", m.min_channels, 1)
     at_least("method.round_to", m.round_to, 1)
     at_least("method.iterations", m.iterations, 1)
     at_least("method.iteration_epochs", m.iteration_epochs, 0)
-    one_of("method.iteration_training", m.iteration_training, ITERATION_TRAININGS)
     if m.iteration_training == "rewind" and m.iterations > 1:
         if methods.METHODS[m.name].kind_of(m) != "weight":
             raise PrunebenchError(f"method.iteration_training=rewind retrains a weight-level mask from the unpruned "
@@ -199,7 +184,8 @@ def unknown_keys(node: DictConfig, prefix: str = "") -> Iterator[tuple]:
         return
     known = [f.name for f in dataclasses.fields(schema)]
     for key in node.keys():
-        if key not in known:
+        own = OmegaConf.get_type(node[key]) if OmegaConf.is_dict(node._get_node(key)) else None
+        if key not in known and not dataclasses.is_dataclass(own):  # a typed node of your own: strategy.<name>
             yield f"{prefix}{key}", known
         elif OmegaConf.is_dict(node._get_node(key)):
             yield from unknown_keys(node[key], f"{prefix}{key}.")
@@ -248,9 +234,6 @@ def check_recipe_values(cfg: DictConfig) -> None:
 def check_measure_and_backend(cfg: DictConfig) -> None:
     at_least("measure.latency_batch", cfg.measure.latency_batch, 1)
     at_least("measure.latency_repeats", cfg.measure.latency_repeats, 1)
-    from prunebench.distributed import BACKENDS
-
-    one_of("distributed.backend", cfg.distributed.backend, BACKENDS)
 
 
 def check_strategy_settings(cfg: DictConfig) -> None:
@@ -295,10 +278,12 @@ def check_guided_source(cfg: DictConfig) -> None:
 
 
 def check(cfg: DictConfig) -> None:
-    """Raise :class:`PrunebenchError` on the first bad input of ``cfg``; train nothing, load no data."""
+    """Raise :class:`PrunebenchError` on the first bad input of ``cfg``; train nothing, load no data.
+    Types the parts of ``cfg`` first (:func:`prunebench.parts.typed`, in place)."""
+    check_names(cfg)
+    parts.typed(cfg)
     check_known_keys(cfg)
     check_run_settings(cfg)
-    check_names(cfg)
     check_schedule(cfg)
     check_recipe_values(cfg)
     check_measure_and_backend(cfg)
@@ -308,7 +293,7 @@ def check(cfg: DictConfig) -> None:
     check_model(cfg)
     if not cfg.get("prune_only"):
         for name in cfg.strategies:
-            strategies.create(name).check(cfg)
+            strategies.create(name, cfg).check(cfg)
         check_strategy_settings(cfg)
     if not cfg.dry_run:  # a dry run writes nothing
         check_cache(cfg)

@@ -6,18 +6,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-
-from prunebench.cli import CONF_DIR
-from prunebench.config import register_configs
+from prunebench import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def compose_config(*overrides):
-    register_configs()
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+    """The config of ``prunebench OVERRIDES``, its parts typed (as the CLI runs it)."""
+    return cli.compose(overrides)
 
 
 @pytest.fixture

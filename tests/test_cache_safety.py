@@ -2,6 +2,7 @@
 runs code from a file: atomic writes, weights-only loads, unreadable files named,
 locks waited for, and cache keys that follow every setting a stage reads."""
 import copy
+from enum import Enum
 import logging
 import os
 import shutil
@@ -166,6 +167,8 @@ def changed(path, value, method):
         return CHOICES[path][1 - CHOICES[path].index(value)]
     if path in ALTERNATIVES:
         return ALTERNATIVES[path]
+    if isinstance(value, Enum):  # a setting of a few values (the schema's Enum): another one
+        return next(str(m) for m in type(value) if m != value)
     if isinstance(value, bool):
         return not value
     if isinstance(value, int):

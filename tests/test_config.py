@@ -1,8 +1,8 @@
 import pytest
 from hydra.errors import ConfigCompositionException
-from omegaconf.errors import ConfigKeyError, ValidationError
 
 from prunebench import data
+from prunebench.errors import PrunebenchError
 from prunebench.cli import CONF_DIR
 from prunebench.protocol import base_settings
 from prunebench.stages import Stage, settings
@@ -27,13 +27,14 @@ def test_every_option_composes_and_names_itself(group):
 
 
 def test_misspelt_key_is_an_error():
-    with pytest.raises((ConfigCompositionException, ConfigKeyError)):
+    with pytest.raises(PrunebenchError, match="method.pruning_ration is not a setting prunebench knows"):
         compose_config("method.pruning_ration=0.5")
 
 
 def test_wrong_type_is_an_error():
-    with pytest.raises((ConfigCompositionException, ValidationError)):
+    with pytest.raises(PrunebenchError, match="schedule.epochs") as e:
         compose_config("schedule.epochs=many")
+    assert "\n" not in str(e.value)
 
 
 def test_unknown_method_lists_the_valid_ones():
@@ -45,7 +46,7 @@ def test_unknown_method_lists_the_valid_ones():
 def test_method_specific_keys_are_checked():
     cfg = compose_config("method=slimming", "method.sparsity=1e-5")
     assert cfg.method.sparsity == 1e-5
-    with pytest.raises((ConfigCompositionException, ConfigKeyError)):
+    with pytest.raises(PrunebenchError, match="method.sparsity is not a setting prunebench knows"):
         compose_config("method=l1_norm", "method.sparsity=1e-5")
 
 

@@ -6,7 +6,8 @@ import torch
 from omegaconf import OmegaConf
 
 from prunebench import methods
-from prunebench.config import SlimmingConfig, SSSConfig
+from prunebench.methods.slimming import SlimmingConfig
+from prunebench.methods.sss import SSSConfig
 from prunebench.pruning.masks import uniform_masks
 from prunebench.train import HookList, MaskHook, TrainHooks, train
 from prunebench.train.step import Speed, Step, optimizer

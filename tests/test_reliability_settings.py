@@ -73,9 +73,8 @@ CASES = [  # (overrides, what the message must say)
 def test_a_bad_setting_is_one_line_before_any_stage_folder(smoke_cfg, tmp_path, no_training, overrides, message):
     sources = guided_sources(tmp_path)
     overrides = [o.format(**sources) for o in overrides]
-    cfg = smoke_cfg(*RUN, *overrides)
-    with pytest.raises(PrunebenchError) as e:
-        pipeline.run(cfg)
+    with pytest.raises(PrunebenchError) as e:  # while composing (a value outside an enumeration) or validating
+        pipeline.run(smoke_cfg(*RUN, *overrides))
     assert message in str(e.value) and "\n" not in str(e.value)
     stages = tmp_path / "stages"
     assert not stages.exists() or not any(stages.iterdir()), "a stage folder was written before the refusal"

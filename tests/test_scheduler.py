@@ -14,7 +14,7 @@ import torch
 from omegaconf import OmegaConf
 
 from prunebench import methods, pipeline, protocol, scheduler
-from prunebench.config import SlimmingConfig
+from prunebench.methods.slimming import SlimmingConfig
 from prunebench.errors import PrunebenchError
 from prunebench.pruning.masks import uniform_masks
 from prunebench.scheduler import Scheduler, SharedClock, Trainings

@@ -1,7 +1,9 @@
 """Data set registry: ``dataset.name`` -> loader returning a :class:`Data` on the CPU (in-memory
 :class:`ImageData`, or :class:`FolderData` streaming an ImageNet-style tree)."""
-from typing import Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Tuple
 
+from prunebench import plugins
+from prunebench.config import DatasetConfig, ImageFolderDatasetConfig, SyntheticDatasetConfig
 from prunebench.data import cifar, digits, folder, synthetic
 from prunebench.data.base import Data
 from prunebench.data.folder import FolderData
@@ -27,13 +29,38 @@ SHAPES: Dict[str, Callable] = {
     "imagefolder": lambda cfg: ((3, cfg.image_size, cfg.image_size), folder.count_classes(cfg)),
 }
 
-__all__ = ["Data", "FolderData", "ImageData", "LOADERS", "SHAPES", "fingerprint", "load", "shape"]
+# dataset.name -> its schema (the others: DatasetConfig)
+SCHEMAS: Dict[str, Any] = {"synthetic": SyntheticDatasetConfig, "imagenet": ImageFolderDatasetConfig,
+                           "imagefolder": ImageFolderDatasetConfig}
+
+__all__ = ["Data", "FolderData", "ImageData", "LOADERS", "SCHEMAS", "SHAPES", "fingerprint", "load", "loader",
+           "schema_of", "shape"]
+
+
+def loader(cfg) -> Callable:
+    """The function loading the data set of ``cfg``: a built-in's, or (``_target_``, or an entry point of the
+    group ``prunebench.datasets``) a factory of your own, called with the data set's config node."""
+    return plugins.resolve("dataset", cfg.name, cfg.get("_target_"), LOADERS)
+
+
+def schema_of(cfg) -> Any:
+    """The schema of a data set node: a built-in's, or a factory's ``Config`` attribute (a subclass of
+    DatasetConfig; none: DatasetConfig)."""
+    if not cfg.get("_target_") and cfg.name in LOADERS:
+        return SCHEMAS.get(cfg.name, DatasetConfig)
+    schema = getattr(loader(cfg), "Config", DatasetConfig)
+    if not (isinstance(schema, type) and issubclass(schema, DatasetConfig)):
+        raise PrunebenchError(f"the Config of data set {cfg.name!r} must be a dataclass subclassing "
+                              f"prunebench.config.DatasetConfig")
+    return schema
 
 
 def load(cfg) -> Data:
-    if cfg.name not in LOADERS:
-        raise PrunebenchError(f"unknown dataset {cfg.name!r}; known: {', '.join(sorted(LOADERS))}")
-    return LOADERS[cfg.name](cfg)
+    data = loader(cfg)(cfg)
+    if not isinstance(data, Data):
+        raise PrunebenchError(f"data set {cfg.name!r}: its factory returned a {type(data).__name__}, not a "
+                              f"prunebench.data.Data (e.g. ImageData)")
+    return data
 
 
 def fingerprint(cfg) -> str:
@@ -48,6 +75,7 @@ def fingerprint(cfg) -> str:
 
 def shape(cfg) -> Tuple[Tuple[int, int, int], int]:
     """(one image's (C, H, W), number of classes) of the data set, without loading it."""
-    if cfg.name not in SHAPES:
-        raise PrunebenchError(f"unknown dataset {cfg.name!r}; known: {', '.join(sorted(SHAPES))}")
+    if cfg.get("_target_") or cfg.name not in SHAPES:  # a data set of your own: loaded once to see
+        data = load(cfg)
+        return tuple(data.input_shape), data.num_classes
     return SHAPES[cfg.name](cfg)

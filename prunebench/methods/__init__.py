@@ -1,7 +1,11 @@
 """Method registry: ``method=NAME`` -> the class implementing it. The YAML file
-``conf/method/NAME.yaml``, its ``name:`` and the table label are the same word."""
+``conf/method/NAME.yaml``, its ``name:`` and the table label are the same word. Each class
+declares its settings' schema (``Config``) in its own module, so one line here adds a built-in
+method; a method of your own needs none (``_target_``, or an entry point: :mod:`prunebench.plugins`)."""
 from typing import Dict, Type
 
+from prunebench import plugins
+from prunebench.config import MethodConfig
 from prunebench.errors import PrunebenchError
 from prunebench.methods.apoz import APoZ
 from prunebench.methods.autopruner import AutoPruner
@@ -40,10 +44,22 @@ METHODS: Dict[str, Type[Method]] = {
     "dcp": DCP,
 }
 
-__all__ = ["METHODS", "Method", "create"]
+# each method's config schema, declared next to its class (Method.Config)
+SCHEMAS: Dict[str, Type[MethodConfig]] = {name: cls.Config for name, cls in METHODS.items()}
+
+__all__ = ["METHODS", "SCHEMAS", "Method", "create", "method_class"]
+
+
+def method_class(cfg) -> Type[Method]:
+    """The class of the method node ``cfg``: ``cfg._target_`` (an import path) when set, else the built-in
+    ``cfg.name``, else an installed package's entry point of that name (group ``prunebench.methods``)."""
+    cls = plugins.resolve("method", cfg.name, cfg.get("_target_"), METHODS)
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise PrunebenchError(f"method {cfg.name!r}: {cls!r} is not a subclass of prunebench.methods.Method")
+    if not (isinstance(cls.Config, type) and issubclass(cls.Config, MethodConfig)):
+        raise PrunebenchError(f"{cls.__name__}.Config must be a dataclass subclassing prunebench.config.MethodConfig")
+    return cls
 
 
 def create(cfg, seed: int = 0) -> Method:
-    if cfg.name not in METHODS:
-        raise PrunebenchError(f"unknown method {cfg.name!r}; known: {', '.join(sorted(METHODS))}")
-    return METHODS[cfg.name](cfg, seed)
+    return method_class(cfg)(cfg, seed)

@@ -17,26 +17,32 @@ FC layers); on ResNets only the first convolution of a block is a prunable
 group, its APoZ taken after the block's inner ReLU; on DenseNet a layer's channel
 is counted after every BatchNorm (and ReLU) of the later layers that read it.
 """
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Dict
 
 import torch
 from torch import nn
 
 from prunebench.errors import PrunebenchError
-from prunebench.methods.base import Method, require_batchnorm
+from prunebench.methods.base import Method, StatisticsConfig, require_batchnorm
 from prunebench.models import conv_groups
 from prunebench.pruning.selection import check_layer_names, keep_count
 
-CRITERIA = ("ratio", "std")
+
+
+Criterion = StrEnum("Criterion", ["ratio", "std"])
+
+
+@dataclass
+class APoZConfig(StatisticsConfig):
+    criterion: Criterion = Criterion.ratio  # ratio: remove pruning_ratio of each layer | std: remove APoZ > mean + std_k * std
+    std_k: float = 1.0  # paper: 1
 
 
 class APoZ(Method):
+    Config = APoZConfig
     paper = "Hu et al., arXiv 2016"
-
-    def __init__(self, cfg, seed: int = 0):
-        super().__init__(cfg, seed)
-        if cfg.criterion not in CRITERIA:
-            raise PrunebenchError(f"method.criterion must be one of {', '.join(CRITERIA)}, got {cfg.criterion!r}")
 
     def check_model(self, model: nn.Module) -> None:
         require_batchnorm(conv_groups(model), "apoz")

@@ -26,6 +26,7 @@ On a ResNet the gates sit on the first convolution of each block, the only
 channels the models let prunebench remove. Inside a concatenation (DenseNet) a
 layer's channels come out of the BatchNorm of every later layer that reads them:
 the code, computed from the first of them, multiplies and is folded into each."""
+from dataclasses import dataclass
 import math
 from typing import Dict, List, Tuple
 
@@ -33,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunebench.config import MethodConfig
 from prunebench.errors import PrunebenchError
 from prunebench.methods.base import Method, require_batchnorm
 from prunebench.models import conv_groups
@@ -82,7 +84,15 @@ class Gates(nn.Module):
         self.codes: Dict[str, torch.Tensor] = {}  # the codes of the last training forward, for the penalty
 
 
+@dataclass
+class AutoPrunerConfig(MethodConfig):
+    alpha_start: float = 1.0  # sigmoid(alpha * x) steepness, raised linearly over the sparse stage
+    alpha_stop: float = 100.0
+    fc_init_scale: float = 10.0  # gate FC weights start at this multiple of MSRA init
+
+
 class AutoPruner(Method):
+    Config = AutoPrunerConfig
     sparse = True
     # its gates hand the batch's codes from the forward hooks to penalty() through a Python dict; traced by
     # torch.compile the run drifts from the eager one (weights 2e-2 apart after 20 float64 steps of a small

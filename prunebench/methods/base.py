@@ -10,12 +10,14 @@
 - reconstruction after surgery (``reconstruct``): refitting the next layers.
 """
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import ClassVar, Dict, List, Optional, Tuple, Type
 
 import torch
 from torch import nn
 
+from prunebench.config import MethodConfig
 from prunebench.data import ImageData
 from prunebench.errors import PrunebenchError
 from prunebench.models import conv_groups, group_width
@@ -35,8 +37,17 @@ def require_batchnorm(groups: List[ChannelGroup], method: str) -> None:
                               f"(l1_norm, fpgm, thinet)")
 
 
+@dataclass
+class StatisticsConfig(MethodConfig):
+    num_images: int = 1000  # training images the statistics are collected over (fewer if the set is smaller)
+    batch_size: int = 250  # images per forward pass while collecting
+
+
 class Method(TrainHooks, ABC):
-    """A pruning method. ``cfg`` is its node of the composed config."""
+    """A pruning method. ``cfg`` is its node of the composed config, typed by ``Config``: a
+    subclass of :class:`MethodConfig` declaring the method's own settings."""
+
+    Config: ClassVar[Type[MethodConfig]] = MethodConfig
 
     kind: str = "structured"  # structured: channels removed | weight: weights masked, architecture kept
     sparse: bool = False  # trains its own (sparse) stage before pruning

@@ -35,6 +35,7 @@ The linear classifier (VGG's last consumer) gives one sample per image, not
 ``positions_per_image``. With ``selection: global`` the LASSO targets still follow
 the per-layer ratios.
 """
+from dataclasses import dataclass
 import math
 from typing import Dict, Iterable, Tuple
 
@@ -42,6 +43,7 @@ import torch
 from torch import nn
 
 from prunebench.methods.activations import Samples
+from prunebench.methods.base import StatisticsConfig
 from prunebench.methods.regression import RegressionMethod
 from prunebench.models import conv_groups
 from prunebench.pruning.reconstruct import NormalEquations, set_layer_weight
@@ -103,7 +105,15 @@ def lasso_scores(gram: torch.Tensor, cross: torch.Tensor, count: int) -> Tuple[t
     return scores.float(), lam
 
 
+@dataclass
+class ChannelPruningConfig(StatisticsConfig):
+    num_images: int = 5000  # paper: 5000 images, 10 positions each
+    positions_per_image: int = 10
+    reconstruct: bool = True  # least-squares refit of the next layer on the kept channels
+
+
 class ChannelPruning(RegressionMethod):
+    Config = ChannelPruningConfig
     paper = "He et al., ICCV 2017"
     residual_target = True
 

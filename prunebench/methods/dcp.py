@@ -53,6 +53,7 @@ takes its shortcut from the block's input, where the authors' DCP model takes it
 after bn1 and ReLU (``dcp/models/preresnet.py`` lines 66-71 and 146-147,
 ``half_preact``).
 """
+from dataclasses import dataclass
 import math
 from typing import Dict, List, Optional, Tuple
 
@@ -62,6 +63,7 @@ from torch import nn
 
 from prunebench.errors import PrunebenchError
 from prunebench.methods.activations import evaluating
+from prunebench.methods.base import StatisticsConfig
 from prunebench.methods.base import require_batchnorm
 from prunebench.methods.channel_pruning import ChannelPruning
 from prunebench.models import conv_groups
@@ -127,7 +129,17 @@ def output_point(model: nn.Module, group) -> str:
     return places[0][0]
 
 
+@dataclass
+class DCPConfig(StatisticsConfig):
+    num_stages: int = 3  # additional (auxiliary) losses; the authors' CIFAR config: 3
+    discrimination_weight: float = 1.0  # lambda on the auxiliary cross-entropy in channel selection
+    reconstruction_weight: float = 1.0  # weight of the consumer-output MSE in channel selection
+    positions_per_image: int = 10  # sampled output positions per image for the least-squares refit
+    reconstruct: bool = True  # least-squares refit of the next layer on the kept channels
+
+
 class DCP(ChannelPruning):
+    Config = DCPConfig
     sparse = True
     paper = "Zhuang et al., NeurIPS 2018"
     capturable = False  # the auxiliary losses read the labels on_batch() stores on the host

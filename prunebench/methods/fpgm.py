@@ -12,10 +12,12 @@ and the protocol's retraining strategies follow. On ResNets only the first convo
 of each block is prunable (the models expose no other group), where the paper also
 zeroes filters of the second.
 """
+from dataclasses import dataclass
 from typing import Dict
 
 import torch
 
+from prunebench.config import MethodConfig
 from prunebench.methods.base import Method
 from prunebench.models import conv_groups
 
@@ -26,7 +28,13 @@ def distance_sums(weight: torch.Tensor) -> torch.Tensor:
     return torch.cdist(w, w, compute_mode="donot_use_mm_for_euclid_dist").sum(dim=1)
 
 
+@dataclass
+class FPGMConfig(MethodConfig):
+    pass
+
+
 class FPGM(Method):
+    Config = FPGMConfig
     paper = "He et al., CVPR 2019"
 
     def scores(self, model, data) -> Dict[str, torch.Tensor]:

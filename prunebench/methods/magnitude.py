@@ -11,15 +11,23 @@ Network Pruning", ICLR 2019, Section 6 and its code), one global threshold remov
 the same ratio in every layer), so every strategy is compared at one known sparsity.
 ``iterations`` > 1 prunes in steps over the weights still kept, fine-tuning or
 rewinding to the unpruned init between them (:meth:`prunebench.protocol.Run.prune_weights_from`)."""
+from dataclasses import dataclass
 from typing import Dict
 
 import torch
 
+from prunebench.config import MethodConfig
 from prunebench.methods.base import Method
 from prunebench.pruning.surgery import prunable_weights
 
 
+@dataclass
+class MagnitudeConfig(MethodConfig):
+    pass
+
+
 class Magnitude(Method):
+    Config = MagnitudeConfig
     kind = "weight"
     paper = "Han et al., NeurIPS 2015"
 

@@ -1,14 +1,22 @@
 """Random channel pruning: the control every criterion should beat. Scores are
 uniform random numbers drawn from the run's seed."""
+from dataclasses import dataclass
 from typing import Dict
 
 import torch
 
+from prunebench.config import MethodConfig
 from prunebench.methods.base import Method
 from prunebench.models import conv_groups
 
 
+@dataclass
+class RandomConfig(MethodConfig):
+    pass
+
+
 class RandomPruning(Method):
+    Config = RandomConfig
     paper = "control"
 
     def scores(self, model, data) -> Dict[str, torch.Tensor]:

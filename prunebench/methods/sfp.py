@@ -25,17 +25,19 @@ convolutions:
   removes exactly the filters zeroed last, and surgery carries each zeroed channel's
   BatchNorm shift into the next layer (prunebench/pruning/constants.py), so the pruned model
   computes what the sparse one did (exactly away from the 3x3 convs' borders)."""
+from dataclasses import dataclass
+from enum import StrEnum
 import math
 from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
+from prunebench.config import MethodConfig
 from prunebench.errors import PrunebenchError
 from prunebench.methods.base import Method
 from prunebench.models import conv_groups
 
-SCOPES = ("all", "groups")
 
 
 def filter_count(ratio: float, n: int) -> int:
@@ -43,13 +45,23 @@ def filter_count(ratio: float, n: int) -> int:
     return math.floor(round(ratio * n, 6))
 
 
+Scope = StrEnum("Scope", ["groups", "all"])
+
+
+@dataclass
+class SFPConfig(MethodConfig):
+    norm: int = 2  # Lp norm of the filters ranked each epoch
+    # groups: the prunable channel groups (ResNet: each block's first conv), removed at the end (the former rule)
+    # all: every convolution, zeroed before the first epoch too, kept as filter masks (method=sfp's YAML)
+    scope: Scope = Scope.groups
+
+
 class SFP(Method):
+    Config = SFPConfig
     sparse = True
     paper = "He et al., IJCAI 2018"
 
     def __init__(self, cfg, seed: int = 0):
-        if cfg.scope not in SCOPES:
-            raise PrunebenchError(f"method.scope must be one of {', '.join(SCOPES)}, got {cfg.scope!r}")
         super().__init__(cfg, seed)
         if cfg.norm < 1:
             raise PrunebenchError(f"method.norm must be a p >= 1 of the Lp filter norm, got {cfg.norm}")

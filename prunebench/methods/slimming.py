@@ -8,11 +8,13 @@ prune them (Eric-mingjie/rethinking-network-pruning cifar/network-slimming): the
 channels a selection layer passes on are scored by their BatchNorm's gammas at the
 selected positions. The penalty covers every BatchNorm of a group whole, as the
 authors' ``updateBN`` (main.py line 122) covers every BatchNorm2d."""
+from dataclasses import dataclass
 from typing import Dict
 
 import torch
 from torch import nn
 
+from prunebench.config import MethodConfig
 from prunebench.errors import PrunebenchError
 from prunebench.methods.base import Method
 from prunebench.models import bn_weight
@@ -28,7 +30,13 @@ def batch_norms(model: nn.Module):
     return [(g, model.get_submodule(g.bn)) for g in groups]
 
 
+@dataclass
+class SlimmingConfig(MethodConfig):
+    sparsity: float = 1e-4  # L1 weight on BN gammas in the sparse stage (paper: 1e-4 VGG, 1e-5 ResNet)
+
+
 class Slimming(Method):
+    Config = SlimmingConfig
     sparse = True
     prunes = "channels"  # every group: BatchNorm channels, selections included
     paper = "Liu et al., ICCV 2017"

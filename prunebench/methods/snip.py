@@ -11,11 +11,13 @@ convolutions) rather than the paper's variance-scaling init, so that the lottery
 batch is un-augmented. The normalisation divides every score by one positive number,
 so it changes neither the global ranking nor a per-layer one: it is kept for fidelity
 (the scores saved are the paper's s_j), not because selection needs it."""
+from dataclasses import dataclass
 from typing import Dict
 
 import torch
 import torch.nn.functional as F
 
+from prunebench.config import MethodConfig
 from prunebench.errors import PrunebenchError
 from prunebench.methods.base import Method
 from prunebench.pruning.surgery import prunable_weights
@@ -45,7 +47,13 @@ def sensitivities(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> D
     return {name: (s.double() / total).float() for name, s in sens.items()}
 
 
+@dataclass
+class SNIPConfig(MethodConfig):
+    batch_size: int = 128  # images in the one batch the sensitivities come from
+
+
 class SNIP(Method):
+    Config = SNIPConfig
     kind = "weight"
     prune_at_init = True
     paper = "Lee et al., ICLR 2019"

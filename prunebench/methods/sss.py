@@ -17,11 +17,14 @@ not clipped at zero as the authors' MXNet code does (the paper states no such
 constraint, and a negative factor folds into BatchNorm like a positive one); a
 layer keeps ``min_channels`` channels even if all its factors vanish, as every
 prunebench method does."""
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Callable, Dict, List, Tuple
 
 import torch
 from torch import nn
 
+from prunebench.config import MethodConfig
 from prunebench.errors import PrunebenchError
 from prunebench.methods.base import Method, require_batchnorm
 from prunebench.models import conv_groups
@@ -53,14 +56,23 @@ class Factors(nn.Module):
         self.grads: Dict[str, torch.Tensor] = {}
 
 
+Level = StrEnum("Level", ["channel", "block"])
+
+
+@dataclass
+class SSSConfig(MethodConfig):
+    level: Level = Level.channel  # channel: a factor per channel | block: a factor per residual block (ResNets)
+    sparsity: float = 1e-4  # L1 weight on the scaling factors, applied by the proximal (soft-threshold) step
+    momentum: float = 0.9  # of the accelerated proximal gradient update of the factors
+
+
 class SSS(Method):
+    Config = SSSConfig
     sparse = True
     paper = "Huang & Wang, ECCV 2018"
 
     def __init__(self, cfg, seed: int = 0):
         super().__init__(cfg, seed)
-        if cfg.level not in ("channel", "block"):
-            raise PrunebenchError(f"method.level must be 'channel' or 'block', got {cfg.level!r}")
         if cfg.sparsity < 0 or not 0 <= cfg.momentum < 1:
             raise PrunebenchError(f"method.sparsity must be >= 0 and method.momentum in [0, 1), got "
                                   f"{cfg.sparsity} and {cfg.momentum}")

@@ -21,6 +21,7 @@ global ranking of the blocks not in ``skip``; the lowest ``pruning_ratio`` of th
 are removed whole. Gradients come from ``torch.autograd.grad``: no ``.grad`` is
 written and the model is left as it was.
 """
+from dataclasses import dataclass
 import math
 from typing import Dict
 
@@ -29,11 +30,18 @@ import torch.nn.functional as F
 
 from prunebench.errors import PrunebenchError
 from prunebench.methods.activations import evaluating
-from prunebench.methods.sss import SSS
+from prunebench.methods.sss import SSS, SSSConfig
 from prunebench.pruning.selection import check_layer_names, check_ratio, select
 
 
+@dataclass
+class SSSSensitivityConfig(SSSConfig):
+    num_images: int = 1000  # training images the sensitivities are averaged over
+    batch_size: int = 250  # images per mini-batch: each batch's |dL/dlambda x lambda| is one sample
+
+
 class SSSSensitivity(SSS):
+    Config = SSSSensitivityConfig
     paper = "Huang & Wang, ECCV 2018 + first-order sensitivity"
 
     def sensitivities(self, model, data) -> Dict[str, torch.Tensor]:

@@ -22,6 +22,7 @@ is the identity here (its soft-threshold acts on s, which would pull the gates t
 or below ``threshold`` (default 0.5, i.e. its binarised gate step(s) is 0: s <= 0).
 The kept gates are folded into the BatchNorm they follow, as SSS folds its factors.
 """
+from dataclasses import dataclass
 from typing import Dict
 
 import torch
@@ -29,10 +30,17 @@ from torch import nn
 
 from prunebench.errors import PrunebenchError
 from prunebench.methods.autopruner import ramp
-from prunebench.methods.sss import SSS, Factors
+from prunebench.methods.sss import Factors, SSS, SSSConfig
+
+
+@dataclass
+class SSSSigmoidConfig(SSSConfig):
+    alpha_start: float = 1.0  # gate sigmoid(alpha * s) steepness, raised linearly over the sparse stage
+    alpha_stop: float = 100.0
 
 
 class SSSSigmoid(SSS):
+    Config = SSSSigmoidConfig
     paper = "Huang & Wang, ECCV 2018 + alpha-sigmoid gates (Luo & Wu, 2020)"
     capturable = False  # alpha is a host float raised each epoch: a captured step would keep the first one
 

@@ -23,6 +23,8 @@ the loss barely depends on a filter's scale, so sum(g_w * w) would all but vanis
 for the ``weight`` target. Gradients come from ``torch.autograd.grad``: no ``.grad`` is
 written and the model is left as it was.
 """
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Dict, List, Tuple
 
 import torch
@@ -31,18 +33,22 @@ from torch import nn
 
 from prunebench.errors import PrunebenchError
 from prunebench.methods.base import Method, require_batchnorm
+from prunebench.methods.base import StatisticsConfig
 from prunebench.models import conv_groups
 
-TARGETS = ("bn", "weight")
+
+
+Target = StrEnum("Target", ["bn", "weight"])
+
+
+@dataclass
+class TaylorConfig(StatisticsConfig):
+    target: Target = Target.bn  # bn: (sum of grad x gamma)^2 per channel | weight: (sum of grad x w)^2 per filter
 
 
 class Taylor(Method):
+    Config = TaylorConfig
     paper = "Molchanov et al., CVPR 2019"
-
-    def __init__(self, cfg, seed: int = 0):
-        super().__init__(cfg, seed)
-        if cfg.target not in TARGETS:
-            raise PrunebenchError(f"method.target must be one of {', '.join(TARGETS)}, got {cfg.target!r}")
 
     def check_model(self, model: nn.Module) -> None:
         if self.cfg.target == "bn":

@@ -22,12 +22,14 @@ w-hat rescaling is done layer by layer in forward order on the pruned model
 absorbs the error of the layers before it. On ResNets only the first convolution
 of a block is a group; its consumer is conv2 and the target is conv2's own output.
 """
+from dataclasses import dataclass
 from typing import Dict, Iterable
 
 import torch
 from torch import nn
 
 from prunebench.methods.activations import Samples
+from prunebench.methods.base import StatisticsConfig
 from prunebench.methods.regression import RegressionMethod
 from prunebench.pruning.reconstruct import ContributionGram, channel_scales, layer_weight, rescale_channels
 
@@ -59,7 +61,14 @@ def order_scores(order: torch.Tensor) -> torch.Tensor:
     return scores
 
 
+@dataclass
+class ThiNetConfig(StatisticsConfig):
+    positions_per_image: int = 10  # sampled output positions per image
+    reconstruct: bool = True  # least-squares rescaling of the kept weights of the next layer
+
+
 class ThiNet(RegressionMethod):
+    Config = ThiNetConfig
     paper = "Luo et al., ICCV 2017"
 
     def scores(self, model, data) -> Dict[str, torch.Tensor]:

@@ -6,11 +6,15 @@ from pathlib import Path
 from typing import Any, Callable, Dict, NamedTuple, Tuple
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
-from prunebench import atomic
+from prunebench import atomic, plugins
+from prunebench.config import (CifarModernModelConfig, DenseNetConfig, FactoryModelConfig, ImageNetResNetConfig, ImageNetVGGConfig,
+                               ModelConfig, PreResNetConfig, ResNetConfig, TorchvisionModelConfig, VGGConfig)
 from prunebench.errors import PrunebenchError
-from prunebench.models import cifar_modern, densenet, imagenet_resnet, imagenet_vgg, preresnet, resnet, torchvision_models, vgg
+from prunebench.models import (cifar_modern, densenet, factory, imagenet_resnet, imagenet_vgg, preresnet, resnet,
+                               torchvision_models, vgg)
 from prunebench.models.groups import (FAMILIES, ChannelGroup, ChannelSelection, Member, Residual, ResidualBlock,
                                       bn_channels, bn_weight, conv_groups, family_groups, group_width, groups_named,
                                       members, parameter_axes)
@@ -20,47 +24,61 @@ from prunebench.models.pretrained import load_pretrained
 class Arch(NamedTuple):
     spec_for: Any  # (depth, width, in_channels, num_classes, **options) -> spec; None: FROM_CONFIG builds it
     cls: Any  # the module class, built from a spec
-    options: Tuple[str, ...]  # the ModelConfig fields it takes besides depth and width
+    schema: Any  # its config schema (prunebench.config); the options it takes are the fields beyond ModelConfig's
 
 
 ARCHS: Dict[str, Arch] = {
-    "vgg": Arch(vgg.spec_for, vgg.VGG, ("bn_init", "classifier")),
-    "resnet": Arch(resnet.spec_for, resnet.ResNet, ("bn_init", "shortcut")),
-    "preresnet": Arch(preresnet.spec_for, preresnet.PreResNet, ("bn_init", "block")),
-    "densenet": Arch(densenet.spec_for, densenet.DenseNet, ("bn_init", "block", "growth", "compression")),
-    "imagenet_vgg": Arch(None, imagenet_vgg.ImageNetVGG, ()),
-    "imagenet_resnet": Arch(None, imagenet_resnet.ImageNetResNet, ()),
-    "torchvision": Arch(None, torchvision_models.TorchvisionModel, ()),
-    "cifar_modern": Arch(None, cifar_modern.CifarModernModel, ()),
+    "vgg": Arch(vgg.spec_for, vgg.VGG, VGGConfig),
+    "resnet": Arch(resnet.spec_for, resnet.ResNet, ResNetConfig),
+    "preresnet": Arch(preresnet.spec_for, preresnet.PreResNet, PreResNetConfig),
+    "densenet": Arch(densenet.spec_for, densenet.DenseNet, DenseNetConfig),
+    "imagenet_vgg": Arch(None, imagenet_vgg.ImageNetVGG, ImageNetVGGConfig),
+    "imagenet_resnet": Arch(None, imagenet_resnet.ImageNetResNet, ImageNetResNetConfig),
+    "torchvision": Arch(None, torchvision_models.TorchvisionModel, TorchvisionModelConfig),
+    "factory": Arch(None, factory.FactoryModel, FactoryModelConfig),
+    "cifar_modern": Arch(None, cifar_modern.CifarModernModel, CifarModernModelConfig),
 }
-# archs whose spec needs more of the model config than depth, width and the options above
+# archs whose spec needs more of the model config than depth, width and the options of its schema
 FROM_CONFIG: Dict[str, Callable] = {
     "imagenet_vgg": imagenet_vgg.spec_from_config,
     "imagenet_resnet": imagenet_resnet.spec_from_config,
     "torchvision": torchvision_models.spec_from_config,
+    "factory": factory.spec_from_config,
     "cifar_modern": cifar_modern.spec_from_config,
 }
+BASE_KEYS = {f.name for f in fields(ModelConfig)}
+
+
+def options_of(arch: str) -> Tuple[str, ...]:
+    """The settings an arch takes besides name, arch, depth and width."""
+    return tuple(f.name for f in fields(ARCHS[arch].schema) if f.name not in BASE_KEYS)
+
+
+def schema_of(model_cfg) -> Any:
+    """The schema of a model node: its arch's, or (``_target_``) its factory's."""
+    if model_cfg.get("_target_"):
+        return factory.schema_of(plugins.load_path(model_cfg._target_, "model._target_"))
+    arch = model_cfg.get("arch")
+    if arch not in ARCHS:
+        raise PrunebenchError(f"unknown model.arch {arch!r}; known: {', '.join(sorted(ARCHS))} (or a model of your "
+                              f"own: model._target_=package.module.function, see docs/extending.md)")
+    return ARCHS[arch].schema
 
 __all__ = ["ARCHS", "FAMILIES", "ChannelGroup", "ChannelSelection", "Member", "Residual", "ResidualBlock",
            "bn_channels", "bn_weight", "conv_groups", "family_groups", "group_width", "groups_named", "members",
-           "load_pretrained", "parameter_axes", "spec_from_config", "build", "save", "load", "load_spec", "load_state",
+           "load_pretrained", "options_of", "parameter_axes", "schema_of", "spec_from_config", "build", "save", "load", "load_spec", "load_state",
            "pruned_form"]
 
 
 def spec_from_config(model_cfg, in_channels: int, num_classes: int) -> Dict[str, Any]:
-    from prunebench.config import ModelConfig  # the config module imports nothing of ours
-
+    """The spec of the unpruned model a (typed) model node describes."""
     if model_cfg.arch not in ARCHS:
         raise PrunebenchError(f"unknown model arch {model_cfg.arch!r}; known: {', '.join(sorted(ARCHS))}")
     if model_cfg.arch in FROM_CONFIG:
         return FROM_CONFIG[model_cfg.arch](model_cfg, in_channels, num_classes)
     arch = ARCHS[model_cfg.arch]
-    defaults = {f.name: f.default for f in fields(ModelConfig) if f.name not in ("name", "arch", "depth", "width")}
-    foreign = [k for k, v in defaults.items() if k not in arch.options and model_cfg.get(k, v) != v]
-    if foreign:
-        raise PrunebenchError(f"model.{', model.'.join(foreign)} does not apply to arch {model_cfg.arch!r} (it takes "
-                              f"{', '.join(arch.options)}); remove the override")
-    options = {k: model_cfg.get(k, defaults[k]) for k in arch.options}
+    values = OmegaConf.to_container(model_cfg, resolve=True, enum_to_str=True)
+    options = {k: values[k] for k in options_of(model_cfg.arch)}
     try:
         return arch.spec_for(model_cfg.depth, model_cfg.width, in_channels, num_classes, **options)
     except ValueError as e:

@@ -30,7 +30,8 @@ def _tp():
     try:
         import torch_pruning
     except ImportError as e:  # an optional extra: say how to get it
-        raise PrunebenchError("torchvision models are pruned through torch-pruning: pip install torch-pruning "
+        raise PrunebenchError("torchvision models and models of your own are pruned through torch-pruning: pip install "
+                              "torch-pruning "
                               "(or pip install prunebench[torchvision])") from e
     return torch_pruning
 
@@ -131,7 +132,7 @@ def prune_groups(net: nn.Module, keep: Dict[str, Sequence[int]], input_size: int
     channels); in place, through torch-pruning."""
     tp = _tp()
     graph = dependency_graph(net, input_size, num_classes, in_channels)
-    by_name = {g.name: g for g in graph_groups(net, input_size, num_classes, graph)}
+    by_name = {g.name: g for g in graph_groups(net, input_size, num_classes, graph, in_channels)}
     unknown = sorted(set(keep) - set(by_name))
     if unknown:
         raise PrunebenchError(f"no prunable group {unknown} in this model; its groups: {', '.join(by_name)}")

@@ -12,7 +12,7 @@ in a run and in a dry run) and :class:`RunBench` (what it may do in a run:
 :class:`~prunebench.train.job.Training` (what to train, and what to do when it ends)."""
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Dict, Optional, Protocol, Tuple, Union
+from typing import Any, ClassVar, Dict, Optional, Protocol, Tuple, Union
 
 import torch
 from omegaconf import DictConfig
@@ -115,6 +115,9 @@ def with_note(metrics: Dict[str, Any], note: str) -> Dict[str, Any]:
 
 class Strategy(ABC):
     name: str = ""
+    # the schema of its node cfg.strategy.<name> (prunebench.config): None where it reads none of its own.
+    # A strategy of your own names its class there: strategy.<name>._target_: package.module.Class
+    Config: ClassVar[Optional[type]] = None
     needs: Tuple[str, ...] = ("pruned",)  # rows that must have finished ok
     keyed_by: Tuple[str, ...] = ()  # nodes of cfg.strategy whose non-default settings key the cache
     columns: Tuple[str, ...] = ()  # metrics of its row that the result table shows as columns

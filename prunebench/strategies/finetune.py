@@ -1,11 +1,13 @@
 """Fine-tuning: the pruned model keeps its inherited weights and trains on at a
 constant, small learning rate (Liu et al. 2019 on CIFAR: 40 epochs at lr 0.001,
 ``strategy.finetune``)."""
+from prunebench.config import FinetuneConfig
 from prunebench.strategies.base import Strategy
 
 
 class Finetune(Strategy):
     name = "finetune"
+    Config = FinetuneConfig
     keyed_by = ("finetune",)
 
     def recipe(self, run):

@@ -21,6 +21,7 @@ from typing import Dict, List, Sequence
 import torch
 
 from prunebench import models
+from prunebench.config import GuidedConfig
 from prunebench.errors import PrunebenchError
 from prunebench.measure import spec_flops
 from prunebench.strategies.base import Strategy
@@ -123,6 +124,7 @@ def pattern_of(folder: Path, input_shape_of=None) -> Dict:
 
 class Guided(Strategy):
     name = "guided"
+    Config = GuidedConfig
     pruned_model = False  # a model of its own
     keyed_by = ("guided",)
 

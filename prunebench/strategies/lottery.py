@@ -14,6 +14,7 @@ from typing import Dict
 import torch
 
 from prunebench import atomic
+from prunebench.config import LotteryConfig
 from prunebench.errors import PrunebenchError
 from prunebench.pruning import prune
 from prunebench.strategies.base import Strategy
@@ -39,6 +40,7 @@ def rewind_state(run) -> Dict[str, torch.Tensor]:
 
 class Lottery(Strategy):
     name = "lottery"
+    Config = LotteryConfig
     needs = ("unpruned", "pruned")  # the unpruned stage's snapshots
     keyed_by = ("lottery",)
 

@@ -24,12 +24,11 @@ model's computation budget, E x FLOPs_full / FLOPs_pruned epochs rounded up (or 
 import math
 from typing import Dict, Optional
 
+from prunebench.config import ScratchBConfig
 from prunebench.errors import PrunebenchError
 from prunebench.stages import settings
 from prunebench.strategies.base import Strategy, check_own_recipe, from_scratch, own_recipe, own_recipe_note, with_note
 
-FLOPS = ("nonzero", "dense")
-ROUNDINGS = ("ceil", "floor")
 OWN = ("epochs", "milestones")  # strategy.scratch_b settings of the Scratch-B row alone
 
 
@@ -51,11 +50,6 @@ def scratch_b_epochs(epochs: int, flops_full: int, flops_pruned: int,
 def check(cfg) -> None:
     """The budget's ``strategy.scratch_b`` settings, before anything trains."""
     sb = cfg.strategy.scratch_b
-    if sb.flops not in FLOPS:
-        raise PrunebenchError(f"strategy.scratch_b.flops must be one of {', '.join(FLOPS)}, got {sb.flops!r}")
-    if sb.rounding not in ROUNDINGS:
-        raise PrunebenchError(f"strategy.scratch_b.rounding must be one of {', '.join(ROUNDINGS)}, got "
-                              f"{sb.rounding!r}")
     if sb.base_epochs is not None and sb.base_epochs < 1:
         raise PrunebenchError(f"strategy.scratch_b.base_epochs must be >= 1 (null: the schedule's epochs), got "
                               f"{sb.base_epochs}")
@@ -95,6 +89,7 @@ def budget_values(cfg) -> Dict:
 
 class ScratchB(Strategy):
     name = "scratch_b"
+    Config = ScratchBConfig
     keyed_by = ("scratch_b",)
 
     def check(self, cfg):

@@ -4,12 +4,14 @@ trained it apart from the unpruned model (``strategy.scratch_e.epochs`` / ``mile
 on ImageNet SSS they trained 100 epochs, lr steps at 30, 60 and 90). Weight-level: the
 kept weights are re-drawn at the density-corrected scale
 (:func:`prunebench.pruning.masks.sparse_init`)."""
+from prunebench.config import ScratchEConfig
 from prunebench.stages import settings
 from prunebench.strategies.base import Strategy, check_own_recipe, from_scratch, own_recipe, own_recipe_note, with_note
 
 
 class ScratchE(Strategy):
     name = "scratch_e"
+    Config = ScratchEConfig
 
     def check(self, cfg):
         check_own_recipe("strategy.scratch_e", cfg.strategy.scratch_e)

@@ -11,7 +11,7 @@ and it gets the unpruned model's budget for its own FLOPs."""
 import torch
 
 from prunebench import models
-from prunebench.errors import PrunebenchError
+from prunebench.config import UniformConfig
 from prunebench.measure import spec_flops
 from prunebench.pruning import uniform_spec
 from prunebench.pruning.masks import sparse_init, uniform_masks
@@ -19,11 +19,11 @@ from prunebench.pruning.surgery import prunable_weights
 from prunebench.strategies.base import Strategy
 from prunebench.strategies.scratch_b import budget, budget_values, check as check_scratch_b
 
-MATCHES = ("flops", "params")
 
 
 class Uniform(Strategy):
     name = "uniform"
+    Config = UniformConfig
     pruned_model = False  # a model of its own
     keyed_by = ("uniform",)
     columns = ("width_factor", "match")
@@ -33,9 +33,6 @@ class Uniform(Strategy):
 
     def check(self, cfg):
         check_scratch_b(cfg)
-        if cfg.strategy.uniform.match not in MATCHES:
-            raise PrunebenchError(f"strategy.uniform.match must be one of {', '.join(MATCHES)}, got "
-                                  f"{cfg.strategy.uniform.match!r}")
 
     def match(self, run) -> str:
         return run.cfg.strategy.uniform.match

@@ -120,3 +120,11 @@ def test_several_seeds_show_a_seed_column_and_write_every_seed(tmp_path):
     rows = read_results(run_dir / "results.csv")
     assert sorted({r["seed"] for r in rows}) == ["0", "1"] and all(r["status"] == "ok" for r in rows)
     assert "seeds [0, 1]" in p.stdout and "| row | seed |" in (run_dir / "results.md").read_text()
+
+
+def test_a_value_outside_an_enumeration_is_one_line_and_exit_2(tmp_path):
+    """OmegaConf refuses it while Hydra composes; the CLI says so in one line, as every bad input."""
+    p = run_cli("experiment=smoke", "method.selection=best", "dry_run=true", cwd=tmp_path)
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines() == ["error: method.selection must be one of global, layer, threshold, got "
+                                             "'best'"]

@@ -7,7 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from prunebench import pipeline
-from prunebench.config import APoZConfig
+from prunebench.methods.apoz import APoZConfig
 from prunebench.data import ImageData
 from prunebench.errors import PrunebenchError
 from prunebench.methods import create

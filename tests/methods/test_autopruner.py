@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from prunebench import pipeline
-from prunebench.config import AutoPrunerConfig
+from prunebench.methods.autopruner import AutoPrunerConfig
 from prunebench.errors import PrunebenchError
 from prunebench.methods import create
 from prunebench.methods.autopruner import ATTR, Gate

@@ -3,7 +3,7 @@ import torch
 from omegaconf import OmegaConf
 
 from prunebench import pipeline
-from prunebench.config import ChannelPruningConfig
+from prunebench.methods.channel_pruning import ChannelPruningConfig
 from prunebench.methods import create
 from prunebench.methods.channel_pruning import lasso, lasso_scores
 from prunebench.models import resnet, vgg

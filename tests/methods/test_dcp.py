@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from prunebench import pipeline
-from prunebench.config import DCPConfig
+from prunebench.methods.dcp import DCPConfig
 from prunebench.data import ImageData
 from prunebench.methods import create
 from prunebench.methods.dcp import ATTR, segment_ends

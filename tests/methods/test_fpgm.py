@@ -3,7 +3,7 @@ import torch
 from omegaconf import OmegaConf
 
 from prunebench import pipeline
-from prunebench.config import FPGMConfig
+from prunebench.methods.fpgm import FPGMConfig
 from prunebench.methods import create
 from prunebench.methods.fpgm import distance_sums
 from prunebench.models import build, resnet, vgg

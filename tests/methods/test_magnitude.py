@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from prunebench import measure, models, pipeline
-from prunebench.config import MagnitudeConfig
+from prunebench.methods.magnitude import MagnitudeConfig
 from prunebench.errors import PrunebenchError
 from prunebench.methods import create
 from prunebench.pruning.masks import select_weights, uniform_masks

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from prunebench import pipeline
-from prunebench.config import SFPConfig
+from prunebench.methods.sfp import SFPConfig
 from prunebench.errors import PrunebenchError
 from prunebench.methods import create
 from prunebench.models import build, resnet, vgg

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from prunebench import models, pipeline
-from prunebench.config import SNIPConfig
+from prunebench.methods.snip import SNIPConfig
 from prunebench.data.images import ImageData
 from prunebench.errors import PrunebenchError
 from prunebench.methods import create

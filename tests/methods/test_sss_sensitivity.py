@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from prunebench import pipeline
-from prunebench.config import SSSSensitivityConfig
+from prunebench.methods.sss_sensitivity import SSSSensitivityConfig
 from prunebench.methods import create
 from prunebench.methods.sss import ATTR
 from prunebench.models import build, resnet, vgg

@@ -3,7 +3,7 @@ import torch
 from omegaconf import OmegaConf
 
 from prunebench import pipeline
-from prunebench.config import SSSSigmoidConfig
+from prunebench.methods.sss_sigmoid import SSSSigmoidConfig
 from prunebench.errors import PrunebenchError
 from prunebench.methods import create
 from prunebench.methods.sss import ATTR

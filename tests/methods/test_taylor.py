@@ -5,7 +5,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from prunebench import pipeline
-from prunebench.config import TaylorConfig
+from prunebench.methods.taylor import TaylorConfig
 from prunebench.data import ImageData
 from prunebench.errors import PrunebenchError
 from prunebench.methods import create

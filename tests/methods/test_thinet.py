@@ -3,7 +3,7 @@ import torch
 from omegaconf import OmegaConf
 
 from prunebench import pipeline
-from prunebench.config import ThiNetConfig
+from prunebench.methods.thinet import ThiNetConfig
 from prunebench.methods import create
 from prunebench.methods.thinet import removal_order
 from prunebench.models import resnet, vgg

@@ -45,7 +45,7 @@ def test_resnet50_groups_prune_and_rebuild_from_the_spec():
     # SSS at block level reads the blocks the model lists, not its arch name
     assert [b.name for b in model.residual_blocks()][:2] == ["layer1_0", "layer1_1"]
     from omegaconf import OmegaConf
-    from prunebench.config import SSSConfig
+    from prunebench.methods.sss import SSSConfig
     sizes, targets = SSS(OmegaConf.structured(SSSConfig(name="sss", level="block"))).structures(model)
     assert sizes["layer4_2"] == 1 and targets["layer4_2"] == [("layer4.2.bn3", None)]  # the whole BN, one factor
 

@@ -6,7 +6,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from prunebench import measure, models, pipeline
-from prunebench.config import ChannelPruningConfig
+from prunebench.methods.channel_pruning import ChannelPruningConfig
 from prunebench.methods import create
 from prunebench.models import preresnet
 from prunebench.pruning import prune, widths

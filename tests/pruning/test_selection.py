@@ -2,7 +2,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from prunebench.config import L1NormConfig, SlimmingConfig
+from prunebench.methods.l1_norm import L1NormConfig
+from prunebench.methods.slimming import SlimmingConfig
 from prunebench.errors import PrunebenchError
 from prunebench.methods import create
 from prunebench.models import build, vgg

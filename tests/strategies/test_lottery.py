@@ -89,7 +89,7 @@ def test_each_iteration_prunes_its_ratio_of_the_weights_still_kept():
     """cifar_prune_iterative.py:205: thre_index = total - total_nonzero + int(total_nonzero p): the zeros are
     skipped and int(nz p) + 1 of the non-zero weights go (inclusive); exact: int(nz p)."""
     from omegaconf import OmegaConf
-    from prunebench.config import MagnitudeConfig
+    from prunebench.methods.magnitude import MagnitudeConfig
     from prunebench.pruning.masks import select_weights
 
     torch.manual_seed(0)

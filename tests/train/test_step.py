@@ -15,7 +15,9 @@ import torch
 from omegaconf import OmegaConf
 
 from prunebench import data, methods, models
-from prunebench.config import SlimmingConfig, SSSConfig, SyntheticDatasetConfig
+from prunebench.config import SyntheticDatasetConfig
+from prunebench.methods.slimming import SlimmingConfig
+from prunebench.methods.sss import SSSConfig
 from prunebench.data.images import ImageData
 from prunebench.models import resnet, vgg
 from prunebench.pruning.masks import uniform_masks
