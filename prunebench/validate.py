@@ -45,6 +45,11 @@ def at_least(name: str, value: Any, low: int) -> None:
         raise PrunebenchError(f"{name} must be >= {low}, got {value}")
 
 
+def one_of(name: str, value: Any, choices) -> None:
+    if value not in choices:
+        raise PrunebenchError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
 def check_names(cfg: DictConfig) -> None:
     """Each part names a class: a built-in or one of your own (:mod:`prunebench.plugins`)."""
     for name in cfg.strategies:
