@@ -70,7 +70,8 @@ class Bench:
         self.kind = self.method.kind
         self.family = self.method.family  # the groups that describe the run's widths
         self.input_shape, self.num_classes = datasets.shape(cfg.dataset)
-        self.base_spec = models.spec_from_config(cfg.model, self.input_shape[0], self.num_classes)
+        self.base_spec = models.spec_from_config(cfg.model, self.input_shape[0], self.num_classes,
+                                                 self.input_shape[-1])
         self.recipe = recipe_of(cfg.schedule)
         self.speed = speed_from_config(cfg.get("train"))
         self.results: Dict[str, Dict] = {}

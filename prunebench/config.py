@@ -124,6 +124,27 @@ class FactoryModelConfig(ModelConfig):
 
 
 @dataclass
+class ViTModelConfig(ModelConfig):
+    """A ViT for small images (arch vit, prunebench.models.vit); ``width`` scales ``dim`` and the MLP."""
+    name: str = "vit_cifar"
+    arch: str = "vit"
+    depth: int = 12  # blocks
+    patch: int = 4  # pixels a side of each patch (CIFAR 32x32: 64 patches)
+    dim: int = 192  # embedding width (ViT-Tiny / DeiT-Ti: 192, ViT-Small: 384)
+    heads: int = 3  # attention heads per block (Tiny: 3, Small: 6); head width dim / heads
+    mlp_ratio: float = 4.0  # MLP hidden units per embedding channel
+
+
+@dataclass
+class TimmModelConfig(ModelConfig):
+    """Any timm model (arch timm, prunebench.models.timm_models), random-initialised."""
+    name: str = "timm"  # set to timm's model name (timm.list_models()), also the table label
+    arch: str = "timm"
+    depth: int = 0  # unused: give timm's own settings in options
+    options: Dict[str, Any] = field(default_factory=dict)  # keyword arguments of timm.create_model
+
+
+@dataclass
 class DatasetConfig:
     name: str = MISSING  # cifar10 | cifar100 | digits | synthetic | imagenet | imagefolder | a name of your own
     _target_: Optional[str] = None  # your own data set: the import path of a function cfg -> prunebench.data.Data

@@ -35,6 +35,8 @@ def _own_flops(module: nn.Module, output: torch.Tensor) -> int:
         return 2 * output.numel() * (module.in_channels // module.groups) * k
     if isinstance(module, nn.Linear):
         return 2 * output.numel() * module.in_features
+    if hasattr(module, "own_flops"):  # a model's own layer (a ViT's per-head projections)
+        return module.own_flops(output)
     return 0
 
 

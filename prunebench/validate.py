@@ -155,13 +155,14 @@ def check_model(cfg: DictConfig) -> None:
     positive("model.width", cfg.model.width)
     shape, classes = datasets.shape(cfg.dataset)
     try:
-        spec = models.spec_from_config(cfg.model, shape[0], classes)
+        spec = models.spec_from_config(cfg.model, shape[0], classes, shape[-1])
     except (ValueError, KeyError) as e:
         raise PrunebenchError(f"model {cfg.model.name!r}: {e}") from e
     method = methods.create(cfg.method, cfg.seed)
     with torch.device("meta"):
         model = models.build(spec)
     try:
+        method.check_transformer(model)
         method.check_model(model)
     except PrunebenchError as e:
         raise PrunebenchError(f"method={cfg.method.name} cannot prune model={cfg.model.name}: {e}") from e
@@ -274,7 +275,7 @@ def check_guided_source(cfg: DictConfig) -> None:
     ratios = guided.pattern_of(folder)["ratios"]
     shape, classes = datasets.shape(cfg.dataset)
     with torch.device("meta"):
-        model = models.build(models.spec_from_config(cfg.model, shape[0], classes))
+        model = models.build(models.spec_from_config(cfg.model, shape[0], classes, shape[-1]))
     stages = max(guided.group_stages(model, shape).values()) + 1
     if stages != len(ratios):
         raise PrunebenchError(f"strategy.guided.source={folder} gives a pattern of {len(ratios)} stages, "

@@ -89,6 +89,10 @@ def check_planted_channels_beat_random_ones(cfg):
 MODEL_NAMES = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "conf" / "model").glob("*.yaml"))
 MODEL_OPTIONS = {name: ["model.width=0.25"] for name in MODEL_NAMES} | {"torchvision": ["model.name=resnet18",
                                                                                      "model.width=1.0"]}
+MODEL_OPTIONS |= {name: ["model.width=0.25", "model.depth=2"] for name in ("vit_cifar", "vit_small_cifar")}
+MODEL_OPTIONS["timm"] = ["model.name=vit_tiny_patch16_224", "model.width=1.0",
+                         "model.options={depth:2,embed_dim:32,num_heads:2,patch_size:8}"]
+TRANSFORMERS = ("vit_cifar", "vit_small_cifar", "timm")
 PAIR_OPTIONS = ["dataset=synthetic", "dataset.image_size=32"]
 # the pairs that cannot run as configured, refused before anything trains, with what the refusal says
 REFUSED = {
@@ -100,4 +104,10 @@ REFUSED = {
     ("slimming", "vgg16_imagenet"): "have no BatchNorm",
     **{(m, "vgg16_imagenet"): "reads each channel after its BatchNorm"  # torchvision's VGG-16 without BN
        for m in ("apoz", "autopruner", "sss", "sss_sensitivity", "sss_sigmoid", "taylor")},
+    # transformers: methods that read BatchNorm, feature maps or reconstruct convolutions (prunebench.models.vit)
+    **{(m, t): f"{m} scores convolution channels.*use one of fpgm, l1_norm, random, taylor" for t in TRANSFORMERS
+       for m in ("apoz", "autopruner", "channel_pruning", "dcp", "sfp", "slimming", "sss", "sss_sensitivity",
+                 "sss_sigmoid", "thinet")},
+    **{("taylor", t): "set method.target=weight" for t in TRANSFORMERS},
+    ("magnitude", "timm"): r"method.skip names unknown layers \['classifier'\]",  # timm's is net.head
 }

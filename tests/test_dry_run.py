@@ -225,7 +225,8 @@ def test_imagenet_weight_level_presets_prune_convolutions_only_and_plan_the_auth
 # a deeper model of a family builds the same blocks as its shallowest one: one model per family and block,
 # the deep-only ones (PreResNet-164's bottlenecks, the DenseNet-100s) at a shallow depth of the same blocks
 DEEPER_TWINS = {"vgg13": "vgg11", "vgg16": "vgg11", "vgg19": "vgg11", "vgg16_bn": "vgg11_bn", "resnet32": "resnet20",
-                "resnet56": "resnet20", "resnet110": "resnet20", "preresnet110": "preresnet56"}
+                "resnet56": "resnet20", "resnet110": "resnet20", "preresnet110": "preresnet56",
+                "vit_small_cifar": "vit_cifar"}
 SHALLOW = {"preresnet164": ["model.depth=20"], "densenet_c100": ["model.depth=22"], "densenet_bc100": ["model.depth=22"]}
 
 
@@ -251,5 +252,5 @@ def test_every_method_and_model_that_validation_accepts_plans(tmp_path, method, 
         method_obj = methods.create(compose_config(f"method={method}").method)
         with torch.device("meta"):
             model_obj = models.build(models.spec_from_config(
-                compose_config(f"model={model}", *pair_options(model)).model, 3, 10))
+                compose_config(f"model={model}", *pair_options(model)).model, 3, 10, 32))
         assert set(pruned["widths"]) == {g.name for g in models.family_groups(model_obj, method_obj.family)}

@@ -43,6 +43,16 @@ class StatisticsConfig(MethodConfig):
     batch_size: int = 250  # images per forward pass while collecting
 
 
+def refuse_transformer(name: str) -> None:
+    """The one-line refusal of method ``name`` on a transformer, naming the methods that run."""
+    from prunebench.methods import METHODS  # the registry imports this module
+
+    units = sorted(n for n, c in METHODS.items() if c.kind == "structured" and c.scores_units)
+    raise PrunebenchError(f"{name} scores convolution channels (through BatchNorm, feature maps or their "
+                          f"reconstruction), not attention heads or MLP units; on a transformer use one of "
+                          f"{', '.join(units)} or a weight-level method (magnitude, snip)")
+
+
 class Method(TrainHooks, ABC):
     """A pruning method. ``cfg`` is its node of the composed config, typed by ``Config``: a
     subclass of :class:`MethodConfig` declaring the method's own settings."""
@@ -53,6 +63,9 @@ class Method(TrainHooks, ABC):
     sparse: bool = False  # trains its own (sparse) stage before pruning
     prune_at_init: bool = False  # scores the freshly initialised model, not the trained one (SNIP)
     prunes: str = "filters"  # structured: which groups it scores (models.FAMILIES): filters | channels (every group)
+    # structured: its score is defined on any layer's output units from the weights and the loss alone, so it
+    # scores a transformer's attention heads (q/k/v rows) and MLP units; others read BatchNorm or feature maps
+    scores_units: bool = False
     paper: str = ""
 
     def __init__(self, cfg, seed: int = 0):
@@ -80,6 +93,12 @@ class Method(TrainHooks, ABC):
         ``model`` (built on the meta device): called before anything trains."""
         if self.kind == "structured":
             self.groups(model)
+
+    def check_transformer(self, model: nn.Module) -> None:
+        """Refuse, by name, a structured method whose score is not defined on a transformer's
+        heads and MLP units (a model with ``transformer = True``)."""
+        if self.kind == "structured" and getattr(model, "transformer", False) and not self.scores_units:
+            refuse_transformer(self.cfg.name)
 
     def sparse_settings(self) -> Dict:
         """The method settings that change the sparse stage (part of its cache key)."""

@@ -10,7 +10,8 @@ every training epoch and may grow back, as in soft filter pruning, and the netwo
 is cut only at the end); here the trained model's filters are removed once, hard,
 and the protocol's retraining strategies follow. On ResNets only the first convolution
 of each block is prunable (the models expose no other group), where the paper also
-zeroes filters of the second.
+zeroes filters of the second. On a ViT a head is the vector of its q, k and v rows
+and an MLP unit its fc1 row; their distances are taken within each block's heads or units.
 """
 from dataclasses import dataclass
 from typing import Dict
@@ -19,7 +20,7 @@ import torch
 
 from prunebench.config import MethodConfig
 from prunebench.methods.base import Method
-from prunebench.models import conv_groups
+from prunebench.models import conv_groups, filter_rows
 
 
 def distance_sums(weight: torch.Tensor) -> torch.Tensor:
@@ -35,8 +36,9 @@ class FPGMConfig(MethodConfig):
 
 class FPGM(Method):
     Config = FPGMConfig
+    scores_units = True
     paper = "He et al., CVPR 2019"
 
     def scores(self, model, data) -> Dict[str, torch.Tensor]:
-        return {g.name: distance_sums(model.get_submodule(g.conv).weight).float().cpu()
+        return {g.name: distance_sums(filter_rows(model, g)).float().cpu()
                 for g in conv_groups(model)}

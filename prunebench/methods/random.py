@@ -7,7 +7,7 @@ import torch
 
 from prunebench.config import MethodConfig
 from prunebench.methods.base import Method
-from prunebench.models import conv_groups
+from prunebench.models import conv_groups, group_width
 
 
 @dataclass
@@ -17,9 +17,10 @@ class RandomConfig(MethodConfig):
 
 class RandomPruning(Method):
     Config = RandomConfig
+    scores_units = True
     paper = "control"
 
     def scores(self, model, data) -> Dict[str, torch.Tensor]:
         gen = torch.Generator().manual_seed(self.seed)
-        return {g.name: torch.rand(model.get_submodule(g.conv).out_channels, generator=gen)
+        return {g.name: torch.rand(group_width(model, g), generator=gen)
                 for g in conv_groups(model)}

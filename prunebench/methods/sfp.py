@@ -35,7 +35,7 @@ from torch import nn
 
 from prunebench.config import MethodConfig
 from prunebench.errors import PrunebenchError
-from prunebench.methods.base import Method
+from prunebench.methods.base import Method, refuse_transformer
 from prunebench.models import conv_groups
 
 
@@ -71,6 +71,10 @@ class SFP(Method):
         if cfg.scope == "all" and cfg.iterations != 1:
             raise PrunebenchError(f"method.scope=all keeps the filters SFP zeroed in its sparse stage: "
                                   f"method.iterations must be 1, got {cfg.iterations}")
+
+    def check_transformer(self, model: nn.Module) -> None:
+        if getattr(model, "transformer", False):  # scope=all too: it zeroes convolution filters only
+            refuse_transformer(self.cfg.name)
 
     @classmethod
     def kind_of(cls, cfg) -> str:

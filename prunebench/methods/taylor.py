@@ -21,7 +21,8 @@ between gives the iterative variant. BN runs in inference mode (running statisti
 the change in loss is that of the network as it is used, and with batch statistics
 the loss barely depends on a filter's scale, so sum(g_w * w) would all but vanish
 for the ``weight`` target. Gradients come from ``torch.autograd.grad``: no ``.grad`` is
-written and the model is left as it was.
+written and the model is left as it was. On a ViT (no BatchNorm: ``target: weight``) a
+head's parameters are its q, k and v rows, an MLP unit's its fc1 row.
 """
 from dataclasses import dataclass
 from enum import StrEnum
@@ -34,7 +35,7 @@ from torch import nn
 from prunebench.errors import PrunebenchError
 from prunebench.methods.base import Method, require_batchnorm
 from prunebench.methods.base import StatisticsConfig
-from prunebench.models import conv_groups
+from prunebench.models import conv_groups, filter_rows, group_width
 
 
 
@@ -48,9 +49,13 @@ class TaylorConfig(StatisticsConfig):
 
 class Taylor(Method):
     Config = TaylorConfig
+    scores_units = True
     paper = "Molchanov et al., CVPR 2019"
 
     def check_model(self, model: nn.Module) -> None:
+        if self.cfg.target == "bn" and getattr(model, "transformer", False):
+            raise PrunebenchError("taylor's method.target=bn reads BatchNorm scales, which a transformer has none of; "
+                                  "set method.target=weight (a head's q/k/v rows, an MLP unit's fc1 row)")
         if self.cfg.target == "bn":
             require_batchnorm(conv_groups(model), "taylor with method.target=bn")
         super().check_model(model)
@@ -71,7 +76,7 @@ class Taylor(Method):
         groups = conv_groups(model)
         params = {g.name: self.parameters_of(model, g) for g in groups}
         flat = list({id(p): p for g in groups for p, _ in params[g.name]}.values())  # each tensor once
-        width = {g.name: model.get_submodule(g.conv).out_channels for g in groups}
+        width = {g.name: group_width(model, g) for g in groups}
         totals = {g.name: torch.zeros(width[g.name], dtype=torch.float64, device=flat[0].device) for g in groups}
         modes = {m: m.training for m in model.modules()}
         batches = 0
@@ -86,7 +91,9 @@ class Taylor(Method):
                         first_order = torch.zeros_like(totals[g.name])
                         for p, offset in params[g.name]:
                             grad = grads[id(p)]
-                            if grad is not None:  # None: the loss does not depend on p
+                            if grad is not None and self.cfg.target == "weight":  # one row per channel
+                                first_order += filter_rows(model, g, grad * p.detach()).sum(1).double()
+                            elif grad is not None:  # None: the loss does not depend on p
                                 part = (grad * p.detach())[offset:offset + width[g.name]]
                                 first_order += part.reshape(part.shape[0], -1).sum(1).double()
                         totals[g.name] += first_order ** 2

@@ -3,21 +3,24 @@ architecture (widths included), so a pruned model needs no code of its own."""
 import json
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Callable, Dict, NamedTuple, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import torch
 from omegaconf import OmegaConf
 from torch import nn
 
 from prunebench import atomic, plugins
-from prunebench.config import (CifarModernModelConfig, DenseNetConfig, FactoryModelConfig, ImageNetResNetConfig, ImageNetVGGConfig,
-                               ModelConfig, PreResNetConfig, ResNetConfig, TorchvisionModelConfig, VGGConfig)
+from prunebench.config import (CifarModernModelConfig, DenseNetConfig, FactoryModelConfig, ImageNetResNetConfig,
+                               ImageNetVGGConfig,
+                               ModelConfig, PreResNetConfig, ResNetConfig, TimmModelConfig, TorchvisionModelConfig,
+                               VGGConfig, ViTModelConfig)
 from prunebench.errors import PrunebenchError
 from prunebench.models import (cifar_modern, densenet, factory, imagenet_resnet, imagenet_vgg, preresnet, resnet,
                                torchvision_models, vgg)
+from prunebench.models import timm_models, torchvision_transformers, vit
 from prunebench.models.groups import (FAMILIES, ChannelGroup, ChannelSelection, Member, Residual, ResidualBlock,
-                                      bn_channels, bn_weight, conv_groups, family_groups, group_width, groups_named,
-                                      members, parameter_axes)
+                                      bn_channels, bn_weight, conv_groups, family_groups, filter_rows, group_width,
+                                      groups_named, members, parameter_axes)
 from prunebench.models.pretrained import load_pretrained
 
 
@@ -36,16 +39,23 @@ ARCHS: Dict[str, Arch] = {
     "imagenet_resnet": Arch(None, imagenet_resnet.ImageNetResNet, ImageNetResNetConfig),
     "torchvision": Arch(None, torchvision_models.TorchvisionModel, TorchvisionModelConfig),
     "factory": Arch(None, factory.FactoryModel, FactoryModelConfig),
+    "vit": Arch(None, vit.ViT, ViTModelConfig),
+    "timm": Arch(None, timm_models.TimmModel, TimmModelConfig),
+    "torchvision_transformer": Arch(None, torchvision_transformers.TorchvisionTransformer, TorchvisionModelConfig),
     "cifar_modern": Arch(None, cifar_modern.CifarModernModel, CifarModernModelConfig),
 }
 # archs whose spec needs more of the model config than depth, width and the options of its schema
 FROM_CONFIG: Dict[str, Callable] = {
     "imagenet_vgg": imagenet_vgg.spec_from_config,
     "imagenet_resnet": imagenet_resnet.spec_from_config,
-    "torchvision": torchvision_models.spec_from_config,
+    "torchvision": torchvision_transformers.spec_from_config,  # a transformer's MLP units, else the graph
     "factory": factory.spec_from_config,
+    "vit": vit.spec_from_config,
+    "timm": timm_models.spec_from_config,
     "cifar_modern": cifar_modern.spec_from_config,
 }
+# FROM_CONFIG archs whose spec depends on the image size (a ViT's position embeddings)
+SIZED = ("vit", "timm", "torchvision")
 BASE_KEYS = {f.name for f in fields(ModelConfig)}
 
 
@@ -65,15 +75,19 @@ def schema_of(model_cfg) -> Any:
     return ARCHS[arch].schema
 
 __all__ = ["ARCHS", "FAMILIES", "ChannelGroup", "ChannelSelection", "Member", "Residual", "ResidualBlock",
-           "bn_channels", "bn_weight", "conv_groups", "family_groups", "group_width", "groups_named", "members",
+           "bn_channels", "bn_weight", "conv_groups", "family_groups", "filter_rows", "group_width", "groups_named",
+           "members",
            "load_pretrained", "options_of", "parameter_axes", "schema_of", "spec_from_config", "build", "save", "load", "load_spec", "load_state",
            "pruned_form"]
 
 
-def spec_from_config(model_cfg, in_channels: int, num_classes: int) -> Dict[str, Any]:
+def spec_from_config(model_cfg, in_channels: int, num_classes: int,
+                     image_size: Optional[int] = None) -> Dict[str, Any]:
     """The spec of the unpruned model a (typed) model node describes."""
     if model_cfg.arch not in ARCHS:
         raise PrunebenchError(f"unknown model arch {model_cfg.arch!r}; known: {', '.join(sorted(ARCHS))}")
+    if model_cfg.arch in SIZED:
+        return FROM_CONFIG[model_cfg.arch](model_cfg, in_channels, num_classes, image_size)
     if model_cfg.arch in FROM_CONFIG:
         return FROM_CONFIG[model_cfg.arch](model_cfg, in_channels, num_classes)
     arch = ARCHS[model_cfg.arch]

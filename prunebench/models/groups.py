@@ -216,8 +216,19 @@ def groups_named(model: nn.Module, names) -> List[ChannelGroup]:
 
 def group_width(model: nn.Module, g: ChannelGroup) -> int:
     if g.kind == "conv":
-        return model.get_submodule(g.conv).out_channels
+        if hasattr(model, "unit_width") and model.unit_width(g) is not None:  # a library transformer's heads
+            return model.unit_width(g)
+        producer = model.get_submodule(g.conv)  # a convolution, or a linear layer (a transformer's MLP)
+        return producer.out_features if isinstance(producer, nn.Linear) else producer.out_channels
     return model.get_submodule(g.select).index.numel()
+
+
+def filter_rows(model: nn.Module, g: ChannelGroup, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``weight`` (the producer's weight, or a tensor shaped like it) as one row per channel of the
+    group: a filter; a head's q, k and v rows where the model lays them out otherwise (``unit_rows``)."""
+    weight = model.get_submodule(g.conv).weight if weight is None else weight
+    rows = model.unit_rows(g, weight) if hasattr(model, "unit_rows") else None
+    return weight.flatten(1) if rows is None else rows
 
 
 def bn_channels(model: nn.Module, g: ChannelGroup) -> Optional[torch.Tensor]:

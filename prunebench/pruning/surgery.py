@@ -21,9 +21,15 @@ def widths(model: nn.Module, family: str = "channels") -> Dict[str, int]:
     return {g.name: models.group_width(model, g) for g in models.family_groups(model, family)}
 
 
+def is_layer(module: nn.Module) -> bool:
+    """A convolution, a linear layer, or a model's own layer that counts its FLOPs (``own_flops``:
+    a ViT's per-head q/k/v and projection)."""
+    return isinstance(module, (nn.Conv2d, nn.Linear)) or hasattr(module, "own_flops")
+
+
 def prunable_weights(model: nn.Module) -> Dict[str, torch.Tensor]:
-    """The weights weight-level methods prune: every convolution's and linear layer's."""
-    return {f"{name}.weight": m.weight for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    """The weights weight-level methods prune: every layer's (:func:`is_layer`)."""
+    return {f"{name}.weight": m.weight for name, m in model.named_modules() if is_layer(m)}
 
 
 def kept_positions(size: int, parts: List[Tuple[int, str]], keep: Dict[str, torch.Tensor],
@@ -54,7 +60,7 @@ def prune(model: nn.Module, keep: Dict[str, torch.Tensor]) -> nn.Module:
     spec = with_widths(kept, selections) if selections else with_widths(kept)
     axes = models.parameter_axes(groups)
     width = {g.name: models.group_width(model, g) for g in groups}
-    delta = carried(model, keep)
+    delta = carried(model, keep) if getattr(model, "folds_constants", True) else {}
     state = {}
     for name, tensor in model.state_dict().items():
         if name in delta:

@@ -12,7 +12,7 @@ import torch
 
 from prunebench import models
 from prunebench.config import UniformConfig
-from prunebench.measure import spec_flops
+from prunebench.measure import spec_flops, spec_layer_flops
 from prunebench.pruning import uniform_spec
 from prunebench.pruning.masks import sparse_init, uniform_masks
 from prunebench.pruning.surgery import prunable_weights
@@ -66,8 +66,10 @@ class Uniform(Strategy):
             if match == "params":  # only conv/linear weights are masked; BN and biases stay
                 prunable = sum(w.numel() for w in prunable_weights(model).values())
                 keep = (target - (full - prunable)) / prunable
-            else:  # FLOPs are counted on convolutions and linear layers, all of them masked
-                keep = target / full
+            else:  # the masks thin the layers' FLOPs; the rest (a transformer's attention products) stays
+                layers = {name.rsplit(".", 1)[0] for name in prunable_weights(model)}
+                maskable = sum(spec_layer_flops(run.base_spec, run.input_shape, layers)[1].values())
+                keep = (target - (full - maskable)) / maskable
             masks = uniform_masks(model, keep, run.cfg.seed)
             sparse_init(model, masks)  # draws on from fresh()'s seed
             b = budget(run, run.figure("pruned", "flops"))

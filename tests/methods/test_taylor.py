@@ -117,8 +117,10 @@ def test_a_dead_channel_scores_zero_in_real_models(arch):
 
 
 def test_unknown_target_is_an_error():
-    with pytest.raises(PrunebenchError, match="target"):
-        create(method_cfg(target="activation"))
+    from tests.conftest import compose_config
+
+    with pytest.raises(PrunebenchError, match="method.target must be one of bn, weight, got 'activation'"):
+        compose_config("method=taylor", "method.target=activation")
 
 
 @pytest.mark.parametrize("model", ["vgg11", "resnet20"])

@@ -103,8 +103,10 @@ def test_threshold_selection_removes_what_scores_at_or_below_it_keeping_min_chan
 
 
 def test_unknown_selection_is_an_error():
-    with pytest.raises(PrunebenchError, match="threshold"):
-        select({"conv1": torch.ones(4)}, cfg(selection="median"))
+    from tests.conftest import compose_config
+
+    with pytest.raises(PrunebenchError, match="method.selection must be one of global, layer, threshold"):
+        compose_config("method=slimming", "method.selection=median")
 
 
 # -- the global threshold's count: int(N p) + 1 as the authors' code, or exactly int(N p) --------------
@@ -144,5 +146,5 @@ def test_the_threshold_rule_is_the_authors_for_slimming_and_magnitude_only():
              ("slimming", "magnitude", "taylor", "snip", "sss_sensitivity", "l1_norm")}
     assert rules == {"slimming": "inclusive", "magnitude": "inclusive", "taylor": "exact", "snip": "exact",
                      "sss_sensitivity": "exact", "l1_norm": "exact"}
-    with pytest.raises(PrunebenchError, match="global_threshold"):
-        select(SCORES, cfg(selection="global", pruning_ratio=0.5, global_threshold="floor"))
+    with pytest.raises(PrunebenchError, match="global_threshold must be one of exact, inclusive"):
+        compose_config("method=slimming", "method.global_threshold=floor")
