@@ -42,12 +42,12 @@ def test_every_present_job_composes_and_a_dry_run_plans_both_recipes(tmp_path):
         assert cfg.method.round_to == 8 and cfg.measure.onnx and cfg.measure.saturating_batch > 0
         cfgs[(job["model"], job["method"], job["schedule"])] = cfg
     # planning traces every pruned architecture's dependency graph (seconds each): two jobs, both recipes
-    for key in (("mobilenet_v2_cifar", "taylor", "modern"), ("resnet18_cifar", "l1_norm", "cifar")):
+    for key in (("mobilenet_v2_cifar", "fpgm", "modern"), ("resnet18_cifar", "l1_norm", "cifar")):
         rows = {r["row"]: r for r in pipeline.plan(cfgs[key])}
         assert list(rows) == ["unpruned", "pruned", "finetune", "scratch_b", "uniform"], key
         assert rows["unpruned"]["epochs"] == 160 and rows["unpruned"]["flops"] > 0
-        if key[1] == "l1_norm":  # its widths follow from the config; taylor's from the data (known once pruned)
-            assert rows["unpruned"]["flops"] > rows["pruned"]["flops"] > 0
-            assert rows["scratch_b"]["epochs"] == rows["uniform"]["epochs"] > 160
+        # l1_norm and fpgm select per layer: the widths, and so the FLOPs and epochs, follow from the config
+        assert rows["unpruned"]["flops"] > rows["pruned"]["flops"] > 0
+        assert rows["scratch_b"]["epochs"] == rows["uniform"]["epochs"] > 160
         assert not any(r["cached"] for r in rows.values())
     assert not any(tmp_path.iterdir()), "a dry run wrote to the cache"
