@@ -10,7 +10,7 @@ from typing import Callable, Dict, Optional
 import torch
 from omegaconf import DictConfig
 
-from prunebench import atomic, distributed, loggers, measure, methods, models
+from prunebench import accounting, atomic, distributed, loggers, measure, methods, models
 from prunebench import data as datasets
 from prunebench.errors import PrunebenchError
 from prunebench.pruning import widths
@@ -19,7 +19,7 @@ from prunebench.stages import Stage
 from prunebench.train import Recipe, TrainHooks
 from prunebench.train.evaluate import evaluate
 from prunebench.train.job import TrainJob, Training
-from prunebench.train.loop import write_history
+from prunebench.train.loop import VAL_FIELD, write_history
 from prunebench.train.step import speed_from_config
 
 REINIT_SEED_OFFSET = 1_000_003  # strategies re-initialise from seed + this
@@ -183,25 +183,39 @@ class Bench:
             apply_masks(model, masks)
         logger = loggers.create(self.cfg.logger, stage.dir, stage.kind, {"stage": stage.kind, **stage.values})
         job = self.job(stage, model, recipe, hooks, masks, snapshots, on_epoch=logger.log)
-        return Training(job, then=lambda out: self.after_training(stage, model, out, masks), close=logger.close)
+        return Training(job, then=lambda out: self.after_training(stage, model, out, masks, recipe), close=logger.close)
 
-    def after_training(self, stage: Stage, model, out: Dict, masks: Optional[Dict] = None) -> Dict:
+    def after_training(self, stage: Stage, model, out: Dict, masks: Optional[Dict] = None,
+                       recipe: Optional[Recipe] = None) -> Dict:
         """The metrics of a trained stage from its training's output."""
         metrics = self.describe(model, stage, masks)
-        best = best_of(out["history"], metrics["acc1"])
+        history = out["history"]
+        if self.data.val_size and history and history[-1].get(VAL_FIELD) is None:  # eval_every: 0
+            history[-1][VAL_FIELD] = evaluate(model, self.data, self.cfg.schedule.eval_batch_size, split="val")["acc1"]
+        best = best_of(history, metrics["acc1"])
         if distributed.is_main():
-            write_history(out["history"], stage.dir / "history.csv")
+            write_history(history, stage.dir / "history.csv")
+        recipe = recipe or self.recipe
+        images = accounting.images_per_epoch(self.data.train_size, recipe.batch_size, recipe.steps_per_epoch)
         return {**metrics, **best, "epochs": out["epochs"], "seconds": round(out["seconds"], 2),
                 "wall_seconds": round(out["wall_seconds"], 2), "compile_seconds": round(out["compile_seconds"], 2),
-                "train_loss": out["loss"], "history": out["history"]}
+                "train_images": images, "train_flops": accounting.train_flops(out["epochs"], images, metrics["flops"]),
+                "train_loss": out["loss"], "history": history}
 
 
 def best_of(history, final_acc1: float) -> Dict:
-    """``acc1_best`` and ``best_epoch`` over a history whose last epoch scored ``final_acc1``."""
+    """``acc1_best`` and ``best_epoch`` over a history whose last epoch scored ``final_acc1``; with
+    held-out images (``val_acc1`` in the history), ``val_epoch``, the epoch best on them (the earliest
+    of ties), and ``acc1_val_selected``, the test top-1 at that epoch: a selection the test set never saw."""
     if history and history[-1].get("acc1") is None:
         history[-1]["acc1"] = final_acc1  # the final model was evaluated by describe()
     scored = [(h["acc1"], h["epoch"]) for h in history if h.get("acc1") is not None]
     if not scored:
         return {"acc1_best": final_acc1, "best_epoch": 0}
     best, epoch = max(scored, key=lambda t: (t[0], -t[1]))
-    return {"acc1_best": best, "best_epoch": epoch}
+    out = {"acc1_best": best, "best_epoch": epoch}
+    held = [h for h in history if h.get(VAL_FIELD) is not None and h.get("acc1") is not None]
+    if held:
+        chosen = max(held, key=lambda h: (h[VAL_FIELD], -h["epoch"]))
+        out.update(acc1_val_selected=chosen["acc1"], val_epoch=chosen["epoch"], val_acc1=chosen[VAL_FIELD])
+    return out

@@ -40,6 +40,7 @@ WandbMode = StrEnum("WandbMode", ["offline", "online", "disabled"])
 Backend = StrEnum("Backend", ["auto", "nccl", "gloo"])
 Precision = StrEnum("Precision", ["fp32", "bf16"])
 Compile = StrEnum("Compile", ["off", "on", "graph"])
+ShuffledBudget = StrEnum("ShuffledBudget", ["scratch_e", "scratch_b"])
 
 
 @dataclass
@@ -152,6 +153,9 @@ class DatasetConfig:
     download: bool = True  # try torchvision's download when the files are absent
     pad: int = 4  # random-crop padding, pixels
     flip: bool = True  # random horizontal flip
+    # training images held out (seeded, the same for every row and seed) to select each stage's epoch on them:
+    # acc1_val_selected (0: none, the paper's protocol); in-memory data sets (cifar, digits, synthetic)
+    val_split: int = 0
 
 
 @dataclass
@@ -279,6 +283,70 @@ class GuidedConfig:
     source: Optional[str] = None  # run or sweep folder whose pruned models guide; None: this run's
 
 
+# -- the revisited strategies and controls (docs/revisited.md) --------------------------------
+
+
+@dataclass
+class FinetuneLargeConfig:
+    """Fine-tuning at a large lr with a step schedule (Wang et al., arXiv 2301.05219; Renda et al., ICLR 2020)."""
+    epochs: Optional[int] = None  # None: strategy.finetune.epochs
+    lr: float = 0.01
+    milestones: List[float] = field(default_factory=lambda: [0.5, 0.75])  # fractions of its epochs; lr *= gamma
+
+
+@dataclass
+class LrRewindConfig:
+    """Learning-rate rewinding (Renda, Frankle & Carbin, ICLR 2020): the unpruned schedule's last E' epochs."""
+    epochs: Optional[int] = None  # E'; None: strategy.finetune.epochs
+
+
+@dataclass
+class OneCycleConfig:
+    """A 1-cycle schedule from a large lr (Le & Hua, ICLR 2021; Smith's 1-cycle): up, then linear decay."""
+    epochs: Optional[int] = None  # None: strategy.finetune.epochs
+    lr: Optional[float] = None  # the peak; None: the schedule's lr
+    # fraction of the epochs spent rising from lr / div_factor to lr (0: a linear decay from lr alone);
+    # 0.3 and 25 are torch.optim.lr_scheduler.OneCycleLR's defaults (pct_start, div_factor)
+    warmup: float = 0.3
+    div_factor: float = 25.0
+    final_factor: float = 1e-4  # the last epoch's lr, as a fraction of lr / div_factor (OneCycleLR: 1 / 1e4)
+
+
+@dataclass
+class DistillConfig:
+    """Fine-tuning with knowledge distillation from the trained unpruned model (Hinton et al. 2015's loss; Minitron,
+    arXiv 2407.14679, recovers pruned models so)."""
+    epochs: Optional[int] = None  # None: strategy.finetune.epochs
+    lr: Optional[float] = None  # None: strategy.finetune.lr (constant)
+    temperature: float = 4.0  # T of the softened logits
+    weight: float = 0.5  # alpha: loss = (1 - alpha) CE + alpha T^2 KL(teacher_T || student_T)
+
+
+@dataclass
+class RandomArchConfig:
+    """Random width configurations at the pruned model's cost (Li et al., "Revisiting Random Channel Pruning",
+    CVPR 2022), each trained with Scratch-B's budget."""
+    members: int = 3  # N architectures
+    low: float = 0.1  # each group's relative width drawn uniformly in [low, 1] before the common scaling
+    match: UniformMatch = UniformMatch.flops  # flops | params: what each matches of the pruned model (the uniform search)
+    tolerance: float = 0.01
+
+
+@dataclass
+class ShuffledConfig:
+    """The pruned mask shuffled within each layer (Frankle et al., ICLR 2021), trained as a scratch row."""
+    budget: ShuffledBudget = ShuffledBudget.scratch_e  # scratch_e: the unpruned model's epochs | scratch_b: Scratch-B's
+
+
+@dataclass
+class SmallModelConfig:
+    """The smaller model of the family one would pick anyway, trained from scratch with Scratch-B's budget."""
+    model: Optional[str] = None  # a conf/model option (resnet56, vgg16, torchvision); required when the row runs
+    name: Optional[str] = None  # overrides model.name (a torchvision model: resnet18, mobilenet_v2)
+    width: Optional[float] = None  # overrides model.width (mobilenet_v2 width 0.75)
+    depth: Optional[int] = None  # overrides model.depth
+
+
 @dataclass
 class OwnStrategyConfig:
     """The node ``strategy.<name>`` of a strategy of your own: subclass it with the strategy's settings."""
@@ -294,6 +362,13 @@ class StrategyConfig:
     uniform: UniformConfig = field(default_factory=UniformConfig)
     lottery: LotteryConfig = field(default_factory=LotteryConfig)
     guided: GuidedConfig = field(default_factory=GuidedConfig)
+    finetune_large: FinetuneLargeConfig = field(default_factory=FinetuneLargeConfig)
+    lr_rewind: LrRewindConfig = field(default_factory=LrRewindConfig)
+    one_cycle: OneCycleConfig = field(default_factory=OneCycleConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    random_arch: RandomArchConfig = field(default_factory=RandomArchConfig)
+    shuffled: ShuffledConfig = field(default_factory=ShuffledConfig)
+    small_model: SmallModelConfig = field(default_factory=SmallModelConfig)
 
 
 @dataclass

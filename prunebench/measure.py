@@ -167,7 +167,9 @@ def latency_ms(model: nn.Module, input_shape: Sequence[int], batch: int = 1, rep
 
 def _onnx_runtime():
     try:
-        import onnx  # noqa: F401  (the exporter writes through it)
+        import importlib
+
+        importlib.import_module("onnx")  # the exporter writes through it
         import onnxruntime
     except ImportError as e:
         from prunebench.errors import PrunebenchError

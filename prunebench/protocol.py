@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from omegaconf import DictConfig
 
-from prunebench import atomic, distributed, measure, models, strategies, validate
+from prunebench import accounting, atomic, distributed, measure, models, provenance, strategies, validate
 from prunebench import data as datasets
 from prunebench.bench import Bench
 from prunebench.errors import PrunebenchError
@@ -100,6 +100,7 @@ class Run:
         self.fingerprint = fingerprint if fingerprint is not None else self.bench.data.fingerprint
         self.common = base_settings(cfg, self.fingerprint)
         self.plans: List[StagePlan] = []
+        self.provenance = provenance.record(cfg, self.bench.device)
 
     def stage_values(self) -> Dict[str, Tuple[str, Dict]]:
         """Each stage's row -> (kind, cache values): one description of what every stage reads."""
@@ -238,7 +239,7 @@ class Run:
         if final is not model:
             out["note"] = "layers new to the pruned architecture start untrained (its head: model.pruned_head)"
         validate.warn_if_unpruned(measure.spec_params(b.base_spec), out["params"], self.cfg)
-        return {**out, "epochs": tuned, "seconds": round(time.perf_counter() - t0, 2)}
+        return {**out, "epochs": tuned, "seconds": round(time.perf_counter() - t0, 2), **self.tuning_flops(tuned)}
 
     def prune_weights_from(self, stage: Stage, model, masks: Optional[Dict], iteration: int, tuned: int,
                            t0: float) -> Outcome:
@@ -276,7 +277,15 @@ class Run:
                 f.unlink(missing_ok=True)
         out = b.describe(model, stage, masks)
         validate.warn_if_unpruned(measure.spec_params(b.base_spec), out["params"], self.cfg)
-        return {**out, "epochs": tuned, "seconds": round(time.perf_counter() - t0, 2)}
+        return {**out, "epochs": tuned, "seconds": round(time.perf_counter() - t0, 2), **self.tuning_flops(tuned)}
+
+    def tuning_flops(self, epochs: int) -> Dict:
+        """The training FLOPs of the pruned stage's trainings between iterations, counted at the unpruned
+        model's FLOPs (an upper bound: the model shrinks over the iterations)."""
+        recipe = self.iteration_recipe() if not self.rewinds() else self.bench.recipe
+        images = accounting.images_per_epoch(self.bench.data.train_size, recipe.batch_size, recipe.steps_per_epoch)
+        return {"train_images": images,
+                "train_flops": accounting.train_flops(epochs, images, self.bench.figure("unpruned", "flops"))}
 
     # -- the table -------------------------------------------------------
 
@@ -291,8 +300,29 @@ class Run:
             return round(a / b, 3) if a and b else None
         return {"flops_speedup": ratio("flops"), **{name: ratio(key) for name, key in measure.SPEEDUPS.items()}}
 
+    def pipeline(self, row: str) -> Tuple[str, ...]:
+        """The rows whose training ``row``'s result stands on (:mod:`prunebench.accounting`)."""
+        if row == "sparse":
+            return ("unpruned",) if self.cfg.method.sparse_init == "unpruned" else ()
+        if row == "pruned":
+            return ("unpruned", "sparse")
+        strategy = next((s for s in self.strategies if s.name == row), None)
+        return strategy.pipeline if strategy is not None else ()
+
+    def accounting(self, row: str, r: Dict) -> Dict:
+        """The row's training FLOPs, its pipeline total, its wall seconds and the pipeline's."""
+        results = self.bench.results
+        rows = self.pipeline(row)
+        own = r.get("train_flops")
+        wall = r.get("wall_seconds", r.get("seconds"))
+        walls = {k: {"wall": v.get("wall_seconds", v.get("seconds"))} for k, v in results.items()}
+        total_wall = accounting.pipeline_total(wall, walls, rows, "wall")
+        return {"train_flops": own, "total_train_flops": accounting.pipeline_total(own, results, rows),
+                "wall_seconds": wall, "total_wall_seconds": None if total_wall is None else round(total_wall, 2)}
+
     def rows(self) -> List[Dict]:
-        """One row per finished stage, in the order of the stages; a strategy's ``columns`` included."""
+        """One row per finished stage, in the order of the stages; a strategy's ``columns`` included,
+        with its compute (:meth:`accounting`) and the run's provenance."""
         cfg = self.cfg
         columns = [c for s in self.strategies for c in s.columns]
         rows = []
@@ -310,6 +340,8 @@ class Run:
                 "latency_ms": r.get("latency_ms"), "latency_iqr_ms": r.get("latency_iqr_ms"),
                 **{k: r.get(k) for k in measure.LATENCY_EXTRAS}, **self.speedups(r),
                 "epochs": r.get("epochs"), "seconds": r.get("seconds"), **{c: r.get(c) for c in columns},
+                "acc1_val_selected": r.get("acc1_val_selected"), "val_epoch": r.get("val_epoch"),
+                **self.accounting(plan.row, r),
                 "status": r["status"], "note": "; ".join(n for n in (r.get("note"), cfg.notes.get(plan.row)) if n),
-                "stage": r["stage"]})
+                "stage": r["stage"], **self.provenance})
         return rows

@@ -369,7 +369,8 @@ class Scheduler:
     def conclude(self, node: Node, result: Dict) -> None:
         """A node's end: its result written (it holds its lock) and the lock released."""
         if node.holds:
-            result = stages.conclude(node.stage, result)
+            origin = getattr(node.run, "provenance", None)  # what made it (prunebench.provenance)
+            result = stages.conclude(node.stage, {**result, "provenance": origin} if origin else result)
         self.release(node)
         self.done(node, result)
 

@@ -136,6 +136,10 @@ def check_method(cfg: DictConfig) -> None:
 def check_data(cfg: DictConfig) -> None:
     d = cfg.dataset
     at_least("dataset.pad", d.pad, 0)
+    at_least("dataset.val_split", d.get("val_split", 0), 0)
+    if d.get("val_split", 0) and d.name in ("imagenet", "imagefolder"):
+        raise PrunebenchError(f"dataset.val_split={d.val_split}: held-out images work on the in-memory data sets "
+                              f"(cifar10, cifar100, digits, synthetic), not on {d.name}; set dataset.val_split=0")
     for key in ("train_size", "test_size", "image_size"):  # the synthetic and image-tree sets' own settings
         if key in d:
             positive(f"dataset.{key}", d[key])

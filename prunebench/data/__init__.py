@@ -55,11 +55,23 @@ def schema_of(cfg) -> Any:
     return schema
 
 
+VAL_SEED = 0  # the held-out images (dataset.val_split) are the same for every seed and row
+
+
 def load(cfg) -> Data:
     data = loader(cfg)(cfg)
     if not isinstance(data, Data):
         raise PrunebenchError(f"data set {cfg.name!r}: its factory returned a {type(data).__name__}, not a "
                               f"prunebench.data.Data (e.g. ImageData)")
+    k = cfg.get("val_split", 0) or 0
+    if k:
+        if not isinstance(data, ImageData):
+            raise PrunebenchError(f"dataset.val_split={k}: held-out images work on the in-memory data sets (cifar10, "
+                                  f"cifar100, digits, synthetic), not on {cfg.name}; set dataset.val_split=0")
+        if not 0 < k < data.train_size:
+            raise PrunebenchError(f"dataset.val_split={k} must lie in [1, {data.train_size - 1}] (the training "
+                                  f"images of {cfg.name}); 0: no held-out images")
+        data = data.held_out(k, VAL_SEED)
     return data
 
 

@@ -66,3 +66,12 @@ class Data(ABC):
     @abstractmethod
     def test_batches(self, batch_size: int) -> Iterator[Batch]:
         """The test split, in order, un-augmented."""
+
+    @property
+    def val_size(self) -> int:
+        """Training images held out for selection (``dataset.val_split``); 0 without."""
+        return 0
+
+    def val_batches(self, batch_size: int) -> Iterator[Batch]:
+        """The held-out training images, in order, un-augmented."""
+        return iter(())

@@ -33,6 +33,8 @@ class ImageData(Data):
     source: str = "the data set"  # where the arrays came from, named when they are refused
     fingerprint: str = ""  # computed from the arrays when not given (and kept by to())
     policy: Optional[Callable] = None  # (uint8 batch, generator) -> uint8 batch after crop and flip (RandAugment)
+    val_x: Optional[torch.Tensor] = None  # training images held out (dataset.val_split), uint8
+    val_y: Optional[torch.Tensor] = None
 
     def __post_init__(self):
         if not self.fingerprint:
@@ -47,7 +49,25 @@ class ImageData(Data):
         return replace(self, policy=policy)
 
     def to(self, device) -> "ImageData":
-        return replace(self, **{k: getattr(self, k).to(device) for k in ("train_x", "train_y", "test_x", "test_y")})
+        keys = ("train_x", "train_y", "test_x", "test_y") + (("val_x", "val_y") if self.val_x is not None else ())
+        return replace(self, **{k: getattr(self, k).to(device) for k in keys})
+
+    def held_out(self, count: int, seed: int = 0) -> "ImageData":
+        """This set with ``count`` training images, drawn with ``seed``, moved to a validation split
+        (the fingerprint kept: ``dataset.val_split`` keys the stages itself)."""
+        n = self.train_x.shape[0]
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(self.train_x.device)
+        val, train = order[:count].sort().values, order[count:].sort().values
+        return replace(self, train_x=self.train_x[train], train_y=self.train_y[train], val_x=self.train_x[val],
+                       val_y=self.train_y[val])
+
+    @property
+    def val_size(self) -> int:
+        return 0 if self.val_y is None else self.val_y.numel()
+
+    def val_batches(self, batch_size: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        for i in range(0, self.val_size, batch_size):
+            yield self.normalize(self.val_x[i:i + batch_size]), self.val_y[i:i + batch_size]
 
     @property
     def input_shape(self) -> Tuple[int, int, int]:

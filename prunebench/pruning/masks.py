@@ -120,6 +120,18 @@ def uniform_masks(model: nn.Module, keep_fraction: float, seed: int) -> Dict[str
     return masks
 
 
+def shuffled_masks(masks: Dict[str, torch.Tensor], seed: int) -> Dict[str, torch.Tensor]:
+    """Each layer's mask with its entries permuted at random (drawn from ``seed``): the same number
+    of weights kept in every layer, at other positions (Frankle et al., ICLR 2021's shuffling)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, mask in masks.items():
+        flat = mask.reshape(-1)
+        order = torch.randperm(flat.numel(), generator=gen).to(flat.device)
+        out[name] = flat[order].view(mask.shape).clone()
+    return out
+
+
 @torch.no_grad()
 def sparse_init(model: nn.Module, masks: Dict[str, torch.Tensor]) -> None:
     """Re-draw the kept weights of every masked convolution at the density-corrected He

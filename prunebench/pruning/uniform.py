@@ -15,7 +15,7 @@ channels).
 The layers scaled are the groups of the run's family (``family``: a DenseNet's
 filters for filter criteria, its BatchNorm selections for network slimming)."""
 
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 from torch import nn
 
@@ -28,11 +28,14 @@ MAX_NUDGES = 20  # one-channel changes at most
 
 def uniform_spec(model: nn.Module, target_flops: int, input_shape: Sequence[int], min_channels: int = 1,
                  tolerance: float = 0.01, steps: int = 40, measure: str = "flops",
-                 family: str = "channels") -> Tuple[Dict, float, int, int]:
+                 family: str = "channels", shape: Optional[Dict[str, float]] = None) -> Tuple[Dict, float, int, int]:
     """Return (spec, factor, count, adjusted) for the uniformly narrowed model whose
     FLOPs (``measure="flops"``) or parameters (``"params"``) are nearest ``target_flops``;
-    ``adjusted`` counts one-channel nudges."""
+    ``adjusted`` counts one-channel nudges. ``shape``: a relative width in (0, 1] per group, so
+    that group g gets factor x shape[g] x its width (capped at its width): the random
+    architectures of ``random_arch`` scaled to the target by the same search."""
     full = layer_widths(model, family)
+    rel = {g: 1.0 for g in full} if shape is None else {g: float(shape[g]) for g in full}
     floor = {g: min(min_channels, c) for g, c in full.items()}
     groups = family_groups(model, family)
     layers = {p for g in groups for p in ((g.conv,) if g.conv else ()) + g.consumers}
@@ -67,9 +70,9 @@ def uniform_spec(model: nn.Module, target_flops: int, input_shape: Sequence[int]
                 for g in groups if w[g.name] > 0}
 
     def scaled(factor: float) -> Dict[str, int]:
-        return {g: max(floor[g], round(factor * c)) for g, c in full.items()}
+        return {g: min(c, max(floor[g], round(factor * rel[g] * c))) for g, c in full.items()}
 
-    lo, hi = 0.0, 1.0
+    lo, hi = 0.0, 1.0 / min(rel.values())
     best_w, best_f, best_flops = full, 1.0, flops_of(full)
     for _ in range(steps):
         mid = (lo + hi) / 2

@@ -1,11 +1,14 @@
 """The report of a sweep (Liu et al., ICLR 2019 report means over runs): every run
 under a folder, grouped into lines of runs that differ in the seed alone.
 
-    prunebench-report outputs/multirun/2026-11-25_10-00-00 [--metric acc1|acc1_best] [--layer conv8] [--out DIR]
+    prunebench-report outputs/multirun/2026-11-25_10-00-00 [--metric acc1|acc1_best|acc1_val_selected] [--layer conv8]
+                      [--out DIR]
 
 writes into that folder (or ``--out``) ``summary.csv`` / ``summary.md`` (every row of every line:
 acc1 and acc1_best as mean ± std over seeds), ``paper.md`` / ``paper.csv`` /
-``paper.tex`` (the paper's layout with the verdict), ``widths.md`` / ``widths.csv``
+``paper.tex`` (the paper's layout with the verdict), ``revisited.md`` / ``revisited.csv`` (the
+verdict of each revisited strategy against fine-tuning and of the from-scratch rows against each
+other, docs/revisited.md), ``widths.md`` / ``widths.csv``
 (Table 7) and ``plots/`` (PNG and SVG). What it cannot read (a foreign ``results.csv``, a
 damaged ``config.yaml``, ``widths.json`` or ``history.csv``) is skipped with a warning naming
 it; a job of a sweep that left no ``results.csv``, and a line with fewer seeds than its sweep,
@@ -22,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from prunebench.errors import PrunebenchError, UnwritableFile, say_error
-from prunebench.report import paper, stats
+from prunebench.report import paper, revisited, stats
 from prunebench.report import uniform as uniform_verdict
 from prunebench.report import widths as widths_table
 from prunebench.report.runs import Line, collect, group, missing_seeds
@@ -30,11 +33,13 @@ from prunebench.report.runs import Line, collect, group, missing_seeds
 log = logging.getLogger(__name__)
 
 SUMMARY_FIELDS = ["dataset", "model", "method", "pruning_ratio", "line", "row", "runs", "failed", "seeds",
-                  "acc1_mean", "acc1_std", "acc1_best_mean", "acc1_best_std", "params", "flops", "latency_ms"]
+                  "acc1_mean", "acc1_std", "acc1_best_mean", "acc1_best_std", "acc1_val_selected_mean",
+                  "acc1_val_selected_std", "params", "flops", "latency_ms", "total_train_flops"]
 
 
 def summarise(lines: List[Line]) -> List[Dict]:
-    """One record per line and row: top-1 (last and best epoch) over seeds, params, FLOPs, latency."""
+    """One record per line and row: top-1 (last, best and held-out-selected epoch) over seeds, params, FLOPs,
+    latency, pipeline training FLOPs."""
     out = []
     for line in lines:
         for row in line.row_names():
@@ -44,11 +49,11 @@ def summarise(lines: List[Line]) -> List[Dict]:
                    "pruning_ratio": line.ratio, "line": line.name, "row": row, "runs": len(members),
                    "failed": len(members) - len(ok),
                    "seeds": " ".join(str(r.get("seed")) for r in members)}
-            for key in ("acc1", "acc1_best"):
+            for key in ("acc1", "acc1_best", "acc1_val_selected"):
                 s = stats.summary([r.get(key) for r in ok])
                 rec[f"{key}_mean"] = None if s is None else round(s["mean"], 4)
                 rec[f"{key}_std"] = None if s is None or s["std"] is None else round(s["std"], 4)
-            for key in ("params", "flops", "latency_ms"):
+            for key in ("params", "flops", "latency_ms", "total_train_flops"):
                 s = stats.summary([r.get(key) for r in ok])
                 rec[key] = None if s is None else (round(s["mean"], 4) if key == "latency_ms" else s["mean"])
             out.append(rec)
@@ -112,8 +117,10 @@ def report(folder: Path, metric: str = None, layer: str = None, plots: bool = Tr
         out.mkdir(parents=True, exist_ok=True)
         write_summary(summary, out)
         recs = paper.write(lines, out, metric)
+        chosen = recs[0]["metric"] if recs else paper.choose_metric(lines, metric)
+        verdicts = revisited.write(lines, out, chosen)
         tables = widths_table.write(lines, out)
-        uniform = uniform_verdict.write(lines, out, recs[0]["metric"] if recs else (metric or "acc1"), plots)
+        uniform = uniform_verdict.write(lines, out, chosen, plots)
         figures = []
         if plots:
             from prunebench.report import plots as figs
@@ -121,15 +128,17 @@ def report(folder: Path, metric: str = None, layer: str = None, plots: bool = Tr
     except OSError as e:
         raise UnwritableFile(Path(e.filename) if e.filename else out, e,
                              "give prunebench-report --out DIR, a folder it can write") from e
-    return {"runs": runs, "lines": lines, "summary": summary, "paper": recs, "widths": tables,
-            "uniform": uniform["records"], "plots": figures + uniform["plots"], "metric": recs[0]["metric"] if recs else metric, "out": out}
+    return {"runs": runs, "lines": lines, "summary": summary, "paper": recs, "revisited": verdicts, "widths": tables,
+            "uniform": uniform["records"], "plots": figures + uniform["plots"],
+            "metric": recs[0]["metric"] if recs else metric, "out": out}
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help="a sweep (or any) folder holding results.csv files")
     parser.add_argument("--metric", choices=sorted(paper.METRICS), default=None,
-                        help="top-1 of the last epoch (acc1) or of the best (acc1_best; the default when present)")
+                        help="top-1 of the last epoch (acc1), of the best (acc1_best; the default when present) or at the "
+                             "epoch best on held-out images (acc1_val_selected, runs with dataset.val_split)")
     parser.add_argument("--layer", default=None,
                         help="the convolution whose weights are drawn: a channel group (conv8, block5) or a "
                              "module path; default: the middle one")
@@ -146,6 +155,7 @@ def main(argv=None) -> None:
         sys.exit(2)
     show(out["paper"], out["metric"], console)
     made = ["summary.csv", "summary.md", "paper.md", "paper.csv", "paper.tex"]
+    made += ["revisited.md", "revisited.csv"] if out["revisited"] else []
     made += ["widths.md", "widths.csv"] if out["widths"] else []
     made += ["uniform.md", "uniform.csv"] if out["uniform"] else []
     console.print(f"{len(out['runs'])} runs, {len(out['lines'])} lines; wrote {', '.join(made)} in {out['out']}"

@@ -26,7 +26,9 @@ OPTIONAL = ("lottery", "guided")
 ARCH_ROWS = ("pruned", "finetune", "scratch_e", "scratch_b")  # rows that share the pruned architecture
 METRICS = {"acc1": "top-1 (%) after the last epoch (acc1)",
            "acc1_best": "top-1 (%) of the best epoch (acc1_best; the authors' CIFAR code reports this "
-                        "best_prec1, e.g. cifar/network-slimming/main_B.py)"}
+                        "best_prec1, e.g. cifar/network-slimming/main_B.py)",
+           "acc1_val_selected": "test top-1 (%) at the epoch best on held-out training images (acc1_val_selected, "
+                                "dataset.val_split: a selection the test set never saw)"}
 
 
 def choose_metric(lines: List[Line], metric: Optional[str]) -> str:
@@ -39,6 +41,10 @@ def choose_metric(lines: List[Line], metric: Optional[str]) -> str:
     if metric == "acc1_best" and not have_best:
         raise PrunebenchError("--metric acc1_best: no results.csv here has an acc1_best column (runs made "
                               "before per-epoch evaluation); use --metric acc1")
+    if metric == "acc1_val_selected" and not any(r.get("acc1_val_selected") is not None
+                                                 for ln in lines for run in ln.runs for r in run.rows):
+        raise PrunebenchError("--metric acc1_val_selected: no row here has it (runs without dataset.val_split); "
+                              "rerun with dataset.val_split=K, or use --metric acc1")
     return metric
 
 
@@ -172,6 +178,9 @@ def write(lines: List[Line], folder: Path, metric: Optional[str] = None) -> List
             w = csv.DictWriter(f, fieldnames=list(recs[0]))
             w.writeheader()
             w.writerows([{k: "" if v is None else v for k, v in r.items()} for r in recs])
-    (folder / "paper.md").write_text(markdown(recs, chosen, metric is None))
+    from prunebench.report.table import provenance_line
+
+    rows = [r for line in lines for run in line.runs for r in run.rows]
+    (folder / "paper.md").write_text(markdown(recs, chosen, metric is None) + "\n" + provenance_line(rows) + "\n")
     (folder / "paper.tex").write_text(latex(recs, chosen))
     return recs

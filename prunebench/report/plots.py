@@ -25,8 +25,11 @@ from prunebench.report.runs import Line, RunResult, load_run, slugify, stage_fol
 
 log = logging.getLogger(__name__)
 
-STRATEGY_ROWS = ["finetune", "scratch_e", "scratch_b", "uniform", "lottery", "guided"]
-TRAINED_ROWS = ["unpruned", "sparse", "finetune", "scratch_e", "scratch_b", "uniform", "lottery", "guided"]
+REVISITED_ROWS = ["finetune_large", "lr_rewind", "one_cycle", "distill", "random_arch", "shuffled", "reinit",
+                  "small_model"]
+STRATEGY_ROWS = ["finetune", "scratch_e", "scratch_b", "uniform", "lottery", "guided", *REVISITED_ROWS]
+TRAINED_ROWS = ["unpruned", "sparse", "finetune", "scratch_e", "scratch_b", "uniform", "lottery", "guided",
+                *REVISITED_ROWS]
 WEIGHT_ROWS = [("unpruned", "unpruned"), ("finetune", "fine-tuned"), ("scratch_b", "scratch-B"),
                ("scratch_e", "scratch-E")]
 FORMATS = ("png", "svg")
@@ -101,6 +104,36 @@ def accuracy_vs_cost(lines: List[Line], folder: Path, metric: str) -> List[Path]
         fig.suptitle(f"{title}: mean ± std over seeds, ratios "
                      f"{', '.join(str(ln.ratio) for ln in sorted(members, key=lambda ln: float(ln.ratio)))}")
         paths += _save(fig, folder, "accuracy_" + slugify(f"{method} {model} {dataset} {name}"))
+    return paths
+
+
+# -- accuracy against training compute ----------------------------------------
+
+def accuracy_vs_compute(lines: List[Line], folder: Path, metric: str) -> List[Path]:
+    """One figure per line: each row's top-1 (mean ± std over seeds) against the training FLOPs of
+    its whole pipeline (``total_train_flops``: a fine-tuned row carries the unpruned model's training)."""
+    paths = []
+    for line in lines:
+        pts = []
+        for row in ["unpruned"] + STRATEGY_ROWS:
+            acc = stats.summary(_ok(line, row, metric))
+            cost = stats.summary(_ok(line, row, "total_train_flops"))
+            if acc and cost and cost["mean"] > 0:
+                pts.append((row, cost["mean"], acc["mean"], acc["std"] or 0.0, cost["std"] or 0.0))
+        if not pts:
+            continue
+        plt = _pyplot()
+        fig, ax = plt.subplots(figsize=(6.5, 4.5))
+        for row, cost, acc, acc_std, cost_std in pts:
+            ax.errorbar([cost], [acc], yerr=[acc_std], xerr=[cost_std], marker="*" if row == "unpruned" else "o",
+                        markersize=10 if row == "unpruned" else 6, capsize=3, linestyle="none", label=row)
+        ax.set_xscale("log")
+        ax.set_xlabel("training FLOPs of the whole pipeline (epochs x images x 3 x forward FLOPs)")
+        ax.set_ylabel(f"test {metric} (%)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, ncol=2)
+        ax.set_title(f"accuracy against training compute: {line.label}", fontsize=9)
+        paths += _save(fig, folder, f"compute_{line.slug}")
     return paths
 
 
@@ -250,7 +283,7 @@ def for_lines(lines: List[Line], folder: Path, metric: Optional[str] = None,
     """Every figure for the report lines, into ``folder``; returns the files written."""
     folder = Path(folder)
     metric = metric_of(lines, metric)
-    paths = accuracy_vs_cost(lines, folder, metric)
+    paths = accuracy_vs_cost(lines, folder, metric) + accuracy_vs_compute(lines, folder, metric)
     for line in lines:
         paths += widths(line, folder) + weights(line, folder, layer) + curves(line, folder)
     return paths
@@ -274,4 +307,4 @@ def for_run(run_dir: Path, rows: Optional[List[Dict]] = None, layer: Optional[st
     return for_lines([line], run_dir / "plots", metric, layer)
 
 
-__all__ = ["accuracy_vs_cost", "widths", "weights", "curves", "for_lines", "for_run", "history"]
+__all__ = ["accuracy_vs_cost", "accuracy_vs_compute", "widths", "weights", "curves", "for_lines", "for_run", "history"]

@@ -33,24 +33,6 @@ def welch_p(a: List[float], b: List[float]) -> float:
         return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
-def compare(a: List[float], b: List[float], a_name: str, b_name: str, alpha: float = ALPHA) -> Dict:
-    """Side ``a`` against side ``b`` over seeds (Welch's t-test): ``{"verdict", "p", "better"}``; the
-    verdict reads "<a_name> better (p = 0.01)", "<b_name> better (...)", "no significant difference
-    (p = 0.42)", "1 seed, no test", or says which side is missing; ``better`` is the side found
-    better, or None."""
-    a = [float(v) for v in a if v is not None]
-    b = [float(v) for v in b if v is not None]
-    if not a or not b:
-        return {"verdict": f"no test: {a_name if not a else b_name} missing", "p": None, "better": None}
-    if len(a) < 2 or len(b) < 2:
-        return {"verdict": "1 seed, no test", "p": None, "better": None}
-    p = welch_p(a, b)
-    if p < alpha:
-        better = a_name if statistics.mean(a) > statistics.mean(b) else b_name
-        return {"verdict": f"{better} better (p = {p:.2g})", "p": p, "better": better}
-    return {"verdict": f"no significant difference (p = {p:.2f})", "p": p, "better": None}
-
-
 def verdict(scratch_b: List[float], finetune: List[float], alpha: float = ALPHA) -> Dict:
     """Scratch-B against fine-tuning over seeds: ``{"verdict", "p"}``; the verdict reads
     "scratch-B better", "fine-tuned better", "no significant difference (p = 0.42)",
@@ -61,6 +43,25 @@ def verdict(scratch_b: List[float], finetune: List[float], alpha: float = ALPHA)
         return {"verdict": "no test: " + ("scratch_b" if not a else "finetune") + " missing", "p": None}
     out = compare(a, b, "scratch-B", "fine-tuned", alpha)
     return {"verdict": out["verdict"], "p": out["p"]}
+
+
+def compare(a: List[float], b: List[float], name_a: str, name_b: str, alpha: float = ALPHA) -> Dict:
+    """Row ``name_a`` against row ``name_b`` over seeds (Welch's t-test): ``{"verdict", "p", "better",
+    "diff"}``; the verdict reads "<name_a> better (p = 0.01)", "<name_b> better (...)", "no significant
+    difference (p = 0.42)", "1 seed, no test", or says which side is missing; ``better`` is the side
+    found better, or None; ``diff`` is mean a - mean b (None without both)."""
+    a = [float(v) for v in a if v is not None]
+    b = [float(v) for v in b if v is not None]
+    diff = statistics.mean(a) - statistics.mean(b) if a and b else None
+    if not a or not b:
+        return {"verdict": f"no test: {name_a if not a else name_b} missing", "p": None, "better": None, "diff": diff}
+    if len(a) < 2 or len(b) < 2:
+        return {"verdict": "1 seed, no test", "p": None, "better": None, "diff": diff}
+    p = welch_p(a, b)
+    if p < alpha:
+        better = name_a if diff > 0 else name_b
+        return {"verdict": f"{better} better (p = {p:.2g})", "p": p, "better": better, "diff": diff}
+    return {"verdict": f"no significant difference (p = {p:.2f})", "p": p, "better": None, "diff": diff}
 
 
 def cell(s: Optional[Dict], digits: int = 2) -> str:

@@ -8,14 +8,16 @@ from rich.console import Console
 from rich.table import Table
 
 from prunebench.errors import UnwritableFile
+from prunebench.provenance import FIELDS as PROVENANCE
 
 COLUMNS = ["row", "method", "model", "dataset", "pruning_ratio", "seed", "acc1", "acc1_best", "acc5", "paper_acc1",
            "params", "flops", "latency_ms", "latency_iqr_ms", "latency_sat_ms", "onnx_ms", "onnx_sat_ms", "flops_speedup",
            "speedup", "speedup_sat", "onnx_speedup", "onnx_speedup_sat", "epochs", "seconds", "width_factor", "match", "status",
-           "note", "stage"]
-SHOWN = ["row", "acc1", "acc1_best", "acc5", "paper_acc1", "params", "flops", "latency_ms", "latency_sat_ms", "onnx_ms",
-         "onnx_sat_ms", "flops_speedup", "speedup", "speedup_sat", "onnx_speedup", "onnx_speedup_sat", "epochs", "status",
-         "note"]
+           "note", "stage", "acc1_val_selected", "val_epoch", "train_flops", "total_train_flops", "wall_seconds",
+           "total_wall_seconds", "acc1_std", "members_n", *PROVENANCE]
+SHOWN = ["row", "acc1", "acc1_best", "acc1_val_selected", "acc5", "paper_acc1", "params", "flops", "latency_ms",
+         "latency_sat_ms", "onnx_ms", "onnx_sat_ms", "flops_speedup", "speedup", "speedup_sat", "onnx_speedup",
+         "onnx_speedup_sat", "epochs", "total_train_flops", "status", "note"]
 
 
 def fmt(key: str, value) -> str:
@@ -23,7 +25,9 @@ def fmt(key: str, value) -> str:
         return "-"
     if key in ("params", "flops"):
         return f"{value / 1e6:.2f}M"
-    if key in ("acc1", "acc1_best", "acc5", "paper_acc1"):
+    if key in ("train_flops", "total_train_flops"):
+        return f"{value:.3g}"
+    if key in ("acc1", "acc1_best", "acc5", "paper_acc1", "acc1_val_selected"):
         return f"{value:.2f}"
     if key in ("latency_ms", "latency_sat_ms", "onnx_ms", "onnx_sat_ms"):
         return f"{value:.3f}"
@@ -55,7 +59,23 @@ def markdown(rows: List[Dict], title: str) -> str:
               "params, FLOPs (2 x multiply-accumulates, one image) in millions; latency: median forward time (ms) on the run's device at measure.latency_batch (latency_sat_ms: at "
               "measure.saturating_batch; onnx_ms: ONNX Runtime on one CPU thread); flops_speedup: the unpruned model's "
               "FLOPs over the row's (the promise), speedup: its latency over the row's (what is achieved); epochs: training epochs of that row."]
+    if any(r.get("acc1_val_selected") is not None for r in rows):
+        lines += ["acc1_val_selected: test top-1 at the epoch best on the held-out training images (dataset.val_split)."]
+    if any(r.get("total_train_flops") is not None for r in rows):
+        lines += ["total_train_flops: training FLOPs of the row's whole pipeline (epochs x images x 3 x forward FLOPs "
+                  "of each stage it stands on: fine-tuned = unpruned + sparse + pruning + fine-tuning)."]
+    lines += ["", provenance_line(rows)]
     return "\n".join(lines) + "\n"
+
+
+def provenance_line(rows: List[Dict]) -> str:
+    """Where the table came from, in one line (the distinct values of each provenance field)."""
+    parts = []
+    for key in PROVENANCE:
+        values = sorted({str(r[key]) for r in rows if r.get(key) not in (None, "")})
+        if values:
+            parts.append(f"{key} {', '.join(values)}")
+    return "Provenance: " + ("; ".join(parts) if parts else "not recorded")
 
 
 def latex(rows: List[Dict]) -> str:

@@ -21,7 +21,7 @@ from torch import nn
 from prunebench.errors import PrunebenchError
 from prunebench.pruning.masks import sparse_init
 from prunebench.stages import Stage, settings
-from prunebench.train import Recipe
+from prunebench.train import Recipe, TrainHooks
 from prunebench.train.job import Training
 
 
@@ -57,9 +57,9 @@ class RunBench(RunView, Protocol):
     def folder(self, row: str) -> Path:
         """The stage folder of a finished row."""
 
-    def trained(self, stage: Stage, model: nn.Module, recipe: Recipe,
+    def trained(self, stage: Stage, model: nn.Module, recipe: Recipe, hooks: Optional[TrainHooks] = None,
                 masks: Optional[Dict[str, torch.Tensor]] = None) -> Training:
-        """The training of ``model`` in ``stage`` and its measurement after."""
+        """The training of ``model`` in ``stage`` (``hooks``: a strategy's, distillation's) and its measurement after."""
 
 
 Outcome = Union[Dict[str, Any], Training]
@@ -106,6 +106,19 @@ def own_recipe_note(recipe: Recipe, prefix: str, node, epochs: bool = True) -> s
     return ", ".join(parts)
 
 
+INHERITED = ("unpruned", "sparse", "pruned")  # the pipeline of a row that starts from the pruned weights
+
+
+def own_epochs(cfg, node) -> int:
+    """A fine-tuning strategy's epochs: its ``node.epochs``, else ``strategy.finetune.epochs``."""
+    return int(node.epochs) if node.epochs is not None else int(cfg.strategy.finetune.epochs)
+
+
+def check_epochs(prefix: str, node) -> None:
+    if node.epochs is not None and node.epochs < 1:
+        raise PrunebenchError(f"{prefix}.epochs must be >= 1 (null: strategy.finetune.epochs), got {node.epochs}")
+
+
 def with_note(metrics: Dict[str, Any], note: str) -> Dict[str, Any]:
     """``metrics`` with ``note`` (if any) added to the note it may already carry."""
     if not note:
@@ -122,6 +135,9 @@ class Strategy(ABC):
     keyed_by: Tuple[str, ...] = ()  # nodes of cfg.strategy whose non-default settings key the cache
     columns: Tuple[str, ...] = ()  # metrics of its row that the result table shows as columns
     pruned_model: bool = True  # trains the pruned architecture (weight-level: under the pruned mask)
+    # rows whose training the row's result stands on (its pipeline's compute: prunebench.accounting); a row
+    # trained from scratch on an architecture of its own counts its own training alone
+    pipeline: Tuple[str, ...] = ()
 
     def check(self, cfg) -> None:
         """Raise PrunebenchError on settings of this strategy that cannot work (before any training)."""

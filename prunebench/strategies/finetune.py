@@ -2,13 +2,14 @@
 constant, small learning rate (Liu et al. 2019 on CIFAR: 40 epochs at lr 0.001,
 ``strategy.finetune``)."""
 from prunebench.config import FinetuneConfig
-from prunebench.strategies.base import Strategy
+from prunebench.strategies.base import INHERITED, Strategy
 
 
 class Finetune(Strategy):
     name = "finetune"
     Config = FinetuneConfig
     keyed_by = ("finetune",)
+    pipeline = INHERITED
 
     def recipe(self, run):
         ft = run.cfg.strategy.finetune

@@ -17,7 +17,7 @@ from prunebench import atomic
 from prunebench.config import LotteryConfig
 from prunebench.errors import PrunebenchError
 from prunebench.pruning import prune
-from prunebench.strategies.base import Strategy
+from prunebench.strategies.base import INHERITED, Strategy
 
 
 def snapshot_name(k: int) -> str:
@@ -43,6 +43,7 @@ class Lottery(Strategy):
     Config = LotteryConfig
     needs = ("unpruned", "pruned")  # the unpruned stage's snapshots
     keyed_by = ("lottery",)
+    pipeline = INHERITED  # its mask (or kept channels) and init come from the pruned and unpruned stages
 
     def check(self, cfg):
         k = cfg.strategy.lottery.rewind_epoch

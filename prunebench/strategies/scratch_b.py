@@ -55,13 +55,14 @@ def check(cfg) -> None:
                               f"{sb.base_epochs}")
 
 
-def budget(run, flops: Optional[int]) -> Dict:
+def budget(run, flops: Optional[int], dense: bool = True) -> Dict:
     """Scratch-B's epochs and recipe for a model of ``flops`` FLOPs in ``run`` (a RunView):
     {"epochs", "formula", "flops_full", "flops_pruned", "recipe"}; with ``flops: dense`` a
-    weight-level model counts as the unpruned architecture whatever ``flops`` says."""
+    weight-level model counts as the unpruned architecture whatever ``flops`` says (``dense=False``:
+    a model of its own, never masked, counts its ``flops``)."""
     sb, recipe = run.cfg.strategy.scratch_b, run.recipe
     full = run.figure("unpruned", "flops")
-    dense = sb.flops == "dense" and run.kind == "weight"
+    dense = dense and sb.flops == "dense" and run.kind == "weight"
     if dense:
         flops = full
     base = sb.base_epochs if sb.base_epochs is not None else recipe.epochs

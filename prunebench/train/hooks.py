@@ -23,6 +23,11 @@ class TrainHooks:
         """A term added to the loss before ``backward()`` (None: nothing)."""
         return None
 
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> Optional[torch.Tensor]:
+        """The training loss of a batch in place of the cross-entropy (None: the cross-entropy);
+        knowledge distillation's."""
+        return None
+
     def regularize(self, model: nn.Module) -> None:
         """Called after ``backward()`` and before ``step()``: add to the gradients."""
 
@@ -52,6 +57,9 @@ class HookList(TrainHooks):
     def penalty(self, model):
         terms = [t for t in (h.penalty(model) for h in self.hooks) if t is not None]
         return sum(terms) if terms else None
+
+    def loss(self, logits, y):
+        return next((out for out in (h.loss(logits, y) for h in self.hooks) if out is not None), None)
 
     def regularize(self, model):
         for h in self.hooks:

@@ -64,6 +64,9 @@ class Recipe:
     cutmix_alpha: float = 0.0  # 0: off
     ema_decay: float = 0.0  # 0: off; else the model ends with the moving average of its weights
     ema_steps: int = 32  # steps between two updates of the average
+    # the learning rate of every epoch, one per epoch; set, it replaces lr, milestones and warm-up (the revisited
+    # strategies' rewound and 1-cycle schedules)
+    lr_epochs: Optional[List[float]] = None
 
     def replace(self, **changes) -> "Recipe":
         """This recipe with some fields changed (epochs, lr, milestones)."""
@@ -90,14 +93,17 @@ class Status:
 
 
 HISTORY_FIELDS = ("epoch", "lr", "loss", "acc1")
+VAL_FIELD = "val_acc1"  # top-1 on the held-out training images (dataset.val_split), where there are some
 
 
 def write_history(history: List[Dict], path: Path) -> None:
-    """The per-epoch history as CSV (epoch, lr, train loss, test top-1; top-1 empty when not evaluated)."""
+    """The per-epoch history as CSV (epoch, lr, train loss, test top-1; top-1 empty when not evaluated;
+    ``val_acc1`` beside them with ``dataset.val_split``)."""
+    fields = HISTORY_FIELDS + ((VAL_FIELD,) if any(VAL_FIELD in h for h in history) else ())
     with atomic.replacing(path) as f:
-        w = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
+        w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
-        w.writerows({k: ("" if h.get(k) is None else h[k]) for k in HISTORY_FIELDS} for h in history)
+        w.writerows({k: ("" if h.get(k) is None else h[k]) for k in fields} for h in history)
 
 
 CHECKPOINT_KEYS = {"model": dict, "optimizer": dict, "scheduler": dict, "epoch": int, "seconds": (int, float),
@@ -151,7 +157,9 @@ def epoch_generator(seed: int, epoch: int, device) -> torch.Generator:
 
 def epoch_lr(recipe: Recipe, milestones: Sequence[int], epoch: int) -> float:
     """The learning rate of (0-based) ``epoch``, computed on the host as MultiStepLR computes it,
-    times ``warmup_factor`` in the first ``warmup_epochs`` epochs."""
+    times ``warmup_factor`` in the first ``warmup_epochs`` epochs; ``recipe.lr_epochs[epoch]`` where set."""
+    if recipe.lr_epochs is not None:
+        return float(recipe.lr_epochs[epoch])
     lr = recipe.lr
     for m in milestones:
         if m <= epoch:
@@ -189,18 +197,18 @@ class _Epochs:
 
     def __init__(self, history: List[Dict], data: Data):
         self.history, self.data = history, data
-        self.pending: List[tuple] = []  # (epoch, lr, loss readout, hits readout or None)
+        self.pending: List[tuple] = []  # (epoch, lr, loss readout, hits readout or None, val hits or None)
 
-    def add(self, epoch: int, lr: float, loss: Readout, acc: Optional[Readout]) -> None:
-        self.pending.append((epoch, lr, loss, acc))
+    def add(self, epoch: int, lr: float, loss: Readout, acc: Optional[Readout], val: Optional[Readout] = None) -> None:
+        self.pending.append((epoch, lr, loss, acc, val))
 
     def settle(self, wait: bool) -> List[Dict]:
         """Add to the history the epochs whose numbers have landed (``wait``: all of them) and
         return them; Diverged on a NaN loss."""
         added = []
         while self.pending:
-            epoch, lr, loss, acc = self.pending[0]
-            if not wait and not (loss.ready() and (acc is None or acc.ready())):
+            epoch, lr, loss, acc, val = self.pending[0]
+            if not wait and not (loss.ready() and (acc is None or acc.ready()) and (val is None or val.ready())):
                 break
             self.pending.pop(0)
             value = float(loss.get().item())
@@ -208,6 +216,8 @@ class _Epochs:
                 raise Diverged(f"loss became NaN/inf in epoch {epoch}")
             acc1 = None if acc is None else 100.0 * acc.get()[0].item() / self.data.test_size
             added.append({"epoch": epoch, "lr": lr, "loss": value, "acc1": acc1})
+            if val is not None:
+                added[-1][VAL_FIELD] = 100.0 * val.get()[0].item() / self.data.val_size
             self.history.append(added[-1])
         return added
 
@@ -287,10 +297,10 @@ def training(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpo
         loss_sum = step.loss_sum
         loss_sum.zero_()
         steps = 0
-        stepwise = modern.per_step(recipe)
+        stepwise = modern.per_step(recipe)  # never with lr_epochs (one rate an epoch)
         lr_epoch = modern.step_lr(recipe, milestones, epoch, 0, per_epoch) if stepwise else epoch_lr(
             recipe, milestones, epoch)
-        if recipe.warmup_epochs or stepwise:  # the scheduler's milestones, with the warm-up's factor on top
+        if recipe.warmup_epochs or stepwise or recipe.lr_epochs is not None:  # the milestones, warm-up on top
             set_lr(opt, lr_epoch)
         rng = modern.mixing_rng(seed, epoch) if mixing else None
         looks: List[tuple] = []  # (steps, readout of the loss sum) on their way to the host
@@ -329,7 +339,8 @@ def training(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpo
         hooks.on_epoch_end(model, epoch)
         seconds += clock() - t0
         evaluated = eval_every and ((epoch + 1) % eval_every == 0 or epoch + 1 == recipe.epochs)
-        epochs.add(epoch + 1, lr_epoch, loss, Readout(hits(model, data, eval_batch_size)) if evaluated else None)
+        epochs.add(epoch + 1, lr_epoch, loss, Readout(hits(model, data, eval_batch_size)) if evaluated else None,
+                   Readout(hits(model, data, eval_batch_size, split="val")) if evaluated and data.val_size else None)
         status.epoch, status.step = epoch + 1, 0
         due = (epoch + 1 == recipe.epochs or checkpoint_every <= 0 or epoch + 1 in snapshots  # a snapshot's epoch:
                or time.perf_counter() - saved >= checkpoint_every)  # a rerun never trains past it again

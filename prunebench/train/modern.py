@@ -40,7 +40,10 @@ def step_lr(recipe, milestones: Sequence[int], epoch: int, step: int, steps_per_
 
 
 def per_step(recipe) -> bool:
-    """Whether the lr changes within an epoch (cosine decay or a linear warm-up)."""
+    """Whether the lr changes within an epoch (cosine decay or a linear warm-up); never where the
+    recipe gives one rate an epoch (``lr_epochs``: the revisited strategies' rewound and 1-cycle schedules)."""
+    if getattr(recipe, "lr_epochs", None) is not None:
+        return False
     return recipe.lr_schedule == "cosine" or (recipe.warmup == "linear" and recipe.warmup_epochs > 0)
 
 

@@ -132,7 +132,10 @@ class Step:
         model, hooks, opt = self.model, self.hooks, self.opt
         with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None,
                             cache_enabled=False if self.graphed else None):
-            loss = F.cross_entropy(self.net(x), y, label_smoothing=self.label_smoothing)
+            logits = self.net(x)
+            loss = hooks.loss(logits, y)  # distillation's in place of the cross-entropy
+            if loss is None:
+                loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
             extra = hooks.penalty(model)
         (loss if extra is None else loss + extra).backward()
         hooks.regularize(model)

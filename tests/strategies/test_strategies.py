@@ -23,7 +23,9 @@ def by_row(rows):
 
 
 def test_registry_names_are_the_rows_and_the_yaml_list():
-    assert list(strategies.STRATEGIES) == ["finetune", "scratch_e", "scratch_b", "uniform", "lottery", "guided"]
+    assert list(strategies.STRATEGIES) == ["finetune", "scratch_e", "scratch_b", "uniform", "lottery", "guided",
+                                           "finetune_large", "lr_rewind", "one_cycle", "distill", "random_arch",
+                                           "shuffled", "reinit", "small_model"]
     for name, cls in strategies.STRATEGIES.items():
         assert cls.name == name and inspect.getmodule(cls).__doc__
 

@@ -19,6 +19,7 @@ from prunebench.config import SyntheticDatasetConfig
 from prunebench.methods.slimming import SlimmingConfig
 from prunebench.methods.sss import SSSConfig
 from prunebench.data.images import ImageData
+from prunebench.errors import PrunebenchError
 from prunebench.models import resnet, vgg
 from prunebench.pruning.masks import uniform_masks
 from prunebench.train import HookList, MaskHook, Recipe, TrainHooks, train
@@ -159,7 +160,9 @@ def test_speed_settings_keep_cache_keys_and_precision_changes_them(smoke_cfg):
     bf16 = Run(smoke_cfg("train.precision=bf16")).stage_values()
     for row in base:
         assert bf16[row] != base[row], row  # every stage trained (or pruned from one trained) in bf16
-    assert Run(smoke_cfg("train.compile=false")).bench.speed.compile == "off"
+    assert Run(smoke_cfg()).bench.speed.compile == "off"
+    with pytest.raises(PrunebenchError, match="train.compile must be one of off, on, graph, got 'False'"):
+        smoke_cfg("train.compile=false")  # a YAML boolean is not one of the choices: refused in one line
 
 
 @pytest.mark.parametrize("momentum,dampening,weight_decay,nesterov",
