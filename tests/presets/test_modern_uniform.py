@@ -44,7 +44,7 @@ def test_every_present_job_composes_and_a_dry_run_plans_both_recipes(tmp_path):
     # planning traces every pruned architecture's dependency graph (seconds each): two jobs, both recipes
     for key in (("mobilenet_v2_cifar", "fpgm", "modern"), ("resnet18_cifar", "l1_norm", "cifar")):
         rows = {r["row"]: r for r in pipeline.plan(cfgs[key])}
-        assert list(rows) == ["unpruned", "pruned", "finetune", "scratch_b", "uniform"], key
+        assert list(rows) == ["unpruned", "pruned", "finetune", "scratch_b", "uniform", "random_arch"], key
         assert rows["unpruned"]["epochs"] == 160 and rows["unpruned"]["flops"] > 0
         # l1_norm and fpgm select per layer: the widths, and so the FLOPs and epochs, follow from the config
         assert rows["unpruned"]["flops"] > rows["pruned"]["flops"] > 0
