@@ -40,7 +40,10 @@ def recipe_of(schedule) -> Recipe:
     s = schedule
     return Recipe(epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, momentum=s.momentum, weight_decay=s.weight_decay,
                   milestones=list(s.milestones), gamma=s.gamma, steps_per_epoch=s.steps_per_epoch, nesterov=s.nesterov,
-                  warmup_epochs=s.warmup_epochs, warmup_factor=s.warmup_factor)
+                  warmup_epochs=s.warmup_epochs, warmup_factor=s.warmup_factor, warmup=s.warmup,
+                  lr_schedule=s.lr_schedule, optimizer=s.optimizer, label_smoothing=s.label_smoothing, augment=s.augment,
+                  randaugment_ops=s.randaugment_ops, randaugment_magnitude=s.randaugment_magnitude,
+                  mixup_alpha=s.mixup_alpha, cutmix_alpha=s.cutmix_alpha, ema_decay=s.ema_decay, ema_steps=s.ema_steps)
 
 
 def shared_data(cfg: DictConfig, device: torch.device) -> Callable[[], datasets.Data]:
@@ -147,14 +150,21 @@ class Bench:
                 atomic.write_json(stage.dir / "density.json", extra["density"])
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        m = self.cfg.measure
-        timing = measure.latency(model, self.data.input_shape, m.latency_batch,
-                                 m.latency_repeats * measure.LATENCY_BLOCK)
         return {**evaluate(model, self.data, self.cfg.schedule.eval_batch_size),
                 "params": measure.count_params(model, masks),
                 "flops": measure.count_flops(model, self.data.input_shape, masks),
-                "latency_ms": round(timing["median_ms"], 4), "latency_iqr_ms": round(timing["iqr_ms"], 4),
-                "widths": w, **extra}
+                **measure.timings(model, self.data.input_shape, self.cfg.measure), "widths": w, **extra}
+
+    def missing_timings(self, row: str) -> Dict:
+        """The latency figures ``measure`` asks for that a finished row (cached before they were
+        asked for) lacks, measured now on its saved model; {} when none is missing."""
+        m, r = self.cfg.measure, self.results[row]
+        wanted = (["latency_sat_ms"] if m.saturating_batch > 0 else []) + (
+            ["onnx_ms"] + (["onnx_sat_ms"] if m.saturating_batch > 0 else []) if m.onnx else [])
+        if all(r.get(k) is not None for k in wanted) or not (self.folder(row) / "arch.json").exists():
+            return {}
+        model = models.load(self.folder(row), map_location=self.device).eval()
+        return {k: v for k, v in measure.timings(model, self.input_shape, m).items() if k in wanted}
 
     def job(self, stage: Stage, model, recipe: Recipe, hooks: Optional[TrainHooks] = None,
             masks: Optional[Dict] = None, snapshots: Optional[Dict] = None, on_epoch=None, kind: str = "") -> TrainJob:

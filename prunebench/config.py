@@ -47,7 +47,7 @@ ShuffledBudget = StrEnum("ShuffledBudget", ["scratch_e", "scratch_b"])
 class ModelConfig:
     """What every model has; each family's schema below adds its own options (``models.ARCHS``)."""
     name: str = MISSING  # vgg19, resnet56: the registry name, also the table label
-    arch: str = MISSING  # vgg | resnet | preresnet | densenet | imagenet_vgg | imagenet_resnet | torchvision | factory
+    arch: str = MISSING  # vgg | resnet | preresnet | densenet | imagenet_vgg | imagenet_resnet | torchvision | cifar_modern | factory
     depth: int = MISSING
     width: float = 1.0  # multiplier on the paper's channel widths
     _target_: Optional[str] = None  # your own model: the import path of an nn.Module factory (arch factory)
@@ -106,6 +106,14 @@ class TorchvisionModelConfig(ModelConfig):
     arch: str = "torchvision"
     depth: int = 0  # unused
     pretrained: bool = False  # unpruned model = torchvision's default ImageNet weights
+
+
+@dataclass
+class CifarModernModelConfig(ModelConfig):
+    """ResNet-18/50 and MobileNetV2 for CIFAR-size images (arch cifar_modern), pruned through torch-pruning's graph."""
+    arch: str = "cifar_modern"
+    net: str = MISSING  # resnet18 | resnet50 | mobilenet_v2
+    depth: int = 0  # unused: the net names it
 
 
 @dataclass
@@ -185,6 +193,18 @@ class ScheduleConfig:
     nesterov: bool = False  # Nesterov momentum (soft filter pruning's recipe uses it)
     warmup_epochs: int = 0  # the first epochs train at lr x warmup_factor (soft filter pruning's recipe: 1)
     warmup_factor: float = 0.1
+    # the modern recipe (schedule=modern; docs/modern-cnns.md): at these defaults a schedule trains as before
+    warmup: str = "constant"  # constant: warmup_epochs at lr x warmup_factor | linear: per step from that to lr
+    lr_schedule: str = "step"  # step: lr x gamma at each milestone | cosine: per-step cosine decay to 0 after warm-up
+    optimizer: str = "sgd"  # sgd (momentum, nesterov above) | adamw (decoupled weight_decay; momentum unused)
+    label_smoothing: float = 0.0  # of the cross-entropy's targets
+    augment: str = "none"  # none | trivialaugment | randaugment: after crop and flip, on the device
+    randaugment_ops: int = 2  # randaugment: operations an image
+    randaugment_magnitude: int = 9  # randaugment: magnitude bin, of 0..30
+    mixup_alpha: float = 0.0  # Beta(alpha, alpha) of mixup's weight; 0: off (with cutmix on: one of the two a batch)
+    cutmix_alpha: float = 0.0  # Beta(alpha, alpha) of cutmix's kept area; 0: off
+    ema_decay: float = 0.0  # moving average of the weights, updated every ema_steps steps; 0: off (the stage's model
+    ema_steps: int = 32  # is the average)
     steps_per_epoch: Optional[int] = None  # cap on steps an epoch (smoke tests); None = whole set
     eval_every: int = 1  # test top-1 every this many epochs (and after the last); 0: after the last only
     eval_batch_size: int = 1000
@@ -362,6 +382,8 @@ class LoggerConfig:
 class MeasureConfig:
     latency_batch: int = 1  # images per timed forward
     latency_repeats: int = 20  # timed blocks of ~20 ms each; the median per forward is reported
+    saturating_batch: int = 0  # > 0: latency at this batch too (latency_sat_ms): a batch that fills the device
+    onnx: bool = False  # also the model exported to ONNX, run by ONNX Runtime on the CPU (onnx_ms; pip install onnxruntime)
 
 
 @dataclass

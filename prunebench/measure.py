@@ -110,6 +110,9 @@ def spec_params(spec: Dict) -> int:
     return count_params(model)
 
 
+LATENCY_EXTRAS = ("latency_sat_ms", "onnx_ms", "onnx_sat_ms")  # measured when measure.* asks for them
+SPEEDUPS = {"speedup": "latency_ms", "speedup_sat": "latency_sat_ms", "onnx_speedup": "onnx_ms",
+            "onnx_speedup_sat": "onnx_sat_ms"}  # the table's speed-up column -> the latency it divides
 LATENCY_BLOCK = 0.02  # seconds: each timed block holds as many forwards as fill this (one at least)
 LATENCY_MIN_RUN_TIME = 0.4  # seconds of timed forwards per model: 20 blocks
 LATENCY_MAX_RUN_TIME = 5.0  # seconds: a model slower than a block stops after this (3 blocks at least)
@@ -160,3 +163,106 @@ def latency_ms(model: nn.Module, input_shape: Sequence[int], batch: int = 1, rep
     """Median time of one forward of ``batch`` images, in milliseconds (see :func:`latency`), over
     ``repeats`` timed blocks (config: ``measure.latency_repeats``)."""
     return latency(model, input_shape, batch, repeats * LATENCY_BLOCK)["median_ms"]
+
+
+def _onnx_runtime():
+    try:
+        import importlib
+
+        importlib.import_module("onnx")  # the exporter writes through it
+        import onnxruntime
+    except ImportError as e:
+        from prunebench.errors import PrunebenchError
+        raise PrunebenchError("measure.onnx=true times the model in ONNX Runtime: pip install onnxruntime onnx "
+                              "(or pip install prunebench[onnx]), or set measure.onnx=false") from e
+    return onnxruntime
+
+
+def onnx_bytes(model: nn.Module, input_shape: Sequence[int]) -> bytes:
+    """The model exported to ONNX (eval mode, the batch dimension dynamic), as bytes. The
+    TorchScript-based exporter: it needs no package beyond ``onnx``."""
+    import io
+    import warnings
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (torch.zeros(1, *input_shape, device=device),), buffer, dynamo=False,
+                              input_names=["x"], output_names=["logits"], dynamic_axes={"x": {0: "batch"}})
+    finally:
+        model.train(was_training)
+    return buffer.getvalue()
+
+
+def onnx_session(model: nn.Module, input_shape: Sequence[int]):
+    """An ONNX Runtime session of ``model`` on the CPU, one thread (as the CPU latency of :func:`latency`)."""
+    ort = _onnx_runtime()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    return ort.InferenceSession(onnx_bytes(model, input_shape), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_latency(model: nn.Module, input_shape: Sequence[int], batches: Sequence[int] = (1,),
+                 min_run_time: float = LATENCY_MIN_RUN_TIME) -> Dict[int, Dict]:
+    """The model exported to ONNX and run by ONNX Runtime on the CPU (one thread, CPU time of the
+    calling thread, which runs the graph): for each batch size, ``{"median_ms", "iqr_ms", "blocks",
+    "per_block"}`` over timed blocks sized as :func:`latency`'s."""
+    session = onnx_session(model, input_shape)
+    rng = np.random.default_rng(0)
+    out = {}
+    for batch in batches:
+        x = {"x": rng.standard_normal((batch, *input_shape)).astype(np.float32)}
+        for _ in range(LATENCY_WARMUP):
+            session.run(None, x)
+
+        def block(n: int) -> float:
+            t0 = time.thread_time()
+            for _ in range(n):
+                session.run(None, x)
+            return (time.thread_time() - t0) / n
+
+        one = float(np.median([block(1) for _ in range(3)]))
+        per_block = max(1, round(LATENCY_BLOCK / max(one, 1e-6)))
+        blocks = max(3, math.ceil(min_run_time / LATENCY_BLOCK - 1e-9))
+        times = []
+        while len(times) < blocks:
+            times.append(block(per_block))
+            if len(times) >= 3 and sum(times) * per_block > LATENCY_MAX_RUN_TIME:
+                break
+        q1, median, q3 = np.percentile(np.array(times) * 1e3, [25, 50, 75])
+        out[batch] = {"median_ms": float(median), "iqr_ms": float(q3 - q1), "blocks": len(times),
+                      "per_block": per_block}
+    return out
+
+
+def timings(model: nn.Module, input_shape: Sequence[int], cfg) -> Dict[str, float]:
+    """The latency figures ``cfg`` (the ``measure`` node) asks for, in ms per forward: ``latency_ms``
+    (and its IQR) at ``latency_batch`` on the model's device, ``latency_sat_ms`` at
+    ``saturating_batch`` (when > 0), and with ``onnx`` the same batches through ONNX Runtime on the
+    CPU (``onnx_ms``, ``onnx_sat_ms``)."""
+    run_time = cfg.latency_repeats * LATENCY_BLOCK
+    t = latency(model, input_shape, cfg.latency_batch, run_time)
+    out = {"latency_ms": round(t["median_ms"], 4), "latency_iqr_ms": round(t["iqr_ms"], 4)}
+    sat = int(cfg.get("saturating_batch", 0) or 0)
+    if sat > 0:
+        out["latency_sat_ms"] = round(latency(model, input_shape, sat, run_time)["median_ms"], 4)
+    if cfg.get("onnx", False):
+        out.update(onnx_timings(model, input_shape, cfg))
+    return out
+
+
+def onnx_timings(model: nn.Module, input_shape: Sequence[int], cfg) -> Dict[str, float]:
+    """``onnx_ms`` (at ``latency_batch``) and, with ``saturating_batch`` > 0, ``onnx_sat_ms``."""
+    sat = int(cfg.get("saturating_batch", 0) or 0)
+    batches = [cfg.latency_batch] + ([sat] if sat > 0 else [])
+    ort = onnx_latency(model, input_shape, batches, cfg.latency_repeats * LATENCY_BLOCK)
+    out = {"onnx_ms": round(ort[cfg.latency_batch]["median_ms"], 4)}
+    if sat > 0:
+        out["onnx_sat_ms"] = round(ort[sat]["median_ms"], 4)
+    return out

@@ -289,6 +289,17 @@ class Run:
 
     # -- the table -------------------------------------------------------
 
+    def speedups(self, r: Dict) -> Dict:
+        """The row's speed-up over the unpruned model: promised by its FLOPs (``flops_speedup``) and
+        achieved in latency on the run's device (``speedup``, ``speedup_sat``) and in ONNX Runtime
+        (``onnx_speedup``, ``onnx_speedup_sat``); None where a figure is missing."""
+        base = self.bench.results.get("unpruned") or {}
+
+        def ratio(key):
+            a, b = base.get(key), r.get(key)
+            return round(a / b, 3) if a and b else None
+        return {"flops_speedup": ratio("flops"), **{name: ratio(key) for name, key in measure.SPEEDUPS.items()}}
+
     def pipeline(self, row: str) -> Tuple[str, ...]:
         """The rows whose training ``row``'s result stands on (:mod:`prunebench.accounting`)."""
         if row == "sparse":
@@ -319,12 +330,15 @@ class Run:
             r = self.bench.results.get(plan.row)
             if r is None:
                 continue
+            if r.get("status") == "ok":
+                r.update(self.bench.missing_timings(plan.row))
             rows.append({
                 "row": plan.row, "method": cfg.method.name, "model": cfg.model.name, "dataset": cfg.dataset.name,
                 "pruning_ratio": cfg.method.pruning_ratio, "seed": cfg.seed,
                 "acc1": r.get("acc1"), "acc1_best": r.get("acc1_best", r.get("acc1")), "acc5": r.get("acc5"),
                 "paper_acc1": cfg.paper.get(plan.row), "params": r.get("params"), "flops": r.get("flops"),
                 "latency_ms": r.get("latency_ms"), "latency_iqr_ms": r.get("latency_iqr_ms"),
+                **{k: r.get(k) for k in measure.LATENCY_EXTRAS}, **self.speedups(r),
                 "epochs": r.get("epochs"), "seconds": r.get("seconds"), **{c: r.get(c) for c in columns},
                 "acc1_val_selected": r.get("acc1_val_selected"), "val_epoch": r.get("val_epoch"),
                 **self.accounting(plan.row, r),

@@ -45,6 +45,11 @@ def at_least(name: str, value: Any, low: int) -> None:
         raise PrunebenchError(f"{name} must be >= {low}, got {value}")
 
 
+def one_of(name: str, value: Any, choices) -> None:
+    if value not in choices:
+        raise PrunebenchError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
 def check_names(cfg: DictConfig) -> None:
     """Each part names a class: a built-in or one of your own (:mod:`prunebench.plugins`)."""
     for name in cfg.strategies:
@@ -67,9 +72,35 @@ def check_schedule(cfg: DictConfig) -> None:
     for m in s.milestones:
         if not 0 <= m <= 1:
             raise PrunebenchError(f"schedule.milestones are fractions of the epochs in [0, 1], got {list(s.milestones)}")
+    check_modern_recipe(s)
     ft = cfg.strategy.finetune
     positive("strategy.finetune.epochs", ft.epochs)
     positive("strategy.finetune.lr", ft.lr)
+
+
+def check_modern_recipe(s: DictConfig) -> None:
+    """The settings of the modern recipe (schedule=modern), each at its schema default in older presets."""
+    from prunebench.data.policy import BINS
+    from prunebench.train.modern import LR_SCHEDULES, OPTIMIZERS, WARMUPS
+
+    one_of("schedule.warmup", s.warmup, WARMUPS)
+    one_of("schedule.lr_schedule", s.lr_schedule, LR_SCHEDULES)
+    one_of("schedule.optimizer", s.optimizer, OPTIMIZERS)
+    one_of("schedule.augment", s.augment, ("none", "trivialaugment", "randaugment"))
+    if not 0 <= s.label_smoothing < 1:
+        raise PrunebenchError(f"schedule.label_smoothing must be in [0, 1), got {s.label_smoothing}")
+    at_least("schedule.mixup_alpha", s.mixup_alpha, 0)
+    at_least("schedule.cutmix_alpha", s.cutmix_alpha, 0)
+    at_least("schedule.randaugment_ops", s.randaugment_ops, 1)
+    if not 0 <= s.randaugment_magnitude < BINS:
+        raise PrunebenchError(f"schedule.randaugment_magnitude is a bin in [0, {BINS - 1}], got "
+                              f"{s.randaugment_magnitude}")
+    if not 0 <= s.ema_decay < 1:
+        raise PrunebenchError(f"schedule.ema_decay must be in [0, 1) (0: no average), got {s.ema_decay}")
+    positive("schedule.ema_steps", s.ema_steps)
+    if s.warmup == "linear" and s.warmup_factor > 1:
+        raise PrunebenchError(f"schedule.warmup=linear rises from lr x warmup_factor to lr: warmup_factor must be "
+                              f"<= 1, got {s.warmup_factor}")
 
 
 def check_train(cfg: DictConfig) -> None:

@@ -97,7 +97,8 @@ PAIR_OPTIONS = ["dataset=synthetic", "dataset.image_size=32"]
 # the pairs that cannot run as configured, refused before anything trains, with what the refusal says
 REFUSED = {
     **{("magnitude", m): r"method.skip names unknown layers \['classifier'\]"  # its default skip: CIFAR's classifier
-       for m in ("resnet34", "resnet50", "torchvision", "vgg11_bn", "vgg16_bn", "vgg16_imagenet")},
+       for m in ("resnet34", "resnet50", "torchvision", "vgg11_bn", "vgg16_bn", "vgg16_imagenet", "mobilenet_v2_cifar",
+                 "resnet18_cifar", "resnet50_cifar")},
     **{("dcp", m): "dcp needs a model ending in a linear classifier"  # the auxiliary classifiers copy its classes
        for m in ("vgg11_bn", "vgg16_bn", "vgg16_imagenet")},  # ImageNet VGG's head: convolutions
     ("slimming", "vgg16_imagenet"): "have no BatchNorm",

@@ -119,7 +119,7 @@ STRUCTURED, SPARSE, AT_INIT = "l1_norm", "slimming", "snip"
 NOT_KEYED = {  # settings no stage's result depends on
     "dataset.root", "dataset.download", "schedule.name", "schedule.eval_every", "schedule.eval_batch_size",
     "strategy.name", "device", "cache_dir", "retry_failed", "progress", "dry_run", "lock_timeout", "strict",
-    "measure.latency_batch", "measure.latency_repeats", "paper", "notes",
+    "measure.latency_batch", "measure.latency_repeats", "measure.saturating_batch", "measure.onnx", "paper", "notes",
     "prune_only",  # which stages run, not what one computes
     "logger", "distributed",  # what is logged; DDP settings (keyed by bn_shards only under torchrun)
     "train",  # how a step runs (compiled, channels_last, side by side): train.precision is keyed, below
@@ -138,6 +138,8 @@ ALTERNATIVES = {  # values to change to where "another value" is not obvious
     "strategy.scratch_e.epochs": 3, "strategy.scratch_e.milestones": [0.5], "strategy.scratch_b.epochs": 3,
     "strategy.scratch_b.milestones": [0.5], "strategy.scratch_b.base_epochs": 3,
     "prune_only": None, "distributed.backend": "gloo",
+    "schedule.warmup": "linear", "schedule.lr_schedule": "cosine", "schedule.optimizer": "adamw",
+    "schedule.augment": "trivialaugment",
 }
 SCRATCH_B_ALONE = {"strategy.scratch_b.epochs", "strategy.scratch_b.milestones"}  # the baselines keep the formula
 CHOICES = {"method.global_threshold": ("exact", "inclusive"), "strategy.scratch_b.flops": ("nonzero", "dense"),

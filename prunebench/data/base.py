@@ -43,6 +43,12 @@ class Data(ABC):
         """The same data set, delivering its batches on ``device``."""
 
     @abstractmethod
+    def with_policy(self, policy) -> "Data":
+        """The same data set whose training batches ``policy`` (uint8 batch, generator) -> uint8 batch
+        augments on the device after the crop and flip (RandAugment, TrivialAugment:
+        :mod:`prunebench.data.policy`)."""
+
+    @abstractmethod
     def steps_per_epoch(self, batch_size: int, steps: Optional[int] = None) -> int:
         """Steps of one epoch of :meth:`train_batches` (capped at ``steps``)."""
 

@@ -144,10 +144,11 @@ class _Images(Dataset):
 
 class FolderData(Data):
     def __init__(self, cfg, train: List[Tuple[str, int]], test: List[Tuple[str, int]], num_classes: int,
-                 device=torch.device("cpu"), fingerprint: str = ""):
+                 device=torch.device("cpu"), fingerprint: str = "", policy=None):
         from torchvision import transforms as T
 
         self.cfg, self.train, self.test, self.num_classes = cfg, train, test, num_classes
+        self.policy = policy  # (uint8 batch, generator) -> uint8 batch on the device, after crop and flip
         self.fingerprint = fingerprint
         self._device = torch.device(device)
         size = cfg.image_size
@@ -177,13 +178,17 @@ class FolderData(Data):
         return len(self.test)
 
     def to(self, device) -> "FolderData":
-        return FolderData(self.cfg, self.train, self.test, self.num_classes, device, self.fingerprint)
+        return FolderData(self.cfg, self.train, self.test, self.num_classes, device, self.fingerprint, self.policy)
+
+    def with_policy(self, policy) -> "FolderData":
+        return FolderData(self.cfg, self.train, self.test, self.num_classes, self._device, self.fingerprint, policy)
 
     def steps_per_epoch(self, batch_size: int, steps: Optional[int] = None) -> int:
         count = max(1, len(self.train) // batch_size)
         return count if steps is None else min(count, steps)
 
-    def _batches(self, samples, transform, items, batch_size: int, drop_last: bool) -> Iterator[Batch]:
+    def _batches(self, samples, transform, items, batch_size: int, drop_last: bool,
+                 augment=None) -> Iterator[Batch]:
         loader = DataLoader(_Images(samples, transform, self.cfg.image_size), batch_size=batch_size, sampler=items,
                             num_workers=self.cfg.workers, drop_last=drop_last, collate_fn=_collate,
                             pin_memory=self._device.type == "cuda", persistent_workers=False)
@@ -192,6 +197,8 @@ class FolderData(Data):
             if errors:
                 raise UnreadableImage(errors[0])
             x = x.to(self._device, non_blocking=True)
+            if augment is not None:
+                x = augment[0](x, augment[1])
             yield (x.float() / 255.0 - mean) / std, y.to(self._device, non_blocking=True)
 
     @staticmethod
@@ -206,7 +213,8 @@ class FolderData(Data):
         count = self.steps_per_epoch(batch_size, steps) * batch_size
         items = self._draw(len(self.train), min(count, len(self.train)), generator)
         # a set smaller than one batch gives one partial batch, as steps_per_epoch counts it
-        return self._batches(self.train, self.train_transform, items, batch_size, drop_last=len(items) >= batch_size)
+        return self._batches(self.train, self.train_transform, items, batch_size, drop_last=len(items) >= batch_size,
+                             augment=None if self.policy is None else (self.policy, generator))
 
     def sample_batches(self, num_images: int, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
         items = self._draw(len(self.train), min(num_images, len(self.train)), generator)

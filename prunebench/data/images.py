@@ -8,7 +8,7 @@ its images, which keys the unpruned stage, so a changed data set never reuses a 
 trained on another (:func:`prunebench.protocol.base_settings`)."""
 import hashlib
 from dataclasses import dataclass, replace
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Callable, Iterator, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,7 @@ class ImageData(Data):
     flip: bool = True
     source: str = "the data set"  # where the arrays came from, named when they are refused
     fingerprint: str = ""  # computed from the arrays when not given (and kept by to())
+    policy: Optional[Callable] = None  # (uint8 batch, generator) -> uint8 batch after crop and flip (RandAugment)
     val_x: Optional[torch.Tensor] = None  # training images held out (dataset.val_split), uint8
     val_y: Optional[torch.Tensor] = None
 
@@ -42,6 +43,10 @@ class ImageData(Data):
             self.fingerprint = fingerprint_arrays(self.train_x, self.train_y, self.test_x, self.test_y,
                                                   about=f"classes {self.num_classes} mean {list(self.mean)} "
                                                         f"std {list(self.std)}")
+
+    def with_policy(self, policy: Optional[Callable]) -> "ImageData":
+        """The same set augmenting its training batches with ``policy`` too, on the device."""
+        return replace(self, policy=policy)
 
     def to(self, device) -> "ImageData":
         keys = ("train_x", "train_y", "test_x", "test_y") + (("val_x", "val_y") if self.val_x is not None else ())
@@ -136,8 +141,8 @@ class ImageData(Data):
                      for i in range(first, min(first + CHUNK_BATCHES, total))]
             draws = [self.draw(size, generator) for size in sizes]
             idx = order[first * batch_size:first * batch_size + sum(sizes)]
-            x = self.normalize(self.apply(self.train_x[idx], *[None if d[0] is None else torch.cat(d)
-                                                                 for d in zip(*draws)]))
+            x = self.apply(self.train_x[idx], *[None if d[0] is None else torch.cat(d) for d in zip(*draws)])
+            x = self.normalize(x if self.policy is None else self.policy(x, generator))
             y = self.train_y[idx]
             start = 0
             for size in sizes:

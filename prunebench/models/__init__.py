@@ -10,11 +10,13 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from prunebench import atomic, plugins
-from prunebench.config import (DenseNetConfig, FactoryModelConfig, ImageNetResNetConfig, ImageNetVGGConfig,
+from prunebench.config import (CifarModernModelConfig, DenseNetConfig, FactoryModelConfig, ImageNetResNetConfig,
+                               ImageNetVGGConfig,
                                ModelConfig, PreResNetConfig, ResNetConfig, TimmModelConfig, TorchvisionModelConfig,
                                VGGConfig, ViTModelConfig)
 from prunebench.errors import PrunebenchError
-from prunebench.models import densenet, factory, imagenet_resnet, imagenet_vgg, preresnet, resnet, torchvision_models, vgg
+from prunebench.models import (cifar_modern, densenet, factory, imagenet_resnet, imagenet_vgg, preresnet, resnet,
+                               torchvision_models, vgg)
 from prunebench.models import timm_models, torchvision_transformers, vit
 from prunebench.models.groups import (FAMILIES, ChannelGroup, ChannelSelection, Member, Residual, ResidualBlock,
                                       bn_channels, bn_weight, conv_groups, family_groups, filter_rows, group_width,
@@ -40,6 +42,7 @@ ARCHS: Dict[str, Arch] = {
     "vit": Arch(None, vit.ViT, ViTModelConfig),
     "timm": Arch(None, timm_models.TimmModel, TimmModelConfig),
     "torchvision_transformer": Arch(None, torchvision_transformers.TorchvisionTransformer, TorchvisionModelConfig),
+    "cifar_modern": Arch(None, cifar_modern.CifarModernModel, CifarModernModelConfig),
 }
 # archs whose spec needs more of the model config than depth, width and the options of its schema
 FROM_CONFIG: Dict[str, Callable] = {
@@ -49,6 +52,7 @@ FROM_CONFIG: Dict[str, Callable] = {
     "factory": factory.spec_from_config,
     "vit": vit.spec_from_config,
     "timm": timm_models.spec_from_config,
+    "cifar_modern": cifar_modern.spec_from_config,
 }
 # FROM_CONFIG archs whose spec depends on the image size (a ViT's position embeddings)
 SIZED = ("vit", "timm", "torchvision")

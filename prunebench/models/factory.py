@@ -16,7 +16,7 @@ from torch import nn
 from prunebench import plugins
 from prunebench.config import FactoryModelConfig
 from prunebench.errors import PrunebenchError
-from prunebench.models import depgraph
+from prunebench.models.graph_model import GraphModel
 from prunebench.models.torchvision_models import TRACE_SIZE, TorchvisionModel
 
 BASE_KEYS = {f.name for f in fields(FactoryModelConfig)}
@@ -52,20 +52,14 @@ class FactoryModel(TorchvisionModel):
 
     def __init__(self, target: str, in_channels: int, num_classes: int, options: Optional[Dict[str, Any]] = None,
                  keep: Optional[Dict[str, List[int]]] = None):
-        nn.Module.__init__(self)
         factory = plugins.load_path(target, "model._target_")
         options = dict(options or {})
-        self.net = factory(in_channels=in_channels, num_classes=num_classes, **options)
-        if not isinstance(self.net, nn.Module):
-            raise PrunebenchError(f"model._target_={target} returned a {type(self.net).__name__}, not an nn.Module")
-        keep = {g: [int(i) for i in idx] for g, idx in (keep or {}).items()}
-        self.spec = {"arch": "factory", "target": target, "in_channels": in_channels, "num_classes": num_classes,
-                     "options": options, "keep": keep}
-        self._size = TRACE_SIZE
-        self._channels = in_channels
-        self._groups = None
-        if keep:
-            depgraph.prune_groups(self.net, keep, self._size, num_classes, in_channels)
+        net = factory(in_channels=in_channels, num_classes=num_classes, **options)
+        if not isinstance(net, nn.Module):
+            raise PrunebenchError(f"model._target_={target} returned a {type(net).__name__}, not an nn.Module")
+        GraphModel.__init__(self, net, {"arch": "factory", "target": target, "in_channels": in_channels,
+                                        "num_classes": num_classes, "options": options}, keep, TRACE_SIZE,
+                            in_channels)
 
     def torchvision_name(self) -> str:
         raise PrunebenchError("model.pretrained applies to torchvision's models, not to a model of your own")

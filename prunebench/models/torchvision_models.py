@@ -8,12 +8,8 @@ restores a pruned model in one call. The torchvision model is held as ``net`` (i
 parameter names prefixed by ``net.``)."""
 from typing import Any, Dict, List, Optional
 
-import torch
-from torch import nn
-
 from prunebench.errors import PrunebenchError
-from prunebench.models import depgraph
-from prunebench.models.groups import ChannelGroup
+from prunebench.models.graph_model import GraphModel
 
 
 WIDTH_MULT_MODELS = ("mobilenet_v2", "mobilenet_v3")  # torchvision builders taking width_mult (model.width)
@@ -49,78 +45,23 @@ def trace_size(name: str) -> int:
     return max(TRACE_SIZE, *meta.get("min_size", (0, 0)))
 
 
-class TorchvisionModel(nn.Module):
+class TorchvisionModel(GraphModel):
     def __init__(self, name: str, num_classes: int, keep: Optional[Dict[str, List[int]]] = None,
                  width_mult: Optional[float] = None):
-        super().__init__()
         import torchvision
 
         if name not in torchvision.models.list_models(module=torchvision.models):
             raise PrunebenchError(f"unknown torchvision classification model {name!r}; known: "
                                   f"{', '.join(torchvision.models.list_models(module=torchvision.models))}")
         widen = {} if width_mult is None else {"width_mult": float(width_mult)}  # mobilenet_v2 width 0.75
-        self.net = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **widen)
-        if hasattr(self.net, "aux_logits") and self.net.aux_logits:  # googlenet / inception: one output
-            self.net.aux_logits = False
+        net = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **widen)
+        if hasattr(net, "aux_logits") and net.aux_logits:  # googlenet / inception: one output
+            net.aux_logits = False
             for aux in ("aux1", "aux2", "AuxLogits"):
-                if hasattr(self.net, aux):
-                    setattr(self.net, aux, None)
-        keep = {g: [int(i) for i in idx] for g, idx in (keep or {}).items()}
-        self.spec = {"arch": "torchvision", "name": name, "num_classes": num_classes, "keep": keep, **widen}
-        self._size = trace_size(name)
-        self._channels = 3
-        self._groups: Optional[List] = None
-        if keep:
-            depgraph.prune_groups(self.net, keep, self._size, num_classes)
-
-    def forward(self, x):
-        return self.net(x)
-
-    def graph_groups(self) -> List:
-        if self._groups is None:  # traced once per model (its structure never changes in place)
-            self._groups = depgraph.graph_groups(self.net, self._size, self.spec["num_classes"],
-                                                 in_channels=self._channels)
-        return self._groups
-
-    def channel_groups(self) -> List[ChannelGroup]:
-        return [ChannelGroup(g.name, f"net.{g.root}", f"net.{g.bn}" if g.bn else "",
-                             tuple(f"net.{p}" for p in g.inputs),
-                             outputs=tuple(f"net.{p}" for p in g.outputs if p not in (g.root, g.bn)))
-                for g in self.graph_groups()]
-
-    def original_indices(self, name: str, channels: int) -> List[int]:
-        """The unpruned model's indices of a group's current channels."""
-        return self.spec["keep"].get(name, list(range(channels)))
-
-    def spec_with_widths(self, widths: Dict[str, int]) -> Dict[str, Any]:
-        """The spec keeping the first ``widths[g]`` of each group's current channels."""
-        keep = dict(self.spec["keep"])
-        for g in self.graph_groups():
-            if g.name in widths and widths[g.name] != g.channels:
-                keep[g.name] = self.original_indices(g.name, g.channels)[:int(widths[g.name])]
-        return {**self.spec, "keep": keep}
-
-    def pruned(self, keep: Dict[str, torch.Tensor]) -> "TorchvisionModel":
-        """Surgery: a new model keeping the channels ``keep`` lists (indices into each group's
-        current channels) with their weights, cut through the dependency graph."""
-        import copy
-
-        channels = {g.name: g.channels for g in self.graph_groups()}
-        new_keep = dict(self.spec["keep"])
-        for name, idx in keep.items():
-            original = self.original_indices(name, channels[name])
-            if len(idx) != channels[name]:
-                new_keep[name] = [original[int(i)] for i in idx]
-        new = copy.deepcopy(self)
-        depgraph.prune_groups(new.net, {g: i for g, i in keep.items() if len(i) != channels[g]}, self._size,
-                              self.spec["num_classes"], self._channels)
-        new.spec = {**self.spec, "keep": new_keep}
-        new._groups = None
-        return new
-
-    def width_counter(self, input_shape, measure: str = "flops"):
-        """widths -> FLOPs or parameters, without rebuilding the model (the uniform search)."""
-        return depgraph.width_counter(self.net, input_shape, self.graph_groups(), measure)
+                if hasattr(net, aux):
+                    setattr(net, aux, None)
+        super().__init__(net, {"arch": "torchvision", "name": name, "num_classes": num_classes, **widen}, keep,
+                         trace_size(name))
 
     def torchvision_name(self) -> str:
         return self.spec["name"]

@@ -26,6 +26,7 @@ from rich.table import Table
 
 from prunebench.errors import PrunebenchError, UnwritableFile, say_error
 from prunebench.report import paper, revisited, stats
+from prunebench.report import uniform as uniform_verdict
 from prunebench.report import widths as widths_table
 from prunebench.report.runs import Line, collect, group, missing_seeds
 
@@ -116,8 +117,10 @@ def report(folder: Path, metric: str = None, layer: str = None, plots: bool = Tr
         out.mkdir(parents=True, exist_ok=True)
         write_summary(summary, out)
         recs = paper.write(lines, out, metric)
-        verdicts = revisited.write(lines, out, recs[0]["metric"] if recs else paper.choose_metric(lines, metric))
+        chosen = recs[0]["metric"] if recs else paper.choose_metric(lines, metric)
+        verdicts = revisited.write(lines, out, chosen)
         tables = widths_table.write(lines, out)
+        uniform = uniform_verdict.write(lines, out, chosen, plots)
         figures = []
         if plots:
             from prunebench.report import plots as figs
@@ -126,7 +129,8 @@ def report(folder: Path, metric: str = None, layer: str = None, plots: bool = Tr
         raise UnwritableFile(Path(e.filename) if e.filename else out, e,
                              "give prunebench-report --out DIR, a folder it can write") from e
     return {"runs": runs, "lines": lines, "summary": summary, "paper": recs, "revisited": verdicts, "widths": tables,
-            "plots": figures, "metric": recs[0]["metric"] if recs else metric, "out": out}
+            "uniform": uniform["records"], "plots": figures + uniform["plots"],
+            "metric": recs[0]["metric"] if recs else metric, "out": out}
 
 
 def main(argv=None) -> None:
@@ -153,6 +157,7 @@ def main(argv=None) -> None:
     made = ["summary.csv", "summary.md", "paper.md", "paper.csv", "paper.tex"]
     made += ["revisited.md", "revisited.csv"] if out["revisited"] else []
     made += ["widths.md", "widths.csv"] if out["widths"] else []
+    made += ["uniform.md", "uniform.csv"] if out["uniform"] else []
     console.print(f"{len(out['runs'])} runs, {len(out['lines'])} lines; wrote {', '.join(made)} in {out['out']}"
                   + (f" and {len(out['plots'])} figure files in {out['out'] / 'plots'}" if out["plots"] else ""),
                   soft_wrap=True)

@@ -28,8 +28,9 @@ SHOWN = ("dataset.name", "model.name", "method.name", "method.pruning_ratio")
 ROW_ORDER = ["unpruned", "sparse", "pruned", "finetune", "scratch_e", "scratch_b", "uniform", "lottery", "guided",
              "finetune_large", "lr_rewind", "one_cycle", "distill", "random_arch", "shuffled", "reinit", "small_model"]
 NUMERIC = ("acc1", "acc1_best", "acc5", "paper_acc1", "params", "flops", "latency_ms", "epochs", "seconds",
-           "pruning_ratio", "width_factor", "acc1_val_selected", "val_epoch", "train_flops", "total_train_flops",
-           "wall_seconds", "total_wall_seconds", "acc1_std", "members_n")
+           "pruning_ratio", "width_factor", "latency_sat_ms", "onnx_ms", "onnx_sat_ms", "flops_speedup", "speedup",
+           "speedup_sat", "onnx_speedup", "onnx_speedup_sat", "acc1_val_selected", "val_epoch", "train_flops",
+           "total_train_flops", "wall_seconds", "total_wall_seconds", "acc1_std", "members_n")
 
 
 @dataclass

@@ -41,29 +41,27 @@ def verdict(scratch_b: List[float], finetune: List[float], alpha: float = ALPHA)
     b = [float(v) for v in finetune if v is not None]
     if not a or not b:
         return {"verdict": "no test: " + ("scratch_b" if not a else "finetune") + " missing", "p": None}
-    if len(a) < 2 or len(b) < 2:
-        return {"verdict": "1 seed, no test", "p": None}
-    p = welch_p(a, b)
-    if p < alpha:
-        text = "scratch-B better" if statistics.mean(a) > statistics.mean(b) else "fine-tuned better"
-        return {"verdict": f"{text} (p = {p:.2g})", "p": p}
-    return {"verdict": f"no significant difference (p = {p:.2f})", "p": p}
+    out = compare(a, b, "scratch-B", "fine-tuned", alpha)
+    return {"verdict": out["verdict"], "p": out["p"]}
 
 
 def compare(a: List[float], b: List[float], name_a: str, name_b: str, alpha: float = ALPHA) -> Dict:
-    """Row ``name_a`` against row ``name_b`` over seeds, Welch's t-test as :func:`verdict`:
-    ``{"verdict", "p", "diff"}`` (diff: mean a - mean b, None without both)."""
+    """Row ``name_a`` against row ``name_b`` over seeds (Welch's t-test): ``{"verdict", "p", "better",
+    "diff"}``; the verdict reads "<name_a> better (p = 0.01)", "<name_b> better (...)", "no significant
+    difference (p = 0.42)", "1 seed, no test", or says which side is missing; ``better`` is the side
+    found better, or None; ``diff`` is mean a - mean b (None without both)."""
     a = [float(v) for v in a if v is not None]
     b = [float(v) for v in b if v is not None]
     diff = statistics.mean(a) - statistics.mean(b) if a and b else None
     if not a or not b:
-        return {"verdict": "no test: " + (name_a if not a else name_b) + " missing", "p": None, "diff": diff}
+        return {"verdict": f"no test: {name_a if not a else name_b} missing", "p": None, "better": None, "diff": diff}
     if len(a) < 2 or len(b) < 2:
-        return {"verdict": "1 seed, no test", "p": None, "diff": diff}
+        return {"verdict": "1 seed, no test", "p": None, "better": None, "diff": diff}
     p = welch_p(a, b)
     if p < alpha:
-        return {"verdict": f"{name_a if diff > 0 else name_b} better (p = {p:.2g})", "p": p, "diff": diff}
-    return {"verdict": f"no significant difference (p = {p:.2f})", "p": p, "diff": diff}
+        better = name_a if diff > 0 else name_b
+        return {"verdict": f"{better} better (p = {p:.2g})", "p": p, "better": better, "diff": diff}
+    return {"verdict": f"no significant difference (p = {p:.2f})", "p": p, "better": None, "diff": diff}
 
 
 def cell(s: Optional[Dict], digits: int = 2) -> str:

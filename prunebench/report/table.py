@@ -11,11 +11,13 @@ from prunebench.errors import UnwritableFile
 from prunebench.provenance import FIELDS as PROVENANCE
 
 COLUMNS = ["row", "method", "model", "dataset", "pruning_ratio", "seed", "acc1", "acc1_best", "acc5", "paper_acc1",
-           "params", "flops", "latency_ms", "latency_iqr_ms", "epochs", "seconds", "width_factor", "match", "status",
+           "params", "flops", "latency_ms", "latency_iqr_ms", "latency_sat_ms", "onnx_ms", "onnx_sat_ms", "flops_speedup",
+           "speedup", "speedup_sat", "onnx_speedup", "onnx_speedup_sat", "epochs", "seconds", "width_factor", "match", "status",
            "note", "stage", "acc1_val_selected", "val_epoch", "train_flops", "total_train_flops", "wall_seconds",
            "total_wall_seconds", "acc1_std", "members_n", *PROVENANCE]
 SHOWN = ["row", "acc1", "acc1_best", "acc1_val_selected", "acc5", "paper_acc1", "params", "flops", "latency_ms",
-         "epochs", "total_train_flops", "status", "note"]
+         "latency_sat_ms", "onnx_ms", "onnx_sat_ms", "flops_speedup", "speedup", "speedup_sat", "onnx_speedup",
+         "onnx_speedup_sat", "epochs", "total_train_flops", "status", "note"]
 
 
 def fmt(key: str, value) -> str:
@@ -27,8 +29,10 @@ def fmt(key: str, value) -> str:
         return f"{value:.3g}"
     if key in ("acc1", "acc1_best", "acc5", "paper_acc1", "acc1_val_selected"):
         return f"{value:.2f}"
-    if key == "latency_ms":
+    if key in ("latency_ms", "latency_sat_ms", "onnx_ms", "onnx_sat_ms"):
         return f"{value:.3f}"
+    if key in ("flops_speedup", "speedup", "speedup_sat", "onnx_speedup", "onnx_speedup_sat"):
+        return f"{value:.2f}x"
     return str(value)
 
 
@@ -52,7 +56,9 @@ def markdown(rows: List[Dict], title: str) -> str:
     lines += ["| " + " | ".join(fmt(c, r.get(c)) for c in cols) + " |" for r in rows]
     lines += ["", "acc1/acc5: top-1/top-5 test accuracy (%) of the last epoch; acc1_best: the best evaluated epoch "
               "(what the paper reports; optimistic, being chosen on the test set); paper_acc1: the paper's figure; "
-              "params, FLOPs (2 x multiply-accumulates, one image) in millions; latency: median forward time (ms); epochs: training epochs of that row."]
+              "params, FLOPs (2 x multiply-accumulates, one image) in millions; latency: median forward time (ms) on the run's device at measure.latency_batch (latency_sat_ms: at "
+              "measure.saturating_batch; onnx_ms: ONNX Runtime on one CPU thread); flops_speedup: the unpruned model's "
+              "FLOPs over the row's (the promise), speedup: its latency over the row's (what is achieved); epochs: training epochs of that row."]
     if any(r.get("acc1_val_selected") is not None for r in rows):
         lines += ["acc1_val_selected: test top-1 at the epoch best on the held-out training images (dataset.val_split)."]
     if any(r.get("total_train_flops") is not None for r in rows):

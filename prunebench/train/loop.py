@@ -26,10 +26,12 @@ from tqdm import tqdm
 
 from prunebench import atomic, distributed
 from prunebench.data import Data
+from prunebench.data.policy import policy_of
 from prunebench.errors import Diverged, PrunebenchError
 from prunebench.train.evaluate import hits
 from prunebench.train.hooks import TrainHooks
 from prunebench.train.readout import Readout
+from prunebench.train import modern
 from prunebench.train.step import EAGER, Speed, Step, optimizer, tensor_lr
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,18 @@ class Recipe:
     steps_per_epoch: Optional[int] = None
     warmup_epochs: int = 0  # the first epochs train at lr x warmup_factor
     warmup_factor: float = 0.1
+    # the modern recipe (prunebench.train.modern, prunebench.data.policy); the defaults train as before
+    warmup: str = "constant"  # constant: lr x warmup_factor | linear: from lr x warmup_factor up to lr, per step
+    lr_schedule: str = "step"  # step: milestones x gamma | cosine: per-step cosine decay to 0 after the warm-up
+    optimizer: str = "sgd"  # sgd (momentum, nesterov) | adamw
+    label_smoothing: float = 0.0
+    augment: str = "none"  # none | trivialaugment | randaugment (on the device, after crop and flip)
+    randaugment_ops: int = 2
+    randaugment_magnitude: int = 9
+    mixup_alpha: float = 0.0  # 0: off
+    cutmix_alpha: float = 0.0  # 0: off
+    ema_decay: float = 0.0  # 0: off; else the model ends with the moving average of its weights
+    ema_steps: int = 32  # steps between two updates of the average
     # the learning rate of every epoch, one per epoch; set, it replaces lr, milestones and warm-up (the revisited
     # strategies' rewound and 1-cycle schedules)
     lr_epochs: Optional[List[float]] = None
@@ -233,6 +247,10 @@ def training(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpo
         raise ValueError(f"eval_every must be >= 0, got {eval_every}")
     if data.train_size == 0:  # not a divergence: there is nothing to learn from
         raise PrunebenchError("the training set is empty; check the data set's settings (dataset.root, sizes)")
+    policy = policy_of(recipe)
+    if policy is not None:
+        data = data.with_policy(policy)
+    mixing = recipe.mixup_alpha > 0 or recipe.cutmix_alpha > 0
     device = data.device
     model.to(device)
     if speed.channels_last:
@@ -242,6 +260,7 @@ def training(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpo
     milestones = recipe.milestone_epochs()
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=recipe.gamma)
     start, seconds, wall, last_loss, history = 0, 0.0, 0.0, float("nan"), []
+    ema = modern.WeightAverage(model, recipe.ema_decay, recipe.ema_steps) if recipe.ema_decay > 0 else None
     checkpoint = Path(checkpoint)
     distributed.barrier()  # every rank past its last read of the folder before rank 0 writes to it
     state = read_checkpoint(checkpoint, device, model)
@@ -252,12 +271,14 @@ def training(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpo
         start, seconds, last_loss = state["epoch"], state["seconds"], state["loss"]
         wall = state.get("wall_seconds", seconds)
         history = state.get("history", [])
+        if ema is not None:
+            ema.load_state_dict(state.get("ema"))
         if speed.fast:
             tensor_lr(opt, device)
     else:
         hooks.before_training(model)
     progress = progress and distributed.is_main()
-    step = Step(model, opt, hooks, speed, device, net=net)
+    step = Step(model, opt, hooks, speed, device, net=net, label_smoothing=recipe.label_smoothing)
     per_epoch = data.steps_per_epoch(recipe.batch_size, recipe.steps_per_epoch)
     status = Status(epochs=recipe.epochs, steps_per_epoch=per_epoch, epoch=start)
     epochs = _Epochs(history, data)
@@ -276,14 +297,26 @@ def training(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpo
         loss_sum = step.loss_sum
         loss_sum.zero_()
         steps = 0
-        lr_epoch = epoch_lr(recipe, milestones, epoch)
-        if recipe.warmup_epochs or recipe.lr_epochs is not None:  # the milestones, with the warm-up on top
+        stepwise = modern.per_step(recipe)  # never with lr_epochs (one rate an epoch)
+        lr_epoch = modern.step_lr(recipe, milestones, epoch, 0, per_epoch) if stepwise else epoch_lr(
+            recipe, milestones, epoch)
+        if recipe.warmup_epochs or stepwise or recipe.lr_epochs is not None:  # the milestones, warm-up on top
             set_lr(opt, lr_epoch)
+        rng = modern.mixing_rng(seed, epoch) if mixing else None
         looks: List[tuple] = []  # (steps, readout of the loss sum) on their way to the host
         inner = tqdm(total=per_epoch, desc=f"epoch {epoch + 1}", disable=not progress, leave=False, dynamic_ncols=True)
         for x, y in map(distributed.shard, data.train_batches(recipe.batch_size, gen, recipe.steps_per_epoch)):
+            if stepwise and steps:
+                set_lr(opt, modern.step_lr(recipe, milestones, epoch, steps, per_epoch))
+            if mixing:
+                x, y = modern.mix(x, y, data.num_classes, recipe.mixup_alpha, recipe.cutmix_alpha, rng)
             step(x, y)
             steps += 1
+            if ema is not None and steps % recipe.ema_steps == 0:
+                if epoch < recipe.warmup_epochs:  # torchvision: the average starts after the warm-up
+                    ema.reset(model)
+                else:
+                    ema.update(model)
             if steps % CHECK_EVERY == 0:
                 looks.append((steps, Readout(distributed.mean(loss_sum))))
                 while looks and (in_step or looks[0][1].ready()):
@@ -318,7 +351,8 @@ def training(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpo
             if distributed.is_main():
                 save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                              "scheduler": sched.state_dict(), "epoch": epoch + 1,
-                                             "seconds": seconds, "wall_seconds": wall + saved - began}, history)
+                                             "seconds": seconds, "wall_seconds": wall + saved - began,
+                                             **({"ema": ema.state_dict()} if ema is not None else {})}, history)
             for entry in unlogged if on_epoch is not None else ():
                 on_epoch(entry)
             unlogged = []
@@ -330,6 +364,8 @@ def training(model: nn.Module, data: Data, recipe: Recipe, *, seed: int, checkpo
                             **({"acc1": f"{history[-1]['acc1']:.2f}"} if history[-1]["acc1"] is not None else {}))
         bar.update(1)
     bar.close()
+    if ema is not None:
+        ema.copy_to(model)  # the recipe's model is the average of its weights
     save_snapshot(model, snapshots, recipe.epochs)
     return {"epochs": recipe.epochs, "seconds": seconds, "wall_seconds": wall + time.perf_counter() - began,
             "compile_seconds": step.compile_seconds, "loss": last_loss, "history": history}

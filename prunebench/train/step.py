@@ -98,8 +98,9 @@ class Step:
     traces, the backend compiles and the CUDA graph is captured (0 for the eager step)."""
 
     def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, hooks: TrainHooks, speed: Speed,
-                 device: torch.device, net: Optional[nn.Module] = None):
+                 device: torch.device, net: Optional[nn.Module] = None, label_smoothing: float = 0.0):
         speed.check()
+        self.label_smoothing = label_smoothing  # of the cross-entropy; targets may be class indices or probabilities
         self.model, self.opt, self.hooks, self.speed = model, opt, hooks, speed
         self.net = model if net is None else net  # what the forward calls: DDP's wrapper under torchrun
         self.device = torch.device(device)
@@ -132,9 +133,9 @@ class Step:
         with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None,
                             cache_enabled=False if self.graphed else None):
             logits = self.net(x)
-            loss = hooks.loss(logits, y)
+            loss = hooks.loss(logits, y)  # distillation's in place of the cross-entropy
             if loss is None:
-                loss = F.cross_entropy(logits, y)
+                loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
             extra = hooks.penalty(model)
         (loss if extra is None else loss + extra).backward()
         hooks.regularize(model)
@@ -228,12 +229,16 @@ class CapturableSGD(torch.optim.SGD):
         sgd_update(self)
 
 
-def optimizer(model: nn.Module, recipe, device: torch.device, speed: Speed) -> torch.optim.SGD:
-    """SGD of ``recipe``; the fast path holds the lr as a device tensor and steps with foreach
-    kernels (compiled: torch's SGD, which dynamo traces with a tensor lr; captured without
-    compilation: :class:`CapturableSGD`)."""
+def optimizer(model: nn.Module, recipe, device: torch.device, speed: Speed) -> torch.optim.Optimizer:
+    """SGD of ``recipe`` (or AdamW with ``recipe.optimizer: adamw``: torch's, betas (0.9, 0.999),
+    decoupled weight decay ``weight_decay``); the fast path holds the lr as a device tensor and
+    steps with foreach kernels (compiled: torch's SGD, which dynamo traces with a tensor lr;
+    captured without compilation: :class:`CapturableSGD`, or AdamW with ``capturable``)."""
     lr = torch.tensor(float(recipe.lr), device=device) if speed.fast else recipe.lr
     extra = {"foreach": True} if speed.fast else {}
+    if getattr(recipe, "optimizer", "sgd") == "adamw":
+        capture = {"capturable": True} if speed.fast and torch.device(device).type == "cuda" else {}
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=recipe.weight_decay, **extra, **capture)
     sgd = CapturableSGD if speed.fast and not speed.compiled else torch.optim.SGD
     return sgd(model.parameters(), lr=lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
                            nesterov=recipe.nesterov, **extra)
