@@ -41,6 +41,10 @@ Backend = StrEnum("Backend", ["auto", "nccl", "gloo"])
 Precision = StrEnum("Precision", ["fp32", "bf16"])
 Compile = StrEnum("Compile", ["off", "on", "graph"])
 ShuffledBudget = StrEnum("ShuffledBudget", ["scratch_e", "scratch_b"])
+Warmup = StrEnum("Warmup", ["constant", "linear"])
+LRSchedule = StrEnum("LRSchedule", ["step", "cosine"])
+Optimizer = StrEnum("Optimizer", ["sgd", "adamw"])
+Augment = StrEnum("Augment", ["none", "trivialaugment", "randaugment"])
 
 
 @dataclass
@@ -194,11 +198,12 @@ class ScheduleConfig:
     warmup_epochs: int = 0  # the first epochs train at lr x warmup_factor (soft filter pruning's recipe: 1)
     warmup_factor: float = 0.1
     # the modern recipe (schedule=modern; docs/modern-cnns.md): at these defaults a schedule trains as before
-    warmup: str = "constant"  # constant: warmup_epochs at lr x warmup_factor | linear: per step from that to lr
-    lr_schedule: str = "step"  # step: lr x gamma at each milestone | cosine: per-step cosine decay to 0 after warm-up
-    optimizer: str = "sgd"  # sgd (momentum, nesterov above) | adamw (decoupled weight_decay; momentum unused)
+    warmup: Warmup = Warmup.constant  # constant: warmup_epochs at lr x warmup_factor | linear: per step from that to lr
+    # step: lr x gamma at each milestone | cosine: per-step cosine decay to 0 after warm-up
+    lr_schedule: LRSchedule = LRSchedule.step
+    optimizer: Optimizer = Optimizer.sgd  # sgd (momentum, nesterov above) | adamw (decoupled weight_decay)
     label_smoothing: float = 0.0  # of the cross-entropy's targets
-    augment: str = "none"  # none | trivialaugment | randaugment: after crop and flip, on the device
+    augment: Augment = Augment.none  # none | trivialaugment | randaugment: after crop and flip, on the device
     randaugment_ops: int = 2  # randaugment: operations an image
     randaugment_magnitude: int = 9  # randaugment: magnitude bin, of 0..30
     mixup_alpha: float = 0.0  # Beta(alpha, alpha) of mixup's weight; 0: off (with cutmix on: one of the two a batch)

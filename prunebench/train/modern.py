@@ -11,10 +11,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LR_SCHEDULES = ("step", "cosine")
-WARMUPS = ("constant", "linear")
-OPTIMIZERS = ("sgd", "adamw")
-
 
 def step_lr(recipe, milestones: Sequence[int], epoch: int, step: int, steps_per_epoch: int) -> float:
     """The learning rate of (0-based) ``step`` of (0-based) ``epoch``.
