@@ -6,9 +6,17 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from prunebench import cli
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# One intra-op thread count for this process and every CLI, torchrun and joblib subprocess a test starts
+# (they inherit the environment): a float sum differs with the number of threads, so a test comparing a
+# table computed in a subprocess with one computed elsewhere compares like with like on any machine.
+# One thread also keeps two pytest workers (-n 2) from fighting over two cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def compose_config(*overrides):

@@ -27,7 +27,7 @@ def error_lines(p):
 
 
 def env():
-    return {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "80", "OMP_NUM_THREADS": "1",
+    return {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "80",
             "PYTHONDONTWRITEBYTECODE": "1"}
 
 

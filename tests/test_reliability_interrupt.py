@@ -25,7 +25,7 @@ CASES = {
 def interrupted(args, cwd, when: str):
     """Run the CLI, send SIGINT once a log line holds ``when`` and a retraining has written a checkpoint
     (the stage cache under ``cwd/stages``), return (code, out, err)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}  # threads: conftest's
     p = subprocess.Popen([sys.executable, "-m", "prunebench", *args], cwd=cwd, env=env, text=True,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal's Ctrl-C

@@ -87,7 +87,7 @@ def test_prune_only_stops_after_pruning_on_purpose(smoke_cfg):
 
 def cli(*args, cwd, columns="40"):
     """``python -m prunebench`` with stdout and stderr as pipes (not a terminal), a narrow COLUMNS."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": columns, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": columns}
     return subprocess.run([sys.executable, "-m", "prunebench", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300)
 
@@ -111,7 +111,7 @@ def test_the_cli_prints_one_unwrapped_line_into_a_pipe(tmp_path, override, messa
 
 @pytest.mark.slow
 def test_a_bad_backend_under_torchrun_is_one_line_from_rank_0(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "60", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "60"}
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                         "-m", "prunebench", "experiment=smoke", "device=cpu", "distributed.backend=foo",
                         f"cache_dir={tmp_path / 'stages'}"], cwd=tmp_path, env=env, capture_output=True, text=True,

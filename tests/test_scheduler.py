@@ -291,7 +291,7 @@ def test_two_processes_started_at_once_on_one_cache_share_its_stages(tmp_path):
     from tests.conftest import ROOT
 
     cache = tmp_path / "stages"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     over = ["experiment=smoke", "method=l1_norm", "strategies=[finetune,scratch_e,scratch_b,uniform]",
             f"cache_dir={cache}"]
     procs = [subprocess.Popen([sys.executable, "-m", "prunebench", *over, f"hydra.run.dir={tmp_path / f'run{i}'}"],

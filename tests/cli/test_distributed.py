@@ -16,7 +16,7 @@ RUN = ("experiment=smoke", "method=l1_norm", "strategies=[scratch_e]", "device=c
 
 
 def torchrun(*args, cwd):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                            "-m", "prunebench", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
