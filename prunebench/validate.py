@@ -17,32 +17,20 @@ import difflib
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, List
+from typing import Iterator, List
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from prunebench import data as datasets
 from prunebench import methods, models, parts, strategies
+from prunebench.bounds import at_least, positive
 from prunebench.errors import PrunebenchError
 from prunebench.pruning.selection import check_layer_names, check_ratio
 from prunebench.pruning.surgery import prunable_weights
 
 log = logging.getLogger(__name__)
 
-
-
-def positive(name: str, value: Any, optional: bool = False) -> None:
-    """``value`` > 0 (None allowed when ``optional``: "the default")."""
-    if value is None and optional:
-        return
-    if value is None or not value > 0:
-        raise PrunebenchError(f"{name} must be > 0, got {value}")
-
-
-def at_least(name: str, value: Any, low: int) -> None:
-    if value is None or value < low:
-        raise PrunebenchError(f"{name} must be >= {low}, got {value}")
 
 
 def check_names(cfg: DictConfig) -> None:

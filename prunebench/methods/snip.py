@@ -17,6 +17,7 @@ from typing import Dict
 import torch
 import torch.nn.functional as F
 
+from prunebench.bounds import at_least
 from prunebench.config import MethodConfig
 from prunebench.errors import PrunebenchError
 from prunebench.methods.base import Method
@@ -59,8 +60,7 @@ class SNIP(Method):
     paper = "Lee et al., ICLR 2019"
 
     def scores(self, model, data) -> Dict[str, torch.Tensor]:
-        if self.cfg.batch_size < 1:
-            raise PrunebenchError(f"method.batch_size must be >= 1, got {self.cfg.batch_size}")
+        at_least("method.batch_size", self.cfg.batch_size, 1)
         gen = torch.Generator(device=data.device).manual_seed(self.seed)
         x, y = next(data.sample_batches(self.cfg.batch_size, self.cfg.batch_size, gen))
         return sensitivities(model, x, y)

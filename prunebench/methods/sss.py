@@ -24,6 +24,7 @@ from typing import Callable, Dict, List, Tuple
 import torch
 from torch import nn
 
+from prunebench.bounds import at_least, within
 from prunebench.config import MethodConfig
 from prunebench.errors import PrunebenchError
 from prunebench.methods.base import Method, require_batchnorm
@@ -73,9 +74,8 @@ class SSS(Method):
 
     def __init__(self, cfg, seed: int = 0):
         super().__init__(cfg, seed)
-        if cfg.sparsity < 0 or not 0 <= cfg.momentum < 1:
-            raise PrunebenchError(f"method.sparsity must be >= 0 and method.momentum in [0, 1), got "
-                                  f"{cfg.sparsity} and {cfg.momentum}")
+        at_least("method.sparsity", cfg.sparsity, 0)
+        within("method.momentum", cfg.momentum, 0, 1, open_high=True)
 
     def sparse_settings(self) -> Dict:
         return {"level": self.cfg.level, "sparsity": self.cfg.sparsity, "momentum": self.cfg.momentum}

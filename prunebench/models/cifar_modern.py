@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional
 
 from torch import nn
 
+from prunebench.bounds import positive
 from prunebench.errors import PrunebenchError
 from prunebench.models.graph_model import GraphModel
 
@@ -144,8 +145,7 @@ NETS = {
 def spec_from_config(cfg, in_channels: int, num_classes: int) -> Dict[str, Any]:
     if cfg.net not in NETS:
         raise PrunebenchError(f"model.net={cfg.net!r} is no CIFAR network; choose one of {', '.join(NETS)}")
-    if not cfg.width > 0:
-        raise PrunebenchError(f"model.width must be > 0, got {cfg.width}")
+    positive("model.width", cfg.width)
     return {"arch": "cifar_modern", "net": cfg.net, "width": float(cfg.width), "in_channels": in_channels,
             "num_classes": num_classes, "keep": {}}
 

@@ -16,12 +16,12 @@ from typing import Dict, Iterable
 
 import torch
 
+from prunebench.bounds import within
 from prunebench.errors import PrunebenchError
 
 
 def check_ratio(name: str, ratio: float) -> None:
-    if not 0.0 <= ratio < 1.0:
-        raise PrunebenchError(f"{name} must lie in [0, 1) (the fraction of channels removed), got {ratio}")
+    within(name, ratio, 0, 1, open_high=True, what="the fraction of channels removed")
 
 
 GLOBAL_THRESHOLDS = ("exact", "inclusive")

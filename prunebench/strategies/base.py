@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from prunebench.errors import PrunebenchError
+from prunebench.bounds import at_least, fractions
 from prunebench.pruning.masks import sparse_init
 from prunebench.stages import Stage, settings
 from prunebench.train import Recipe, TrainHooks
@@ -87,11 +87,8 @@ def own_recipe(recipe: Recipe, node) -> Recipe:
 
 def check_own_recipe(prefix: str, node) -> None:
     """A one-line error on a strategy's own epochs or milestones that cannot be trained."""
-    if node.epochs is not None and node.epochs < 1:
-        raise PrunebenchError(f"{prefix}.epochs must be >= 1 (null: the default), got {node.epochs}")
-    if node.milestones is not None and not all(0 <= m <= 1 for m in node.milestones):
-        raise PrunebenchError(f"{prefix}.milestones are fractions of its epochs in [0, 1] (null: the schedule's), "
-                              f"got {list(node.milestones)}")
+    at_least(f"{prefix}.epochs", node.epochs, 1, optional=True, null="the default")
+    fractions(f"{prefix}.milestones", node.milestones, null="the schedule's")
 
 
 def own_recipe_note(recipe: Recipe, prefix: str, node, epochs: bool = True) -> str:
@@ -115,8 +112,7 @@ def own_epochs(cfg, node) -> int:
 
 
 def check_epochs(prefix: str, node) -> None:
-    if node.epochs is not None and node.epochs < 1:
-        raise PrunebenchError(f"{prefix}.epochs must be >= 1 (null: strategy.finetune.epochs), got {node.epochs}")
+    at_least(f"{prefix}.epochs", node.epochs, 1, optional=True, null="strategy.finetune.epochs")
 
 
 def with_note(metrics: Dict[str, Any], note: str) -> Dict[str, Any]:

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from prunebench import accounting
+from prunebench.bounds import positive, within
 from prunebench.config import DistillConfig
-from prunebench.errors import PrunebenchError
 from prunebench.strategies.base import INHERITED, Strategy, check_epochs, own_epochs
 from prunebench.train.hooks import TrainHooks
 
@@ -58,13 +58,9 @@ class Distill(Strategy):
     def check(self, cfg):
         node = cfg.strategy.distill
         check_epochs("strategy.distill", node)
-        if node.temperature <= 0:
-            raise PrunebenchError(f"strategy.distill.temperature must be > 0, got {node.temperature}")
-        if not 0 <= node.weight <= 1:
-            raise PrunebenchError(f"strategy.distill.weight (alpha on the KL term) must lie in [0, 1], got "
-                                  f"{node.weight}")
-        if node.lr is not None and node.lr <= 0:
-            raise PrunebenchError(f"strategy.distill.lr must be > 0 (null: strategy.finetune.lr), got {node.lr}")
+        positive("strategy.distill.temperature", node.temperature)
+        within("strategy.distill.weight", node.weight, 0, 1, what="alpha on the KL term")
+        positive("strategy.distill.lr", node.lr, optional=True, null="strategy.finetune.lr")
 
     def recipe(self, run):
         node = run.cfg.strategy.distill

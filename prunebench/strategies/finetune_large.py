@@ -5,8 +5,8 @@ epochs unless set. Wang et al. ("Why is the State of Neural Network Pruning so C
 arXiv 2301.05219) show that the fine-tune lr of Liu et al. (0.001) is too small and that a
 larger one reverses the verdict at most ratios; Renda, Frankle & Carbin (ICLR 2020) make the
 same point with learning-rate rewinding (:mod:`.lr_rewind`)."""
+from prunebench.bounds import fractions, positive
 from prunebench.config import FinetuneLargeConfig
-from prunebench.errors import PrunebenchError
 from prunebench.strategies.base import INHERITED, Strategy, check_epochs, own_epochs
 
 
@@ -19,11 +19,8 @@ class FinetuneLarge(Strategy):
     def check(self, cfg):
         node = cfg.strategy.finetune_large
         check_epochs("strategy.finetune_large", node)
-        if node.lr <= 0:
-            raise PrunebenchError(f"strategy.finetune_large.lr must be > 0, got {node.lr}")
-        if not all(0 <= m <= 1 for m in node.milestones):
-            raise PrunebenchError(f"strategy.finetune_large.milestones are fractions of its epochs in [0, 1], got "
-                                  f"{list(node.milestones)}")
+        positive("strategy.finetune_large.lr", node.lr)
+        fractions("strategy.finetune_large.milestones", node.milestones)
 
     def recipe(self, run):
         node = run.cfg.strategy.finetune_large

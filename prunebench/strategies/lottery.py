@@ -14,6 +14,7 @@ from typing import Dict
 import torch
 
 from prunebench import atomic
+from prunebench.bounds import within
 from prunebench.config import LotteryConfig
 from prunebench.errors import PrunebenchError
 from prunebench.pruning import prune
@@ -47,9 +48,8 @@ class Lottery(Strategy):
 
     def check(self, cfg):
         k = cfg.strategy.lottery.rewind_epoch
-        if not 0 <= k <= cfg.schedule.epochs:
-            raise PrunebenchError(f"strategy.lottery.rewind_epoch must lie in [0, {cfg.schedule.epochs}] (the "
-                                  f"unpruned model's epochs; 0: its init), got {k}")
+        within("strategy.lottery.rewind_epoch", k, 0, cfg.schedule.epochs,
+               what="the unpruned model's epochs; 0: its init")
 
     def keeps(self, cfg):
         k = cfg.strategy.lottery.rewind_epoch

@@ -6,8 +6,8 @@ over the first ``warmup`` fraction of the epochs, then falls linearly to lr / di
 epoch (:func:`one_cycle_lrs`); lr defaults to the schedule's (the unpruned model's peak)."""
 from typing import List
 
+from prunebench.bounds import at_least, positive, within
 from prunebench.config import OneCycleConfig
-from prunebench.errors import PrunebenchError
 from prunebench.strategies.base import INHERITED, Strategy, check_epochs, own_epochs
 
 
@@ -35,14 +35,10 @@ class OneCycle(Strategy):
     def check(self, cfg):
         node = cfg.strategy.one_cycle
         check_epochs("strategy.one_cycle", node)
-        if node.lr is not None and node.lr <= 0:
-            raise PrunebenchError(f"strategy.one_cycle.lr must be > 0 (null: the schedule's), got {node.lr}")
-        if not 0 <= node.warmup < 1:
-            raise PrunebenchError(f"strategy.one_cycle.warmup is the fraction of epochs rising, in [0, 1), got "
-                                  f"{node.warmup}")
-        if node.div_factor < 1 or not 0 <= node.final_factor <= 1:
-            raise PrunebenchError(f"strategy.one_cycle.div_factor must be >= 1 and final_factor in [0, 1], got "
-                                  f"{node.div_factor} and {node.final_factor}")
+        positive("strategy.one_cycle.lr", node.lr, optional=True, null="the schedule's")
+        within("strategy.one_cycle.warmup", node.warmup, 0, 1, open_high=True, what="the fraction of epochs rising")
+        at_least("strategy.one_cycle.div_factor", node.div_factor, 1)
+        within("strategy.one_cycle.final_factor", node.final_factor, 0, 1)
 
     def recipe(self, run):
         node = run.cfg.strategy.one_cycle

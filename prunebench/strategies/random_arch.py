@@ -20,6 +20,7 @@ from typing import Any, Dict, List
 import torch
 
 from prunebench import atomic, distributed, models
+from prunebench.bounds import at_least, within
 from prunebench.config import RandomArchConfig
 from prunebench.errors import PrunebenchError
 from prunebench.measure import spec_flops
@@ -69,10 +70,8 @@ class RandomArch(Strategy):
     def check(self, cfg):
         check_scratch_b(cfg)
         node = cfg.strategy.random_arch
-        if node.members < 1:
-            raise PrunebenchError(f"strategy.random_arch.members must be >= 1, got {node.members}")
-        if not 0 < node.low <= 1:
-            raise PrunebenchError(f"strategy.random_arch.low must lie in (0, 1], got {node.low}")
+        at_least("strategy.random_arch.members", node.members, 1)
+        within("strategy.random_arch.low", node.low, 0, 1, open_low=True)
         if node.match not in MATCHES:
             raise PrunebenchError(f"strategy.random_arch.match must be one of {', '.join(MATCHES)}, got "
                                   f"{node.match!r}")

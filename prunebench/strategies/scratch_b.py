@@ -24,8 +24,8 @@ model's computation budget, E x FLOPs_full / FLOPs_pruned epochs rounded up (or 
 import math
 from typing import Dict, Optional
 
+from prunebench.bounds import at_least
 from prunebench.config import ScratchBConfig
-from prunebench.errors import PrunebenchError
 from prunebench.stages import settings
 from prunebench.strategies.base import Strategy, check_own_recipe, from_scratch, own_recipe, own_recipe_note, with_note
 
@@ -50,9 +50,7 @@ def scratch_b_epochs(epochs: int, flops_full: int, flops_pruned: int,
 def check(cfg) -> None:
     """The budget's ``strategy.scratch_b`` settings, before anything trains."""
     sb = cfg.strategy.scratch_b
-    if sb.base_epochs is not None and sb.base_epochs < 1:
-        raise PrunebenchError(f"strategy.scratch_b.base_epochs must be >= 1 (null: the schedule's epochs), got "
-                              f"{sb.base_epochs}")
+    at_least("strategy.scratch_b.base_epochs", sb.base_epochs, 1, optional=True, null="the schedule's epochs")
 
 
 def budget(run, flops: Optional[int], dense: bool = True) -> Dict:
