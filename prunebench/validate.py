@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from prunebench import data as datasets
 from prunebench import methods, models, parts, strategies
-from prunebench.bounds import at_least, positive
+from prunebench.bounds import at_least, fractions, positive, within
 from prunebench.errors import PrunebenchError
 from prunebench.pruning.selection import check_layer_names, check_ratio
 from prunebench.pruning.surgery import prunable_weights
@@ -52,9 +52,7 @@ def check_schedule(cfg: DictConfig) -> None:
     at_least("schedule.eval_every", s.eval_every, 0)
     at_least("schedule.warmup_epochs", s.warmup_epochs, 0)
     positive("schedule.warmup_factor", s.warmup_factor)
-    for m in s.milestones:
-        if not 0 <= m <= 1:
-            raise PrunebenchError(f"schedule.milestones are fractions of the epochs in [0, 1], got {list(s.milestones)}")
+    fractions("schedule.milestones", s.milestones, what="fractions of the epochs")
     check_modern_recipe(s)
     ft = cfg.strategy.finetune
     positive("strategy.finetune.epochs", ft.epochs)
@@ -65,16 +63,12 @@ def check_modern_recipe(s: DictConfig) -> None:
     """The settings of the modern recipe (schedule=modern), each at its schema default in older presets."""
     from prunebench.data.policy import BINS
 
-    if not 0 <= s.label_smoothing < 1:
-        raise PrunebenchError(f"schedule.label_smoothing must be in [0, 1), got {s.label_smoothing}")
+    within("schedule.label_smoothing", s.label_smoothing, 0, 1, open_high=True)
     at_least("schedule.mixup_alpha", s.mixup_alpha, 0)
     at_least("schedule.cutmix_alpha", s.cutmix_alpha, 0)
     at_least("schedule.randaugment_ops", s.randaugment_ops, 1)
-    if not 0 <= s.randaugment_magnitude < BINS:
-        raise PrunebenchError(f"schedule.randaugment_magnitude is a bin in [0, {BINS - 1}], got "
-                              f"{s.randaugment_magnitude}")
-    if not 0 <= s.ema_decay < 1:
-        raise PrunebenchError(f"schedule.ema_decay must be in [0, 1) (0: no average), got {s.ema_decay}")
+    within("schedule.randaugment_magnitude", s.randaugment_magnitude, 0, BINS - 1, what="a bin")
+    within("schedule.ema_decay", s.ema_decay, 0, 1, open_high=True, what="0: no average")
     positive("schedule.ema_steps", s.ema_steps)
     if s.warmup == "linear" and s.warmup_factor > 1:
         raise PrunebenchError(f"schedule.warmup=linear rises from lr x warmup_factor to lr: warmup_factor must be "
@@ -86,9 +80,7 @@ def check_train(cfg: DictConfig) -> None:
         return
     if cfg.train.max_concurrent is not None:
         at_least("train.max_concurrent", cfg.train.max_concurrent, 1)
-    if cfg.train.checkpoint_every is None or cfg.train.checkpoint_every < 0:
-        raise PrunebenchError(f"train.checkpoint_every must be >= 0 (seconds; 0: every epoch), got "
-                              f"{cfg.train.checkpoint_every}")
+    at_least("train.checkpoint_every", cfg.train.checkpoint_every, 0, what="seconds; 0: every epoch")
 
 
 def check_method(cfg: DictConfig) -> None:

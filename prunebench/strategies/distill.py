@@ -19,12 +19,14 @@ from prunebench.train.hooks import TrainHooks
 
 
 def distillation_loss(logits: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor, temperature: float,
-                      weight: float) -> torch.Tensor:
-    """(1 - weight) cross-entropy + weight T^2 KL(teacher_T || student_T), the KL averaged over the batch."""
+                      weight: float, label_smoothing: float = 0.0) -> torch.Tensor:
+    """(1 - weight) cross-entropy + weight T^2 KL(teacher_T || student_T), the KL averaged over the batch.
+    ``y``: class indices or, under mixup/cutmix, soft targets (the teacher then sees the mixed images
+    too); the cross-entropy smooths them as the recipe's does (``label_smoothing``)."""
     t = temperature
     kl = F.kl_div(F.log_softmax(logits.float() / t, dim=1), F.log_softmax(teacher.float() / t, dim=1),
                   reduction="batchmean", log_target=True)
-    ce = F.cross_entropy(logits, y)
+    ce = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
     return (1 - weight) * ce + weight * t * t * kl
 
 
@@ -33,8 +35,9 @@ class DistillHook(TrainHooks):
 
     capturable = False  # the teacher's logits change every step outside the captured graph
 
-    def __init__(self, teacher: torch.nn.Module, temperature: float, weight: float):
+    def __init__(self, teacher: torch.nn.Module, temperature: float, weight: float, label_smoothing: float = 0.0):
         self.teacher, self.temperature, self.weight = teacher.eval(), temperature, weight
+        self.label_smoothing = label_smoothing
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.targets = None
@@ -45,7 +48,7 @@ class DistillHook(TrainHooks):
         self.targets = self.teacher(x)
 
     def loss(self, logits, y):
-        return distillation_loss(logits, self.targets, y, self.temperature, self.weight)
+        return distillation_loss(logits, self.targets, y, self.temperature, self.weight, self.label_smoothing)
 
 
 class Distill(Strategy):
@@ -76,12 +79,13 @@ class Distill(Strategy):
 
     def train(self, run, stage):
         node = run.cfg.strategy.distill
-        hook = DistillHook(run.load("unpruned"), float(node.temperature), float(node.weight))
+        recipe = self.recipe(run)
+        hook = DistillHook(run.load("unpruned"), float(node.temperature), float(node.weight), recipe.label_smoothing)
         teacher_flops = run.figure("unpruned", "flops")
 
         def with_teacher(m):
             extra = accounting.train_flops(m["epochs"], m["train_images"], 0, teacher_flops)
             return {**m, "train_flops": m["train_flops"] + extra, "note": self.note(run) +
                     "; training FLOPs include the teacher's forward passes"}
-        return run.trained(stage, run.load("pruned"), self.recipe(run), hooks=hook, masks=run.masks()).after(
+        return run.trained(stage, run.load("pruned"), recipe, hooks=hook, masks=run.masks()).after(
             with_teacher)

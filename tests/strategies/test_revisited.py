@@ -106,6 +106,40 @@ def test_distillation_loss_against_a_hand_computation():
     assert distillation_loss(teacher, teacher, y, t, 1.0).item() == pytest.approx(0.0, abs=1e-7)
 
 
+def test_distillation_loss_smooths_hard_and_mixed_targets_as_the_recipe_does():
+    logits = torch.tensor([[1.0, 2.0, 0.5], [0.3, -1.0, 2.0]])
+    teacher = torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    mixed = torch.tensor([[0.0, 0.7, 0.3], [0.5, 0.0, 0.5]])  # mixup's soft targets
+    hard = torch.tensor([1, 2])
+    log_p = [[math.log(p) for p in row] for row in torch.softmax(logits.double(), 1).tolist()]
+
+    def ce(targets, eps):  # by hand: the targets (1 - eps) y + eps / K, averaged over the batch
+        return sum(-sum(((1 - eps) * q + eps / 3) * lp for q, lp in zip(t, row))
+                   for t, row in zip(targets, log_p)) / 2
+    kl = distillation_loss(logits, teacher, hard, 2.0, 1.0).item()
+    for y, rows in ((hard, [[0, 1, 0], [0, 0, 1]]), (mixed, mixed.tolist())):
+        for eps in (0.0, 0.1):
+            got = distillation_loss(logits, teacher, y, 2.0, 0.4, label_smoothing=eps).item()
+            assert got == pytest.approx(0.6 * ce(rows, eps) + 0.4 * kl, rel=1e-5)
+
+
+def test_distill_under_mixup_and_label_smoothing_trains_on_the_mixed_soft_targets(smoke_cfg, monkeypatch):
+    from prunebench.strategies import distill
+
+    seen = []
+    real = distill.distillation_loss
+
+    def recording(logits, teacher, y, temperature, weight, label_smoothing=0.0):
+        seen.append((tuple(y.shape), y.dtype, teacher.shape == logits.shape, label_smoothing))
+        return real(logits, teacher, y, temperature, weight, label_smoothing)
+    monkeypatch.setattr(distill, "distillation_loss", recording)
+    rows = by_row(pipeline.run(smoke_cfg("method=l1_norm", "strategies=[distill]", "schedule.mixup_alpha=0.2",
+                                         "schedule.label_smoothing=0.1", "strategy.distill.epochs=1")))
+    assert rows["distill"]["status"] == "ok"
+    assert seen and all(len(shape) == 2 and dtype.is_floating_point and same and eps == 0.1
+                        for shape, dtype, same, eps in seen)
+
+
 # -- settings: keys, checks ------------------------------------------------------------------------------------
 
 def test_each_new_strategy_keys_its_cache_with_its_own_settings(smoke_cfg):
