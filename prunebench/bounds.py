@@ -11,7 +11,7 @@ from prunebench.errors import PrunebenchError
 def _fail(name: str, rule: str, value: Any, what: str = "", null: str = "") -> None:
     why = f" ({what})" if what else ""
     fallback = f" (null: {null})" if null else ""
-    raise PrunebenchError(f"{name} must {rule}{why}{fallback}, got {value!r}")
+    raise PrunebenchError(f"{name} must {rule}{why}{fallback}, got {value}")
 
 
 def positive(name: str, value: Any, optional: bool = False, null: str = "", what: str = "") -> None:
