@@ -50,3 +50,18 @@ def test_a_strategy_checks_its_own_settings_in_the_same_words(override, message)
     with pytest.raises(PrunebenchError) as e:
         validate.check(cfg)
     assert message in str(e.value)
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("image_size", 0, "dataset.image_size must be >= 1, got 0"),
+    ("min_scale", 0.0, "dataset.min_scale must lie in (0, 1], got 0.0"),
+    ("workers", -1, "dataset.workers must be >= 0, got -1"),
+])
+def test_an_image_tree_setting_out_of_range_is_named_alone(tmp_path, setting, value, message):
+    from omegaconf import OmegaConf
+    from prunebench.data import folder
+
+    cfg = OmegaConf.create({"root": str(tmp_path), "image_size": 32, "min_scale": 0.08, "workers": 0, setting: value})
+    with pytest.raises(PrunebenchError) as e:
+        folder.load(cfg)
+    assert str(e.value) == message

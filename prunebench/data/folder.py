@@ -29,6 +29,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from prunebench.bounds import at_least, within
 from prunebench.data.base import Batch, Data
 from prunebench.errors import PrunebenchError
 
@@ -228,9 +229,9 @@ class FolderData(Data):
 def load(cfg) -> FolderData:
     """The image tree at ``dataset.root``; for ``imagenet`` it must hold 1000 classes."""
     root = Path(cfg.root).expanduser().resolve()
-    if cfg.image_size < 1 or cfg.min_scale <= 0 or cfg.min_scale > 1 or cfg.workers < 0:
-        raise PrunebenchError(f"dataset.image_size must be >= 1, dataset.min_scale in (0, 1] and dataset.workers "
-                              f">= 0, got {cfg.image_size}, {cfg.min_scale}, {cfg.workers}")
+    at_least("dataset.image_size", cfg.image_size, 1)
+    within("dataset.min_scale", cfg.min_scale, 0, 1, open_low=True)
+    at_least("dataset.workers", cfg.workers, 0)
     classes = class_folders(root / cfg.train_dir, root, cfg.train_dir, cfg.val_dir)
     val_classes = class_folders(root / cfg.val_dir, root, cfg.train_dir, cfg.val_dir)
     if val_classes != classes:
